@@ -1,0 +1,860 @@
+//! Command-line interface: argument parsing, human and JSON output, exit codes.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use repovault::store::{self, InitOptions, Store};
+use repovault::sync::{self, Auth, RepoReport, Secret, Source, Status, SyncOptions};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Exit codes (also documented in README.md).
+pub mod exit {
+    /// Everything succeeded.
+    pub const OK: u8 = 0;
+    /// An error: nothing (or not everything) could run.
+    pub const ERROR: u8 = 1;
+    /// Some repositories failed, the others were backed up.
+    pub const PARTIAL: u8 = 3;
+    /// The store does not exist or is not a store.
+    pub const NO_STORE: u8 = 10;
+    /// The store is locked by another writer.
+    pub const LOCKED: u8 = 11;
+    /// Verification found damage.
+    pub const DAMAGED: u8 = 12;
+    /// Interrupted (Ctrl-C).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "repovault",
+    version,
+    about = "Deduplicated, point-in-time backups of git repositories",
+    max_term_width = 100
+)]
+struct Cli {
+    /// The store directory [default: $XDG_DATA_HOME/repovault/store]
+    #[arg(long, global = true, env = "REPOVAULT_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new, empty store
+    Init(InitArgs),
+    /// Back up git repositories (URLs or local paths) into the store
+    Sync(SyncArgs),
+    /// Rebuild a bare repository from a snapshot (or list its refs with --list)
+    Restore(RestoreArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List backed-up repositories with their last sync
+    Repos(JsonArg),
+    /// Show what the store holds
+    Stats(JsonArg),
+    /// Check the store's integrity (quick by default; --read-data reads and checks everything)
+    Verify(VerifyArgs),
+    /// Rebuild index.sqlite from the packs and snapshot files (when it is lost or corrupt)
+    RepairIndex(JsonArg),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// zstd compression level (1-22)
+    #[arg(long, default_value_t = 3)]
+    compression_level: i32,
+    /// Pack files are closed at this size (MiB)
+    #[arg(long, default_value_t = 32)]
+    pack_size_mib: u64,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Read every pack: check checksums, every chunk's blake3, every object's git id, every snapshot's closure
+    #[arg(long)]
+    read_data: bool,
+    /// Read only part of the packs: N/M (part N of M) or P% (a random P percent); implies --read-data
+    #[arg(long, value_name = "N/M|P%")]
+    read_data_subset: Option<String>,
+    /// Print the report as one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct JsonArg {
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SnapshotsArgs {
+    /// Only this repository (a name or any unique suffix of one)
+    #[arg(long)]
+    repo: Option<String>,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["snapshot", "at", "latest"])))]
+struct RestoreArgs {
+    /// The repository (its name or any unique suffix of it)
+    #[arg(long)]
+    repo: String,
+    /// The snapshot id, or any unique prefix of it
+    #[arg(long)]
+    snapshot: Option<String>,
+    /// The newest snapshot taken at or before TIME (RFC 3339, or a date: the end of that day, UTC)
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// The newest snapshot
+    #[arg(long)]
+    latest: bool,
+    /// Print the snapshot's refs instead of restoring
+    #[arg(long)]
+    list: bool,
+    /// Allow DEST to be an existing empty directory
+    #[arg(long)]
+    force: bool,
+    /// Restore what is intact when objects are missing or damaged, and list them
+    #[arg(long)]
+    partial: bool,
+    /// Print the result as one JSON document
+    #[arg(long)]
+    json: bool,
+    /// Where to create the bare repository (must not exist, or be empty with --force)
+    #[arg(value_name = "DEST", required_unless_present = "list")]
+    dest: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    /// Git URLs (https, ssh, git, file) or local paths
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<String>,
+    /// Name of the repository in the store (only with one SOURCE) [default: host/path]
+    #[arg(long)]
+    name: Option<String>,
+    /// Mirror cache directory [default: $XDG_CACHE_HOME/repovault/<store id>]
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Environment variable holding an https token (sent as HTTP basic auth, never stored)
+    #[arg(long, value_name = "VAR")]
+    token_env: Option<String>,
+    /// User name sent with the token
+    #[arg(long, default_value = "git", value_name = "USER")]
+    token_user: String,
+    /// Repositories synced at once [default: min(4, number of sources)]
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// Record a snapshot even when the source lacks objects (marked incomplete)
+    #[arg(long)]
+    allow_incomplete: bool,
+    /// Seconds to wait for another writer to release the store
+    #[arg(long, default_value_t = 60)]
+    lock_wait: u64,
+    /// Print the summary as one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupt.clone();
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+            eprintln!("repovault: interrupted; finishing the current step (press Ctrl-C again to stop at once)");
+        });
+    }
+    match run(cli, &interrupt) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            if interrupt.load(Ordering::SeqCst) {
+                eprintln!("repovault: interrupted");
+                return ExitCode::from(exit::INTERRUPTED);
+            }
+            for cause in err.chain() {
+                if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return ExitCode::from(exit::OK);
+                    }
+                }
+            }
+            eprintln!("repovault: error: {}", one_line(&format!("{err:#}")));
+            ExitCode::from(exit_code_of(&err))
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn exit_code_of(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<store::Error>() {
+            return match e {
+                store::Error::NotFound { .. }
+                | store::Error::NotAStore { .. }
+                | store::Error::NotADirectory { .. } => exit::NO_STORE,
+                store::Error::Lock(repovault::lock::Error::Locked { .. }) => exit::LOCKED,
+                _ => exit::ERROR,
+            };
+        }
+        if let Some(repovault::lock::Error::Locked { .. }) =
+            cause.downcast_ref::<repovault::lock::Error>()
+        {
+            return exit::LOCKED;
+        }
+    }
+    exit::ERROR
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("repovault={level},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+/// The default store: `$XDG_DATA_HOME/repovault/store` or `~/.local/share/repovault/store`.
+fn default_store() -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .context(
+            "neither --store, REPOVAULT_STORE, XDG_DATA_HOME nor HOME is set: pass --store DIR",
+        )?;
+    Ok(base.join("repovault").join("store"))
+}
+
+fn open_store(cli_store: &Option<PathBuf>) -> Result<Store> {
+    let path = match cli_store {
+        Some(p) => p.clone(),
+        None => default_store()?,
+    };
+    Ok(Store::open(&path)?)
+}
+
+fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
+    match cli.command {
+        Command::Init(a) => {
+            let path = match &cli.store {
+                Some(p) => p.clone(),
+                None => default_store()?,
+            };
+            let opts = InitOptions {
+                compression: store::Compression {
+                    level: a.compression_level,
+                    ..Default::default()
+                },
+                pack_target_size: a.pack_size_mib.max(1) << 20,
+                ..Default::default()
+            };
+            let s = Store::init(&path, opts)?;
+            println!(
+                "created store {} (id {})",
+                path.display(),
+                s.config().store_id
+            );
+            Ok(exit::OK)
+        }
+        Command::Sync(a) => cmd_sync(&cli.store, a, interrupt),
+        Command::Restore(a) => cmd_restore(&cli.store, a, interrupt),
+        Command::Snapshots(a) => cmd_snapshots(&cli.store, a),
+        Command::Repos(a) => cmd_repos(&cli.store, a),
+        Command::Stats(a) => cmd_stats(&cli.store, a),
+        Command::Verify(a) => cmd_verify(&cli.store, a, interrupt),
+        Command::RepairIndex(a) => cmd_repair(&cli.store, a),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn cmd_stats(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
+    let s = open_store(store)?;
+    let t = s.totals()?;
+    let ratio = if t.stored_bytes > 0 {
+        t.raw_bytes as f64 / t.stored_bytes as f64
+    } else {
+        0.0
+    };
+    if a.json {
+        let mut v = serde_json::to_value(&t)?;
+        v["dedup_ratio"] = serde_json::json!(ratio);
+        v["store"] = serde_json::json!(s.root());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("store        {}", s.root().display());
+        println!("repos        {}", t.repos);
+        println!("snapshots    {}", t.snapshots);
+        println!("objects      {}", t.objects);
+        println!("chunks       {} ({} deltas)", t.chunks, t.delta_chunks);
+        println!("packs        {}", t.packs);
+        println!(
+            "raw bytes    {} ({})",
+            t.raw_bytes,
+            human_bytes(t.raw_bytes)
+        );
+        println!(
+            "stored bytes {} ({})",
+            t.stored_bytes,
+            human_bytes(t.stored_bytes)
+        );
+        println!("ratio        {ratio:.2}x (raw / stored)");
+    }
+    Ok(exit::OK)
+}
+
+/// Resolves a repository name or a unique suffix of one.
+fn resolve_repo(s: &Store, name: &str) -> Result<repovault::index::RepoRow> {
+    let repos = s.with_index(|i| i.repos())?;
+    if let Some(r) = repos.iter().find(|r| r.name == name) {
+        return Ok(r.clone());
+    }
+    let suffix = format!("/{}", name.trim_matches('/'));
+    let hits: Vec<_> = repos.iter().filter(|r| r.name.ends_with(&suffix)).collect();
+    match hits.len() {
+        1 => Ok(hits[0].clone()),
+        0 => bail!("no repository named {name:?} in the store: see `repovault repos`"),
+        _ => bail!(
+            "{name:?} matches several repositories ({}): give more of the name",
+            hits.iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) -> Result<u8> {
+    use repovault::restore::{self, Selector};
+    let s = open_store(store)?;
+    let repo = resolve_repo(&s, &a.repo)?;
+    let sel = match (&a.snapshot, &a.at) {
+        (Some(id), _) => Selector::Id(id.clone()),
+        (None, Some(t)) => Selector::At(restore::parse_time(t).map_err(anyhow::Error::msg)?),
+        (None, None) => Selector::Latest,
+    };
+    let snaps = s.with_index(|i| i.snapshots(Some(repo.id)))?;
+    let snap = restore::select(&snaps, &repo.name, &sel)?;
+    if a.list {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&snap)?);
+            return Ok(exit::OK);
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "# snapshot {} of {} taken {}",
+            snap.short_id(),
+            snap.repo,
+            snap.time
+        )?;
+        for r in &snap.refs {
+            match (&r.symref, r.target) {
+                (Some(t), _) => writeln!(
+                    out,
+                    "{:<40} {} -> {}",
+                    "",
+                    r.name_lossy(),
+                    String::from_utf8_lossy(t)
+                )?,
+                (None, Some(t)) => writeln!(out, "{t} {}", r.name_lossy())?,
+                (None, None) => writeln!(out, "{:<40} {}", "(unborn)", r.name_lossy())?,
+            }
+        }
+        return Ok(exit::OK);
+    }
+    let dest = a.dest.expect("clap requires DEST without --list");
+    eprintln!(
+        "repovault: restoring snapshot {} of {} taken {}",
+        snap.short_id(),
+        snap.repo,
+        snap.time
+    );
+    let start = Instant::now();
+    let opts = restore::RestoreOptions {
+        force: a.force,
+        partial: a.partial,
+    };
+    let report = restore::restore(&s, &snap, &dest, opts, interrupt)?;
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["millis"] = serde_json::json!(start.elapsed().as_millis() as u64);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "restored {} ({} refs, {} objects, {} as deltas, pack {}) to {} in {:.1}s",
+            snap.short_id(),
+            report.refs,
+            report.objects,
+            report.deltas,
+            human_bytes(report.pack_bytes),
+            report.destination.display(),
+            start.elapsed().as_secs_f64()
+        );
+        for p in &report.problems {
+            println!("missing or damaged: {p}");
+        }
+        for r in &report.skipped_refs {
+            println!("ref not restored (its target is missing): {r}");
+        }
+    }
+    Ok(if report.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+fn store_path(cli_store: &Option<PathBuf>) -> Result<PathBuf> {
+    match cli_store {
+        Some(p) => Ok(p.clone()),
+        None => default_store(),
+    }
+}
+
+fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) -> Result<u8> {
+    use repovault::verify::{self, Subset, VerifyOptions, VerifyReport};
+    let subset = a
+        .read_data_subset
+        .as_deref()
+        .map(str::parse::<Subset>)
+        .transpose()?;
+    let opts = VerifyOptions {
+        read_data: a.read_data || subset.is_some(),
+        subset,
+    };
+    let path = store_path(store)?;
+    let s = match Store::open(&path) {
+        Ok(s) => s,
+        Err(store::Error::Index(e)) => {
+            // A lost or unreadable index is damage to report, not a usage error.
+            let report = VerifyReport {
+                mode: if opts.read_data { "read-data" } else { "quick" }.into(),
+                problems: vec![verify::Problem {
+                    kind: "index".into(),
+                    pack: None,
+                    offset: None,
+                    chunk: None,
+                    object: None,
+                    detail: format!("{e}; every snapshot is unrestorable until `repovault repair-index` rebuilds it"),
+                }],
+                ..Default::default()
+            };
+            print_verify(&report, a.json)?;
+            return Ok(exit::DAMAGED);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let bar = (opts.read_data && std::io::stderr().is_terminal()).then(|| {
+        let total: u64 = s.totals().map(|t| t.stored_bytes).unwrap_or(0);
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} verify [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let progress = |n: u64| {
+        if let Some(b) = &bar {
+            b.inc(n);
+        }
+    };
+    let report = verify::verify(&s, opts, &progress, interrupt)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    print_verify(&report, a.json)?;
+    Ok(if report.is_clean() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
+}
+
+fn print_verify(r: &repovault::verify::VerifyReport, json: bool) -> Result<()> {
+    if json {
+        let mut v = serde_json::to_value(r)?;
+        v["clean"] = serde_json::json!(r.is_clean());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "verify ({}): {} packs, {} chunks, {} objects, {} snapshots checked; {} read in {:.1}s ({:.1} MB/s, {:.0} objects/s)",
+        r.mode,
+        r.packs_checked,
+        r.chunks_checked,
+        r.objects_checked,
+        r.snapshots_checked,
+        human_bytes(r.bytes_read),
+        r.seconds,
+        r.mb_per_second,
+        r.objects_per_second
+    )?;
+    for p in &r.problems {
+        writeln!(out, "DAMAGE: {p}")?;
+    }
+    for a in &r.affected {
+        writeln!(
+            out,
+            "UNRESTORABLE: snapshot {} of {}: {}",
+            &a.snapshot[..8.min(a.snapshot.len())],
+            a.repo,
+            a.reason
+        )?;
+    }
+    for n in &r.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    if r.is_clean() {
+        writeln!(out, "no damage found")?;
+    } else {
+        writeln!(
+            out,
+            "{} problem(s); {} snapshot(s) affected",
+            r.problems.len(),
+            r.affected.len()
+        )?;
+    }
+    Ok(())
+}
+
+fn cmd_repair(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
+    let path = store_path(store)?;
+    let r = repovault::repair::repair_index(&path, Duration::from_secs(60))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        if let Some(old) = &r.old_index {
+            println!("the old index was kept as {}", old.display());
+        }
+        println!(
+            "rebuilt the index: {} packs, {} chunks, {} objects, {} snapshots",
+            r.packs, r.chunks, r.objects, r.snapshots
+        );
+        for s in r.skipped_packs.iter().chain(&r.skipped_snapshots) {
+            println!("left out (damaged): {s}");
+        }
+        if r.dropped_chunks > 0 {
+            println!(
+                "{} chunks dropped: their delta base is in no intact pack",
+                r.dropped_chunks
+            );
+        }
+    }
+    Ok(
+        if r.skipped_packs.is_empty() && r.skipped_snapshots.is_empty() {
+            exit::OK
+        } else {
+            exit::PARTIAL
+        },
+    )
+}
+
+fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
+    let s = open_store(store)?;
+    let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
+    let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&snaps)?);
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<8}  {:<20}  {:<20}  {:>5}  repository",
+        "id", "time (UTC)", "checked at", "refs"
+    )?;
+    for sn in &snaps {
+        writeln!(
+            out,
+            "{:<8}  {:<20}  {:<20}  {:>5}  {}{}",
+            sn.short_id(),
+            sn.time.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            sn.checked_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            sn.refs.len(),
+            sn.repo,
+            if sn.complete { "" } else { "  (incomplete)" }
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_repos(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
+    let s = open_store(store)?;
+    let repos = s.with_index(|i| i.repos())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&repos)?);
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<10}  {:<20}  {:>9}  repository",
+        "status", "last checked (UTC)", "snapshots"
+    )?;
+    for r in &repos {
+        let when = r
+            .last_checked
+            .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{:<10}  {:<20}  {:>9}  {}",
+            r.last_status.as_deref().unwrap_or("-"),
+            when,
+            r.snapshots,
+            r.name
+        )?;
+        if let Some(e) = &r.last_error {
+            writeln!(out, "            last error: {e}")?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) -> Result<u8> {
+    let store = match store_arg {
+        Some(p) => Store::open(p)?,
+        None => {
+            let p = default_store()?;
+            if p.exists() {
+                Store::open(&p)?
+            } else {
+                eprintln!("repovault: creating the default store at {}", p.display());
+                Store::init(&p, InitOptions::default())?
+            }
+        }
+    };
+    if a.name.is_some() && a.sources.len() > 1 {
+        bail!(
+            "--name names one repository, but {} sources were given: sync them one by one",
+            a.sources.len()
+        );
+    }
+    let auth = match &a.token_env {
+        Some(var) => {
+            let token = std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("--token-env {var}: the environment variable {var} is not set")
+            })?;
+            if token.trim().is_empty() {
+                bail!("--token-env {var}: the environment variable {var} is empty");
+            }
+            Some(Auth {
+                user: a.token_user.clone(),
+                token: Secret::new(token.trim().to_owned()),
+            })
+        }
+        None => None,
+    };
+    let sources: Vec<Source> = a
+        .sources
+        .iter()
+        .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
+        .collect::<Result<_, _>>()?;
+    let cache = a
+        .cache
+        .clone()
+        .unwrap_or_else(|| sync::default_cache(&store));
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    let opts = SyncOptions {
+        cache,
+        allow_incomplete: a.allow_incomplete,
+    };
+    let writer = Mutex::new(store.writer_for(Duration::from_secs(a.lock_wait), "sync")?);
+    let jobs = a.jobs.unwrap_or(4).clamp(1, 64).min(sources.len());
+    let start = Instant::now();
+    let bars = std::io::stderr()
+        .is_terminal()
+        .then(indicatif::MultiProgress::new);
+    let queue = Mutex::new(sources.iter().enumerate().collect::<Vec<_>>().into_iter());
+    let reports: Mutex<Vec<(usize, RepoReport)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                let Some((i, src)) = next else { break };
+                if interrupt.load(Ordering::SeqCst) {
+                    break;
+                }
+                let bar = bars.as_ref().map(|m| {
+                    let b = m.add(indicatif::ProgressBar::new_spinner());
+                    b.set_message(format!("{}: syncing", src.name));
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b
+                });
+                let t = Instant::now();
+                let report = match sync::sync_repo(&store, &writer, src, &opts, interrupt) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let msg = one_line(&format!("{e:#}"));
+                        tracing::error!(repo = %src.name, "{msg}");
+                        sync::record_failure(&writer, src, &msg);
+                        RepoReport {
+                            name: src.name.clone(),
+                            url: src.url.clone(),
+                            status: Status::Failed,
+                            snapshot: None,
+                            refs: 0,
+                            objects_received: 0,
+                            new_objects: 0,
+                            new_chunks: 0,
+                            new_bytes_stored: 0,
+                            millis: t.elapsed().as_millis() as u64,
+                            incomplete: false,
+                            error: Some(msg),
+                        }
+                    }
+                };
+                if let Some(b) = bar {
+                    b.finish_with_message(format!("{}: {}", src.name, report.status.as_str()));
+                }
+                reports
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((i, report));
+            });
+        }
+    });
+    let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
+    w.commit()?;
+    drop(w);
+    let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
+    reports.sort_by_key(|(i, _)| *i);
+    let reports: Vec<RepoReport> = reports.into_iter().map(|(_, r)| r).collect();
+    let failed = reports
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count();
+    let skipped = sources.len() - reports.len();
+    print_sync_summary(&reports, start.elapsed(), a.json)?;
+    if interrupt.load(Ordering::SeqCst) {
+        return Ok(exit::INTERRUPTED);
+    }
+    Ok(if failed == 0 && skipped == 0 {
+        exit::OK
+    } else if failed + skipped == sources.len() {
+        exit::ERROR
+    } else {
+        exit::PARTIAL
+    })
+}
+
+fn print_sync_summary(reports: &[RepoReport], elapsed: Duration, json: bool) -> Result<()> {
+    let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
+    let new_objects: u64 = reports.iter().map(|r| r.new_objects).sum();
+    let new_bytes: u64 = reports.iter().map(|r| r.new_bytes_stored).sum();
+    if json {
+        let doc = serde_json::json!({
+            "repos": reports,
+            "totals": {
+                "repos": reports.len(),
+                "new": count(Status::New),
+                "changed": count(Status::Changed),
+                "unchanged": count(Status::Unchanged),
+                "failed": count(Status::Failed),
+                "new_objects": new_objects,
+                "new_bytes_stored": new_bytes,
+                "millis": elapsed.as_millis() as u64,
+            }
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for r in reports {
+        let snap = r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-");
+        write!(
+            out,
+            "{:<9} {}  snapshot {}  refs {}  objects +{}  stored +{}  {:.1}s",
+            r.status.as_str(),
+            r.name,
+            snap,
+            r.refs,
+            r.new_objects,
+            human_bytes(r.new_bytes_stored),
+            r.millis as f64 / 1000.0
+        )?;
+        if r.incomplete {
+            write!(out, "  (incomplete)")?;
+        }
+        if let Some(e) = &r.error {
+            write!(out, "  error: {e}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "{} repositories: {} new, {} changed, {} unchanged, {} failed; +{} objects, +{} stored in {:.1}s",
+        reports.len(),
+        count(Status::New),
+        count(Status::Changed),
+        count(Status::Unchanged),
+        count(Status::Failed),
+        new_objects,
+        human_bytes(new_bytes),
+        elapsed.as_secs_f64()
+    )?;
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn is_store(p: &Path) -> bool {
+    p.join(store::CONFIG_FILE).is_file()
+}

@@ -1,0 +1,1290 @@
+//! The SQLite index: the only module that writes SQL.
+//!
+//! Tables (schema version 1, see docs/FORMAT.md for the column meanings):
+//! `meta`, `packs`, `chunks`, `objects`, `object_chunks`, `repos`,
+//! `snapshots`, `snapshot_refs`. The database runs in WAL mode with
+//! `synchronous=FULL`; every batch of packs is committed in one transaction,
+//! after the packs themselves are durable.
+
+use crate::chunk::ChunkId;
+use crate::pack::{FinishedPack, PackKind};
+use crate::snapshot::{RefEntry, Snapshot};
+use crate::ObjectKind;
+use gix::ObjectId;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The schema version this code writes; older databases are migrated.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Migrations: entry `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE packs (
+    id      INTEGER PRIMARY KEY,
+    name    TEXT NOT NULL UNIQUE,
+    kind    INTEGER NOT NULL,
+    size    INTEGER NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE chunks (
+    id         INTEGER PRIMARY KEY,
+    hash       BLOB NOT NULL UNIQUE,
+    pack       INTEGER NOT NULL REFERENCES packs(id),
+    offset     INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    raw_len    INTEGER NOT NULL,
+    base       INTEGER REFERENCES chunks(id),
+    depth      INTEGER NOT NULL
+);
+CREATE INDEX chunks_pack ON chunks(pack);
+CREATE INDEX chunks_base ON chunks(base) WHERE base IS NOT NULL;
+CREATE TABLE objects (
+    oid     BLOB PRIMARY KEY,
+    kind    INTEGER NOT NULL,
+    size    INTEGER NOT NULL,
+    nchunks INTEGER NOT NULL,
+    chunk   INTEGER NOT NULL REFERENCES chunks(id),
+    pack    INTEGER NOT NULL REFERENCES packs(id)
+) WITHOUT ROWID;
+CREATE INDEX objects_chunk ON objects(chunk);
+CREATE TABLE object_chunks (
+    oid   BLOB NOT NULL,
+    seq   INTEGER NOT NULL,
+    chunk INTEGER NOT NULL REFERENCES chunks(id),
+    PRIMARY KEY (oid, seq)
+) WITHOUT ROWID;
+CREATE TABLE repos (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    url          TEXT NOT NULL,
+    created      INTEGER NOT NULL,
+    last_checked INTEGER,
+    last_status  TEXT,
+    last_error   TEXT
+);
+CREATE TABLE snapshots (
+    id         INTEGER PRIMARY KEY,
+    sid        TEXT NOT NULL UNIQUE,
+    repo       INTEGER NOT NULL REFERENCES repos(id),
+    time       INTEGER NOT NULL,
+    checked_at INTEGER NOT NULL,
+    complete   INTEGER NOT NULL,
+    missing    TEXT
+);
+CREATE INDEX snapshots_repo_time ON snapshots(repo, time);
+CREATE TABLE snapshot_refs (
+    snapshot INTEGER NOT NULL REFERENCES snapshots(id),
+    name     BLOB NOT NULL,
+    target   BLOB,
+    symref   BLOB,
+    peeled   BLOB,
+    PRIMARY KEY (snapshot, name)
+) WITHOUT ROWID;
+"#];
+
+/// Errors of the index.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite failed.
+    #[error("index {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer repovault.
+    #[error("index {path} has schema version {found}, newer than {SCHEMA_VERSION} which this repovault understands: upgrade repovault")]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// A value in the database is not what the schema allows.
+    #[error("index {path} is damaged: {reason} (run `repovault verify`)")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A chunk's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRow {
+    /// Row id (stable within one index, not across `repair-index`).
+    pub rowid: i64,
+    /// blake3 of the plain bytes.
+    pub id: ChunkId,
+    /// Row id of the pack.
+    pub pack: i64,
+    /// Offset in the pack.
+    pub offset: u64,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Plain length.
+    pub raw_len: u32,
+    /// Row id of the base chunk for a delta.
+    pub base: Option<i64>,
+    /// Length of the delta chain down to a full chunk (0 for a full chunk).
+    pub depth: u32,
+}
+
+/// An object's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRow {
+    /// Git object id.
+    pub oid: ObjectId,
+    /// Kind.
+    pub kind: ObjectKind,
+    /// Content size.
+    pub size: u64,
+    /// Number of chunks.
+    pub nchunks: u32,
+    /// Row id of the first (for single-chunk objects: the only) chunk.
+    pub chunk: i64,
+}
+
+/// A pack's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackRow {
+    /// Row id.
+    pub rowid: i64,
+    /// File name without `.pack`.
+    pub name: String,
+    /// Kind.
+    pub kind: PackKind,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A chunk to insert, with its base by id.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    /// Index of the pack in the committed batch.
+    pub pack: usize,
+    /// Chunk id.
+    pub id: ChunkId,
+    /// Offset in the pack.
+    pub offset: u64,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Plain length.
+    pub raw_len: u32,
+    /// Base chunk.
+    pub base: Option<ChunkId>,
+    /// Delta depth.
+    pub depth: u32,
+}
+
+/// Totals for `stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    /// Distinct git objects.
+    pub objects: u64,
+    /// Distinct chunks.
+    pub chunks: u64,
+    /// Chunks stored as deltas.
+    pub delta_chunks: u64,
+    /// Pack files.
+    pub packs: u64,
+    /// Sum of the sizes of all distinct objects.
+    pub raw_bytes: u64,
+    /// Sum of the plain lengths of all distinct chunks.
+    pub chunk_bytes: u64,
+    /// Sum of the sizes of all pack files.
+    pub stored_bytes: u64,
+    /// Repositories.
+    pub repos: u64,
+    /// Snapshots.
+    pub snapshots: u64,
+}
+
+/// A connection to the index.
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Index {
+    /// Creates a new index at `path` (which must not exist).
+    pub fn create(path: &Path) -> Result<Self, Error> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut idx = Self::open_with(path, flags)?;
+        idx.migrate()?;
+        Ok(idx)
+    }
+
+    /// Opens an existing index, migrating an older schema.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        if !path.is_file() {
+            return Err(Error::Corrupt {
+                path: path.to_owned(),
+                reason: "the file is missing (run `repovault repair-index`)".into(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut idx = Self::open_with(path, flags)?;
+        idx.migrate()?;
+        Ok(idx)
+    }
+
+    fn open_with(path: &Path, flags: OpenFlags) -> Result<Self, Error> {
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| Error::Sqlite {
+            path: path.to_owned(),
+            source,
+        })?;
+        let idx = Self {
+            conn,
+            path: path.to_owned(),
+        };
+        idx.conn
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=60000;",
+            )
+            .map_err(|e| idx.err(e))?;
+        Ok(idx)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), Error> {
+        let version: u32 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        for (v, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(|source| Error::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
+            tx.execute_batch(sql).map_err(|source| Error::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
+            tx.pragma_update(None, "user_version", (v + 1) as u32)
+                .map_err(|source| Error::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            tx.commit().map_err(|source| Error::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs SQLite's `integrity_check`; returns its complaints (empty when healthy).
+    pub fn integrity_check(&self) -> Result<Vec<String>, Error> {
+        let mut st = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let r = r.map_err(|e| self.err(e))?;
+            if r != "ok" {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn chunk_from_row(
+        &self,
+        r: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<(i64, Vec<u8>, i64, i64, i64, i64, Option<i64>, i64)> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+        ))
+    }
+
+    fn to_chunk(
+        &self,
+        t: (i64, Vec<u8>, i64, i64, i64, i64, Option<i64>, i64),
+    ) -> Result<ChunkRow, Error> {
+        let id = ChunkId::from_slice(&t.1)
+            .ok_or_else(|| self.corrupt(format!("chunk row {} has a malformed hash", t.0)))?;
+        Ok(ChunkRow {
+            rowid: t.0,
+            id,
+            pack: t.2,
+            offset: t.3 as u64,
+            stored_len: t.4 as u32,
+            raw_len: t.5 as u32,
+            base: t.6,
+            depth: t.7 as u32,
+        })
+    }
+
+    /// The chunk named `id`, if indexed.
+    pub fn chunk_by_hash(&self, id: &ChunkId) -> Result<Option<ChunkRow>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, hash, pack, offset, stored_len, raw_len, base, depth FROM chunks WHERE hash = ?1")
+            .map_err(|e| self.err(e))?;
+        let t = st
+            .query_row([&id.0[..]], |r| self.chunk_from_row(r))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        t.map(|t| self.to_chunk(t)).transpose()
+    }
+
+    /// The chunk with row id `rowid`.
+    pub fn chunk(&self, rowid: i64) -> Result<Option<ChunkRow>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, hash, pack, offset, stored_len, raw_len, base, depth FROM chunks WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        let t = st
+            .query_row([rowid], |r| self.chunk_from_row(r))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        t.map(|t| self.to_chunk(t)).transpose()
+    }
+
+    /// The object `oid`, if indexed.
+    pub fn object(&self, oid: &ObjectId) -> Result<Option<ObjectRow>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT kind, size, nchunks, chunk FROM objects WHERE oid = ?1")
+            .map_err(|e| self.err(e))?;
+        let t: Option<(u8, i64, i64, i64)> = st
+            .query_row([oid.as_bytes()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((kind, size, nchunks, chunk)) = t else {
+            return Ok(None);
+        };
+        let kind = ObjectKind::from_code(kind)
+            .ok_or_else(|| self.corrupt(format!("object {oid} has unknown kind {kind}")))?;
+        Ok(Some(ObjectRow {
+            oid: *oid,
+            kind,
+            size: size as u64,
+            nchunks: nchunks as u32,
+            chunk,
+        }))
+    }
+
+    /// True when `oid` is indexed.
+    pub fn has_object(&self, oid: &ObjectId) -> Result<bool, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM objects WHERE oid = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([oid.as_bytes()]).map_err(|e| self.err(e))
+    }
+
+    /// Row ids of an object's chunks, in order.
+    pub fn object_chunks(&self, obj: &ObjectRow) -> Result<Vec<i64>, Error> {
+        if obj.nchunks <= 1 {
+            return Ok(vec![obj.chunk]);
+        }
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT chunk FROM object_chunks WHERE oid = ?1 ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([obj.oid.as_bytes()], |r| r.get::<_, i64>(0))
+            .map_err(|e| self.err(e))?;
+        let v = rows
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        if v.len() != obj.nchunks as usize {
+            return Err(self.corrupt(format!(
+                "object {} lists {} of its {} chunks",
+                obj.oid,
+                v.len(),
+                obj.nchunks
+            )));
+        }
+        Ok(v)
+    }
+
+    /// The git object ids whose single chunk is `chunk` (objects that can serve as a delta base).
+    pub fn objects_with_chunk(&self, chunk: i64) -> Result<Vec<ObjectId>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT oid FROM objects WHERE chunk = ?1 AND nchunks = 1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([chunk], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let b = r.map_err(|e| self.err(e))?;
+            out.push(ObjectId::try_from(&b[..]).map_err(|_| self.corrupt("malformed object id"))?);
+        }
+        Ok(out)
+    }
+
+    /// The pack with row id `rowid`.
+    pub fn pack(&self, rowid: i64) -> Result<Option<PackRow>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, kind, size FROM packs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        let t: Option<(String, u8, i64)> = st
+            .query_row([rowid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((name, kind, size)) = t else {
+            return Ok(None);
+        };
+        let kind = PackKind::from_code(kind)
+            .ok_or_else(|| self.corrupt(format!("pack {name} has unknown kind {kind}")))?;
+        Ok(Some(PackRow {
+            rowid,
+            name,
+            kind,
+            size: size as u64,
+        }))
+    }
+
+    /// Every pack.
+    pub fn packs(&self) -> Result<Vec<PackRow>, Error> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, name, kind, size FROM packs ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (rowid, name, kind, size) = r.map_err(|e| self.err(e))?;
+            let kind = PackKind::from_code(kind)
+                .ok_or_else(|| self.corrupt(format!("pack {name} has unknown kind {kind}")))?;
+            out.push(PackRow {
+                rowid,
+                name,
+                kind,
+                size: size as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records finished packs, their chunks (in `chunks` order: a base before
+    /// its deltas) and their object records, in one transaction.
+    pub fn commit_packs(
+        &mut self,
+        packs: &[FinishedPack],
+        chunks: &[NewChunk],
+        now: i64,
+    ) -> Result<(), Error> {
+        let path = self.path.clone();
+        let e = |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut pack_ids = Vec::with_capacity(packs.len());
+        {
+            let mut ins_pack = tx
+                .prepare_cached(
+                    "INSERT INTO packs (name, kind, size, created) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(e)?;
+            for p in packs {
+                ins_pack
+                    .execute(params![p.name, p.kind.code(), to_i64(p.size), now])
+                    .map_err(e)?;
+                pack_ids.push(tx.last_insert_rowid());
+            }
+            let mut ins_chunk = tx
+                .prepare_cached(
+                    "INSERT INTO chunks (hash, pack, offset, stored_len, raw_len, base, depth)
+                     VALUES (?1, ?2, ?3, ?4, ?5, (SELECT id FROM chunks WHERE hash = ?6), ?7)",
+                )
+                .map_err(e)?;
+            for c in chunks {
+                let base = c.base.map(|b| b.0.to_vec());
+                ins_chunk
+                    .execute(params![
+                        &c.id.0[..],
+                        pack_ids[c.pack],
+                        to_i64(c.offset),
+                        c.stored_len,
+                        c.raw_len,
+                        base,
+                        c.depth
+                    ])
+                    .map_err(e)?;
+            }
+            let mut ins_obj = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO objects (oid, kind, size, nchunks, chunk, pack)
+                     VALUES (?1, ?2, ?3, ?4, (SELECT id FROM chunks WHERE hash = ?5), ?6)",
+                )
+                .map_err(e)?;
+            let mut ins_oc = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO object_chunks (oid, seq, chunk) VALUES (?1, ?2, (SELECT id FROM chunks WHERE hash = ?3))",
+                )
+                .map_err(e)?;
+            for (p, pid) in packs.iter().zip(&pack_ids) {
+                for o in &p.objects {
+                    let first = o.chunks.first().expect("an object has at least one chunk");
+                    ins_obj
+                        .execute(params![
+                            o.oid.as_bytes(),
+                            o.kind.code(),
+                            to_i64(o.size),
+                            o.chunks.len() as i64,
+                            &first.0[..],
+                            pid
+                        ])
+                        .map_err(e)?;
+                    if o.chunks.len() > 1 {
+                        for (seq, c) in o.chunks.iter().enumerate() {
+                            ins_oc
+                                .execute(params![o.oid.as_bytes(), seq as i64, &c.0[..]])
+                                .map_err(e)?;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Totals over the whole index.
+    pub fn totals(&self) -> Result<Totals, Error> {
+        let q = |sql: &str| -> Result<u64, Error> {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| v.unwrap_or(0) as u64)
+                .map_err(|e| self.err(e))
+        };
+        Ok(Totals {
+            objects: q("SELECT count(*) FROM objects")?,
+            chunks: q("SELECT count(*) FROM chunks")?,
+            delta_chunks: q("SELECT count(*) FROM chunks WHERE base IS NOT NULL")?,
+            packs: q("SELECT count(*) FROM packs")?,
+            raw_bytes: q("SELECT sum(size) FROM objects")?,
+            chunk_bytes: q("SELECT sum(raw_len) FROM chunks")?,
+            stored_bytes: q("SELECT sum(size) FROM packs")?,
+            repos: q("SELECT count(*) FROM repos")?,
+            snapshots: q("SELECT count(*) FROM snapshots")?,
+        })
+    }
+
+    /// The repository named `name`, created with `url` if new; returns its row id.
+    pub fn upsert_repo(&mut self, name: &str, url: &str, now: i64) -> Result<i64, Error> {
+        self.conn
+            .execute(
+                "INSERT INTO repos (name, url, created) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET url = excluded.url",
+                params![name, url, now],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .query_row("SELECT id FROM repos WHERE name = ?1", [name], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records the outcome of a sync attempt of a repository.
+    pub fn set_repo_status(
+        &mut self,
+        repo: i64,
+        checked: i64,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "UPDATE repos SET last_checked = ?2, last_status = ?3, last_error = ?4 WHERE id = ?1",
+                params![repo, checked, status, error],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every repository.
+    pub fn repos(&self) -> Result<Vec<RepoRow>, Error> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT r.id, r.name, r.url, r.created, r.last_checked, r.last_status, r.last_error,
+                        (SELECT count(*) FROM snapshots s WHERE s.repo = r.id),
+                        (SELECT max(time) FROM snapshots s WHERE s.repo = r.id)
+                 FROM repos r ORDER BY r.name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(RepoRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    url: r.get(2)?,
+                    created: r.get(3)?,
+                    last_checked: r.get(4)?,
+                    last_status: r.get(5)?,
+                    last_error: r.get(6)?,
+                    snapshots: r.get::<_, i64>(7)? as u64,
+                    last_snapshot: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records a snapshot (row and refs) in one transaction.
+    pub fn insert_snapshot(&mut self, repo: i64, snap: &Snapshot) -> Result<(), Error> {
+        let path = self.path.clone();
+        let e = |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let missing = (!snap.missing.is_empty()).then(|| {
+            snap.missing
+                .iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        tx.execute(
+            "INSERT INTO snapshots (sid, repo, time, checked_at, complete, missing) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                snap.id,
+                repo,
+                snap.time.as_microsecond(),
+                snap.checked_at.as_microsecond(),
+                snap.complete,
+                missing
+            ],
+        )
+        .map_err(e)?;
+        let sid = tx.last_insert_rowid();
+        {
+            let mut st = tx
+                .prepare_cached("INSERT INTO snapshot_refs (snapshot, name, target, symref, peeled) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(e)?;
+            for r in &snap.refs {
+                st.execute(params![
+                    sid,
+                    r.name,
+                    r.target.map(|o| o.as_bytes().to_vec()),
+                    r.symref,
+                    r.peeled.map(|o| o.as_bytes().to_vec())
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Sets a snapshot's `checked_at` (an unchanged repository was checked again).
+    pub fn touch_snapshot(&mut self, sid: &str, checked_at: i64) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "UPDATE snapshots SET checked_at = ?2 WHERE sid = ?1",
+                params![sid, checked_at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Snapshots, oldest first; of one repository when `repo` is given.
+    pub fn snapshots(&self, repo: Option<i64>) -> Result<Vec<Snapshot>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT s.id, s.sid, r.name, r.url, s.time, s.checked_at, s.complete, s.missing
+                 FROM snapshots s JOIN repos r ON r.id = s.repo
+                 WHERE ?1 IS NULL OR s.repo = ?1 ORDER BY s.time, s.id",
+            )
+            .map_err(|e| self.err(e))?;
+        type Row = (i64, String, String, String, i64, i64, bool, Option<String>);
+        let rows: Vec<Row> = st
+            .query_map([repo], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (rowid, sid, name, url, time, checked, complete, missing) in rows {
+            let ts = |v: i64| {
+                jiff::Timestamp::from_microsecond(v)
+                    .map_err(|_| self.corrupt(format!("snapshot {sid} has a bad time")))
+            };
+            let missing = missing
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|s| {
+                    ObjectId::from_hex(s.as_bytes())
+                        .map_err(|_| self.corrupt(format!("snapshot {sid}: bad missing id")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(Snapshot {
+                refs: self.snapshot_refs(rowid)?,
+                id: sid.clone(),
+                repo: name,
+                url,
+                time: ts(time)?,
+                checked_at: ts(checked)?,
+                complete,
+                missing,
+            });
+        }
+        Ok(out)
+    }
+
+    fn snapshot_refs(&self, rowid: i64) -> Result<Vec<RefEntry>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, target, symref, peeled FROM snapshot_refs WHERE snapshot = ?1 ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        type Row = (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+        let rows: Vec<Row> = st
+            .query_map([rowid], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let oid = |b: Option<Vec<u8>>| -> Result<Option<ObjectId>, Error> {
+            b.map(|b| ObjectId::try_from(&b[..]).map_err(|_| self.corrupt("malformed ref target")))
+                .transpose()
+        };
+        rows.into_iter()
+            .map(|(name, target, symref, peeled)| {
+                Ok(RefEntry {
+                    name,
+                    target: oid(target)?,
+                    symref,
+                    peeled: oid(peeled)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Something the quick check found in the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// An object whose chunk list does not resolve.
+    ObjectChunks {
+        /// The object.
+        oid: ObjectId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A chunk whose base or pack row is missing.
+    Chunk {
+        /// The chunk.
+        id: ChunkId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A snapshot ref whose target is not stored.
+    RefTarget {
+        /// The snapshot id.
+        snapshot: String,
+        /// The repository.
+        repo: String,
+        /// The ref.
+        name: String,
+        /// The missing target.
+        target: ObjectId,
+    },
+    /// Rows that belong to nothing.
+    Orphan {
+        /// Which rows.
+        what: String,
+    },
+}
+
+/// A pack's extent according to the index.
+#[derive(Debug, Clone)]
+pub struct PackExtent {
+    /// The pack.
+    pub pack: PackRow,
+    /// Chunks the index places in it.
+    pub chunks: u64,
+    /// The end of the last chunk.
+    pub end: u64,
+}
+
+impl Index {
+    /// Structural checks of the index (no pack is read).
+    pub fn quick_check(&self) -> Result<Vec<Finding>, Error> {
+        let mut out = Vec::new();
+        let oid = |b: Vec<u8>| {
+            ObjectId::try_from(&b[..]).map_err(|_| self.corrupt("malformed object id"))
+        };
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT o.oid, o.nchunks, (SELECT count(*) FROM object_chunks c WHERE c.oid = o.oid)
+                 FROM objects o WHERE o.nchunks > 1
+                   AND (SELECT count(*) FROM object_chunks c WHERE c.oid = o.oid) != o.nchunks",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(Vec<u8>, i64, i64)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        for (o, n, have) in rows {
+            out.push(Finding::ObjectChunks {
+                oid: oid(o)?,
+                reason: format!("lists {have} of its {n} chunks"),
+            });
+        }
+        for (sql, reason) in [
+            ("SELECT o.oid FROM objects o LEFT JOIN chunks c ON c.id = o.chunk WHERE c.id IS NULL", "its chunk row is missing"),
+            (
+                "SELECT DISTINCT oc.oid FROM object_chunks oc LEFT JOIN chunks c ON c.id = oc.chunk WHERE c.id IS NULL",
+                "one of its chunk rows is missing",
+            ),
+        ] {
+            let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+            let rows: Vec<Vec<u8>> =
+                st.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+            for o in rows {
+                out.push(Finding::ObjectChunks { oid: oid(o)?, reason: reason.into() });
+            }
+        }
+        for (sql, reason) in [
+            (
+                "SELECT c.hash FROM chunks c LEFT JOIN chunks b ON b.id = c.base WHERE c.base IS NOT NULL AND b.id IS NULL",
+                "its delta base row is missing",
+            ),
+            ("SELECT c.hash FROM chunks c LEFT JOIN packs p ON p.id = c.pack WHERE p.id IS NULL", "its pack row is missing"),
+        ] {
+            let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+            let rows: Vec<Vec<u8>> =
+                st.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+            for h in rows {
+                let id = ChunkId::from_slice(&h).ok_or_else(|| self.corrupt("malformed chunk id"))?;
+                out.push(Finding::Chunk { id, reason: reason.into() });
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT s.sid, p.name, r.name, r.target, s.missing FROM snapshot_refs r
+                 JOIN snapshots s ON s.id = r.snapshot JOIN repos p ON p.id = s.repo
+                 LEFT JOIN objects o ON o.oid = r.target
+                 WHERE r.target IS NOT NULL AND o.oid IS NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        type RefRow = (String, String, Vec<u8>, Vec<u8>, Option<String>);
+        let rows: Vec<RefRow> = st
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        for (snapshot, repo, name, target, missing) in rows {
+            let target = oid(target)?;
+            // An incomplete snapshot lists what it lacks; that is recorded, not damage.
+            if missing.is_some_and(|m| m.contains(&target.to_string())) {
+                continue;
+            }
+            out.push(Finding::RefTarget {
+                snapshot,
+                repo,
+                name: String::from_utf8_lossy(&name).into_owned(),
+                target,
+            });
+        }
+        for (sql, what) in [
+            (
+                "SELECT count(*) FROM object_chunks oc LEFT JOIN objects o ON o.oid = oc.oid WHERE o.oid IS NULL",
+                "object_chunks rows without their object",
+            ),
+            (
+                "SELECT count(*) FROM snapshot_refs r LEFT JOIN snapshots s ON s.id = r.snapshot WHERE s.id IS NULL",
+                "snapshot_refs rows without their snapshot",
+            ),
+            ("SELECT count(*) FROM snapshots s LEFT JOIN repos r ON r.id = s.repo WHERE r.id IS NULL", "snapshots without their repository"),
+            ("SELECT count(*) FROM objects o LEFT JOIN packs p ON p.id = o.pack WHERE p.id IS NULL", "objects whose record pack row is missing"),
+        ] {
+            let n: i64 = self.conn.query_row(sql, [], |r| r.get(0)).map_err(|e| self.err(e))?;
+            if n > 0 {
+                out.push(Finding::Orphan { what: format!("{n} {what}") });
+            }
+        }
+        Ok(out)
+    }
+
+    /// For every pack: how many chunks the index places in it and where the last one ends.
+    pub fn pack_extents(&self) -> Result<Vec<PackExtent>, Error> {
+        let packs = self.packs()?;
+        let mut st = self
+            .conn
+            .prepare("SELECT pack, count(*), max(offset + stored_len) FROM chunks GROUP BY pack")
+            .map_err(|e| self.err(e))?;
+        let m: HashMap<i64, (i64, i64)> = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    (
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                    ),
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(packs
+            .into_iter()
+            .map(|p| {
+                let (n, end) = m.get(&p.rowid).copied().unwrap_or((0, 0));
+                PackExtent {
+                    pack: p,
+                    chunks: n as u64,
+                    end: end as u64,
+                }
+            })
+            .collect())
+    }
+
+    /// Every chunk the index places in pack `pack`, by offset.
+    pub fn chunks_in_pack(&self, pack: i64) -> Result<Vec<ChunkRow>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, hash, pack, offset, stored_len, raw_len, base, depth FROM chunks WHERE pack = ?1 ORDER BY offset")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<_> = st
+            .query_map([pack], |r| self.chunk_from_row(r))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter().map(|t| self.to_chunk(t)).collect()
+    }
+
+    /// Objects made of exactly the chunk `chunk`, with their kinds.
+    pub fn single_chunk_objects(&self, chunk: i64) -> Result<Vec<(ObjectId, ObjectKind)>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT oid, kind FROM objects WHERE chunk = ?1 AND nchunks = 1")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(Vec<u8>, u8)> = st
+            .query_map([chunk], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(o, k)| {
+                Ok((
+                    ObjectId::try_from(&o[..]).map_err(|_| self.corrupt("malformed object id"))?,
+                    ObjectKind::from_code(k)
+                        .ok_or_else(|| self.corrupt(format!("unknown kind {k}")))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Objects made of more than one chunk.
+    pub fn multi_chunk_objects(&self) -> Result<Vec<ObjectId>, Error> {
+        let mut st = self
+            .conn
+            .prepare("SELECT oid FROM objects WHERE nchunks > 1")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<Vec<u8>> = st
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|o| ObjectId::try_from(&o[..]).map_err(|_| self.corrupt("malformed object id")))
+            .collect()
+    }
+
+    /// Chunks stored as deltas against `chunk`.
+    pub fn dependents(&self, chunk: i64) -> Result<Vec<i64>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM chunks WHERE base = ?1")
+            .map_err(|e| self.err(e))?;
+        let v = st
+            .query_map([chunk], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(v)
+    }
+
+    /// Objects that use `chunk`.
+    pub fn objects_using(&self, chunk: i64) -> Result<Vec<ObjectId>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT oid FROM objects WHERE chunk = ?1 UNION SELECT oid FROM object_chunks WHERE chunk = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<Vec<u8>> = st
+            .query_map([chunk], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|o| ObjectId::try_from(&o[..]).map_err(|_| self.corrupt("malformed object id")))
+            .collect()
+    }
+}
+
+impl Index {
+    /// Fills an empty index from pack trailers (repair). Chunks found in
+    /// several packs keep their first place; a delta whose base is in no pack
+    /// is dropped, and so are the objects that need it. Returns the number of
+    /// chunks dropped that way.
+    pub fn rebuild_from_packs(
+        &mut self,
+        packs: &[(String, u64, crate::pack::PackContents)],
+        now: i64,
+    ) -> Result<u64, Error> {
+        let path = self.path.clone();
+        let e = |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut dropped = 0u64;
+        {
+            let mut ins_pack = tx
+                .prepare("INSERT INTO packs (name, kind, size, created) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(e)?;
+            let mut ins_chunk = tx
+                .prepare("INSERT OR IGNORE INTO chunks (hash, pack, offset, stored_len, raw_len, base, depth) VALUES (?1, ?2, ?3, ?4, ?5, NULL, 0)")
+                .map_err(e)?;
+            let mut pack_ids = Vec::new();
+            for (name, size, c) in packs {
+                ins_pack
+                    .execute(params![name, c.kind.code(), to_i64(*size), now])
+                    .map_err(e)?;
+                let pid = tx.last_insert_rowid();
+                pack_ids.push(pid);
+                for x in &c.entries {
+                    ins_chunk
+                        .execute(params![
+                            &x.id.0[..],
+                            pid,
+                            to_i64(x.offset),
+                            x.stored_len,
+                            x.raw_len
+                        ])
+                        .map_err(e)?;
+                }
+            }
+            // Bases: link every delta to its base, then compute depths.
+            let mut set_base = tx
+                .prepare("UPDATE chunks SET base = (SELECT id FROM chunks WHERE hash = ?2) WHERE hash = ?1 AND pack = ?3 AND offset = ?4")
+                .map_err(e)?;
+            for ((_, _, c), pid) in packs.iter().zip(&pack_ids) {
+                for x in c.entries.iter().filter(|x| x.base.is_some()) {
+                    let b = x.base.expect("filtered");
+                    set_base
+                        .execute(params![&x.id.0[..], &b.0[..], pid, to_i64(x.offset)])
+                        .map_err(e)?;
+                }
+            }
+            // A delta entry whose base is nowhere cannot be decoded: drop it.
+            let mut is_delta: HashMap<(i64, i64), bool> = HashMap::new();
+            for ((_, _, c), pid) in packs.iter().zip(&pack_ids) {
+                for x in &c.entries {
+                    is_delta.insert((*pid, to_i64(x.offset)), x.base.is_some());
+                }
+            }
+            let mut st = tx
+                .prepare("SELECT id, pack, offset, base FROM chunks")
+                .map_err(e)?;
+            let rows: Vec<(i64, i64, i64, Option<i64>)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(e)?
+                .collect::<Result<_, _>>()
+                .map_err(e)?;
+            let mut base_of: HashMap<i64, Option<i64>> = HashMap::new();
+            let mut del = tx.prepare("DELETE FROM chunks WHERE id = ?1").map_err(e)?;
+            let mut doomed: Vec<i64> = Vec::new();
+            for (id, pack, offset, base) in rows {
+                if is_delta.get(&(pack, offset)).copied().unwrap_or(false) && base.is_none() {
+                    doomed.push(id);
+                } else {
+                    base_of.insert(id, base);
+                }
+            }
+            // Deltas on dropped chunks are dropped too (repeat until stable).
+            loop {
+                let before = doomed.len();
+                let gone: std::collections::HashSet<i64> = doomed.iter().copied().collect();
+                let more: Vec<i64> = base_of
+                    .iter()
+                    .filter(|(_, b)| b.is_some_and(|b| gone.contains(&b)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in more {
+                    base_of.remove(&id);
+                    doomed.push(id);
+                }
+                if doomed.len() == before {
+                    break;
+                }
+            }
+            // Delete dependents before their bases.
+            for id in doomed.iter().rev() {
+                del.execute([id]).map_err(e)?;
+                dropped += 1;
+            }
+            let mut depth: HashMap<i64, u32> = HashMap::new();
+            let mut set_depth = tx
+                .prepare("UPDATE chunks SET depth = ?2 WHERE id = ?1")
+                .map_err(e)?;
+            let ids: Vec<i64> = base_of.keys().copied().collect();
+            for id in ids {
+                let mut chain = vec![id];
+                let mut cur = id;
+                let d0 = loop {
+                    if let Some(d) = depth.get(&cur) {
+                        break *d;
+                    }
+                    match base_of.get(&cur).copied().flatten() {
+                        Some(b) if chain.len() < 10_000 => {
+                            chain.push(b);
+                            cur = b;
+                        }
+                        _ => {
+                            depth.insert(cur, 0);
+                            chain.pop();
+                            break 0;
+                        }
+                    }
+                };
+                let mut d = d0;
+                while let Some(c) = chain.pop() {
+                    d += 1;
+                    depth.insert(c, d);
+                    set_depth.execute(params![c, d]).map_err(e)?;
+                }
+            }
+            let mut ins_obj = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO objects (oid, kind, size, nchunks, chunk, pack)
+                     VALUES (?1, ?2, ?3, ?4, (SELECT id FROM chunks WHERE hash = ?5), ?6)",
+                )
+                .map_err(e)?;
+            let mut ins_oc = tx
+                .prepare("INSERT OR IGNORE INTO object_chunks (oid, seq, chunk) VALUES (?1, ?2, (SELECT id FROM chunks WHERE hash = ?3))")
+                .map_err(e)?;
+            for ((_, _, c), pid) in packs.iter().zip(&pack_ids) {
+                for o in &c.objects {
+                    let Some(first) = o.chunks.first() else {
+                        continue;
+                    };
+                    ins_obj
+                        .execute(params![
+                            o.oid.as_bytes(),
+                            o.kind.code(),
+                            to_i64(o.size),
+                            o.chunks.len() as i64,
+                            &first.0[..],
+                            pid
+                        ])
+                        .map_err(e)?;
+                    if o.chunks.len() > 1 {
+                        for (seq, ch) in o.chunks.iter().enumerate() {
+                            ins_oc
+                                .execute(params![o.oid.as_bytes(), seq as i64, &ch.0[..]])
+                                .map_err(e)?;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(dropped)
+    }
+}
+
+/// A repository's row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RepoRow {
+    /// Row id.
+    #[serde(skip)]
+    pub id: i64,
+    /// Name (`host/path`).
+    pub name: String,
+    /// URL without credentials.
+    pub url: String,
+    /// When first seen (unix seconds).
+    pub created: i64,
+    /// Last sync attempt (unix seconds).
+    pub last_checked: Option<i64>,
+    /// Outcome of the last sync attempt (`new`, `changed`, `unchanged`, `failed`).
+    pub last_status: Option<String>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// Number of snapshots.
+    pub snapshots: u64,
+    /// Time of the newest snapshot (unix microseconds).
+    pub last_snapshot: Option<i64>,
+}

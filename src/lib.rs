@@ -1,0 +1,69 @@
+//! # repovault
+//!
+//! Deduplicated, point-in-time backups of git repositories.
+//!
+//! A [`Store`](store::Store) is a directory that holds git objects
+//! content-addressed: every object is split into chunks (large objects with
+//! content-defined chunking), every chunk is named by the blake3 hash of its
+//! plain bytes, compressed with zstd (optionally as a git delta against a base
+//! chunk) and appended to an immutable pack file. A SQLite index maps git
+//! object ids to their chunks and chunks to `(pack, offset, length)`.
+//!
+//! ```text
+//! sync   : fetch (gix mirror) -> decode pack -> put objects -> chunk -> blake3
+//!          -> known? skip : zstd (delta vs base) -> pack (fsync, rename)
+//!          -> index transaction -> snapshot of the ref set (last)
+//! restore: snapshot -> refs -> reachable objects -> chunks -> unzstd
+//!          -> check blake3 + git oid -> new bare repository (pack + idx) -> refs, HEAD
+//! ```
+//!
+//! ```no_run
+//! use repovault::store::{Store, InitOptions, NewObject};
+//! use repovault::ObjectKind;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::init("/tmp/vault".as_ref(), InitOptions::default())?;
+//! let data = b"hello\n".to_vec();
+//! let oid = repovault::git_oid(ObjectKind::Blob, &data);
+//! let mut writer = store.writer(std::time::Duration::from_secs(10))?;
+//! writer.put(vec![NewObject { oid, kind: ObjectKind::Blob, data, base: None }])?;
+//! writer.commit()?;
+//! assert_eq!(store.get(&oid)?.data, b"hello\n");
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod chunk;
+pub mod delta;
+pub mod index;
+pub mod lock;
+pub mod pack;
+pub mod repair;
+pub mod restore;
+pub mod snapshot;
+pub mod store;
+pub mod sync;
+pub mod verify;
+
+mod object;
+
+pub use object::{git_oid, references, ObjectKind};
+
+/// A git object id (SHA-1).
+pub use gix::ObjectId;
+
+/// Crash-testing hook: when the environment variable `REPOVAULT_CRASH_AT`
+/// names this point, the process kills itself with SIGKILL here, exactly as
+/// `kill -9` would, so tests can prove every write path is crash-safe at
+/// deterministic points. Costs one environment lookup otherwise.
+#[doc(hidden)]
+pub fn crash_point(name: &str) {
+    if std::env::var("REPOVAULT_CRASH_AT").is_ok_and(|v| v == name) {
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(std::process::id().to_string())
+            .status();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+}

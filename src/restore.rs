@@ -1,0 +1,506 @@
+//! Restore: rebuild a bare git repository exactly as a snapshot recorded it.
+//!
+//! The snapshot's reachable closure is walked through the store (commits,
+//! trees and tags are read and parsed; blobs only looked up). Objects are
+//! read back with every chunk's blake3 and every object's git id checked, and
+//! written as one pack: an object stored as a git delta against another
+//! object of the set is written as that delta (REF_DELTA), the rest in full.
+//! gix then indexes the pack (resolving every delta and hashing every object
+//! once more), and the refs are written as `packed-refs` plus `HEAD`. All of
+//! it happens in a temporary directory beside the destination, renamed into
+//! place at the end, so a failed restore leaves nothing at the destination.
+
+use crate::snapshot::Snapshot;
+use crate::store::{self, Store};
+use crate::{index, ObjectKind};
+use gix::odb::pack;
+use gix::ObjectId;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// Errors of restore.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No snapshot matches.
+    #[error("{0}")]
+    NoSnapshot(String),
+    /// The destination cannot be used.
+    #[error("destination {path}: {reason}")]
+    Destination {
+        /// The destination.
+        path: PathBuf,
+        /// Why not, and what to do.
+        reason: String,
+    },
+    /// Objects the snapshot needs are missing or damaged.
+    #[error("snapshot {snapshot} cannot be restored: {count} object(s) missing or damaged: {first} (use --partial to restore what is intact)")]
+    Damaged {
+        /// The snapshot.
+        snapshot: String,
+        /// How many objects.
+        count: usize,
+        /// The first problem, fully described.
+        first: String,
+    },
+    /// Writing the repository failed.
+    #[error("writing the restored repository failed: {0}")]
+    Write(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] index::Error),
+}
+
+/// Which snapshot to restore.
+#[derive(Debug, Clone)]
+pub enum Selector {
+    /// By id or a unique prefix of it.
+    Id(String),
+    /// The newest taken at or before this time.
+    At(jiff::Timestamp),
+    /// The newest.
+    Latest,
+}
+
+/// Parses `--at`: RFC 3339, or a date meaning the end of that day (UTC).
+pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let d: jiff::civil::Date = s.parse().map_err(|_| {
+        format!("--at {s:?}: not an RFC 3339 time (2026-11-01T12:00:00Z) or a date (2026-11-01)")
+    })?;
+    let end = d.at(23, 59, 59, 999_999_999);
+    end.to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp())
+        .map_err(|e| format!("--at {s:?}: {e}"))
+}
+
+/// Picks a snapshot of `repo` (whose snapshots are given oldest first).
+pub fn select(snapshots: &[Snapshot], repo: &str, sel: &Selector) -> Result<Snapshot, Error> {
+    match sel {
+        Selector::Latest => snapshots.last().cloned().ok_or_else(|| Error::NoSnapshot(format!("{repo} has no snapshot"))),
+        Selector::At(t) => snapshots
+            .iter()
+            .rev()
+            .find(|s| s.time <= *t)
+            .cloned()
+            .ok_or_else(|| Error::NoSnapshot(format!("{repo} has no snapshot taken at or before {t}: see `repovault snapshots --repo {repo}`"))),
+        Selector::Id(prefix) => {
+            let p = prefix.to_lowercase();
+            let hits: Vec<_> = snapshots.iter().filter(|s| s.id.starts_with(&p)).collect();
+            match hits.len() {
+                1 => Ok(hits[0].clone()),
+                0 => Err(Error::NoSnapshot(format!("{repo} has no snapshot with id {prefix}: see `repovault snapshots --repo {repo}`"))),
+                n => Err(Error::NoSnapshot(format!("snapshot id {prefix} is ambiguous ({n} snapshots match): give more digits"))),
+            }
+        }
+    }
+}
+
+/// Options of a restore.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Allow an existing empty destination directory.
+    pub force: bool,
+    /// Restore what is intact instead of failing on missing or damaged objects.
+    pub partial: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    /// The snapshot restored.
+    pub snapshot: String,
+    /// Its time.
+    pub time: jiff::Timestamp,
+    /// Repository name.
+    pub repo: String,
+    /// Where.
+    pub destination: PathBuf,
+    /// Objects written.
+    pub objects: u64,
+    /// Objects written as deltas.
+    pub deltas: u64,
+    /// Refs written.
+    pub refs: u64,
+    /// Bytes of the pack written.
+    pub pack_bytes: u64,
+    /// Objects missing or damaged (only with `partial`), with the reason.
+    pub problems: Vec<String>,
+    /// Refs not written because their target is missing (only with `partial`).
+    pub skipped_refs: Vec<String>,
+}
+
+struct Node {
+    oid: ObjectId,
+    kind: ObjectKind,
+    chunk: i64,
+    single: bool,
+}
+
+/// Walks the snapshot's closure through the store. Returns the objects found
+/// (in walk order) and the problems (missing or damaged objects).
+fn walk(store: &Store, snap: &Snapshot) -> Result<(Vec<Node>, Vec<(ObjectId, String)>), Error> {
+    let mut nodes = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut stack: Vec<ObjectId> = snap.tips();
+    stack.reverse();
+    while let Some(oid) = stack.pop() {
+        if !seen.insert(oid) {
+            continue;
+        }
+        let Some(row) = store.object_row(&oid)? else {
+            problems.push((oid, format!("object {oid} is not in the store")));
+            continue;
+        };
+        if row.kind.is_metadata() {
+            match store.get(&oid) {
+                Ok(o) => match crate::object::references(o.kind, &o.data) {
+                    Ok(refs) => stack.extend(refs.into_iter().filter(|r| !seen.contains(r))),
+                    Err(e) => {
+                        problems.push((oid, format!("object {oid} cannot be parsed: {e}")));
+                        continue;
+                    }
+                },
+                Err(
+                    e @ (store::Error::ChunkDamaged { .. }
+                    | store::Error::ObjectDamaged { .. }
+                    | store::Error::Pack(_)),
+                ) => {
+                    problems.push((oid, format!("{e}")));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        nodes.push(Node {
+            oid,
+            kind: row.kind,
+            chunk: row.chunk,
+            single: row.nchunks == 1,
+        });
+    }
+    Ok((nodes, problems))
+}
+
+fn check_destination(dest: &Path, force: bool) -> Result<(), Error> {
+    let bad = |reason: &str| Error::Destination {
+        path: dest.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match std::fs::metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(bad(&e.to_string())),
+        Ok(m) if !m.is_dir() => Err(bad("exists and is a file: choose a new directory")),
+        Ok(_) => {
+            let empty = std::fs::read_dir(dest)
+                .map_err(|e| bad(&e.to_string()))?
+                .next()
+                .is_none();
+            if !empty {
+                Err(bad("exists and is not empty: restore never writes into existing data; choose a new directory"))
+            } else if !force {
+                Err(bad(
+                    "exists (empty): pass --force to restore into it, or choose a new directory",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+fn zlib(data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut z = gix::zlib::stream::deflate::Write::new(
+        Vec::with_capacity(data.len() / 2 + 64),
+        gix::zlib::Compression::BEST_SPEED,
+    );
+    z.write_all(data).map_err(|e| e.to_string())?;
+    z.flush().map_err(|e| e.to_string())?;
+    Ok(z.into_inner())
+}
+
+/// Restores `snap` into a new bare repository at `dest`.
+///
+/// # Errors
+/// [`Error::Destination`] when `dest` is not new (or empty with `force`),
+/// [`Error::Damaged`] when objects are missing or damaged (without `partial`).
+pub fn restore(
+    store: &Store,
+    snap: &Snapshot,
+    dest: &Path,
+    opts: RestoreOptions,
+    interrupt: &AtomicBool,
+) -> Result<RestoreReport, Error> {
+    check_destination(dest, opts.force)?;
+    let abs = std::path::absolute(dest).map_err(|e| Error::Destination {
+        path: dest.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let parent = abs.parent().ok_or_else(|| Error::Destination {
+        path: dest.to_owned(),
+        reason: "has no parent directory".into(),
+    })?;
+    std::fs::create_dir_all(parent).map_err(|e| Error::Destination {
+        path: parent.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".repovault-restore-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::Destination {
+            path: parent.to_owned(),
+            reason: e.to_string(),
+        })?;
+
+    let (nodes, mut problems) = walk(store, snap)?;
+    let werr = |e: &dyn std::fmt::Display| Error::Write(format!("{e:#}"));
+
+    // Single-chunk objects of the set by (kind, chunk): the bases a delta can name.
+    let base_of: HashMap<(ObjectKind, i64), ObjectId> = nodes
+        .iter()
+        .filter(|n| n.single)
+        .map(|n| ((n.kind, n.chunk), n.oid))
+        .collect();
+
+    // Read and encode every object (in parallel, in slices to bound memory).
+    let build = |n: &Node| -> Result<pack::data::output::Entry, String> {
+        let o = store.get_with_delta(&n.oid).map_err(|e| e.to_string())?;
+        if let Some((base_chunk, delta)) = &o.delta {
+            if let Some(base) = base_of.get(&(o.kind, *base_chunk)) {
+                if *base != n.oid {
+                    return Ok(pack::data::output::Entry {
+                        id: n.oid,
+                        kind: pack::data::output::entry::Kind::DeltaOid { id: *base },
+                        decompressed_size: delta.len(),
+                        compressed_data: zlib(delta)?,
+                    });
+                }
+            }
+        }
+        Ok(pack::data::output::Entry {
+            id: n.oid,
+            kind: pack::data::output::entry::Kind::Base(o.kind.into()),
+            decompressed_size: o.data.len(),
+            compressed_data: zlib(&o.data)?,
+        })
+    };
+
+    // With --partial, find the damaged objects first so the pack's object count is exact.
+    let mut damaged: HashSet<ObjectId> = problems.iter().map(|p| p.0).collect();
+    if opts.partial {
+        let more: Vec<(ObjectId, String)> = nodes
+            .par_iter()
+            .filter_map(|n| {
+                store
+                    .get_with_delta(&n.oid)
+                    .err()
+                    .map(|e| (n.oid, e.to_string()))
+            })
+            .collect();
+        damaged.extend(more.iter().map(|p| p.0));
+        problems.extend(more);
+    } else if let Some((_, first)) = problems.first() {
+        return Err(Error::Damaged {
+            snapshot: snap.id.clone(),
+            count: problems.len(),
+            first: first.clone(),
+        });
+    }
+    let nodes: Vec<&Node> = nodes.iter().filter(|n| !damaged.contains(&n.oid)).collect();
+    // A delta whose base was dropped would be unresolvable: write those objects in full.
+    let written: HashSet<ObjectId> = nodes.iter().map(|n| n.oid).collect();
+
+    let repo_dir = tmp.path().join("repo.git");
+    let repo = gix::init_bare(&repo_dir).map_err(|e| werr(&e))?;
+    drop(repo);
+    let pack_dir = repo_dir.join("objects/pack");
+    let mut deltas = 0u64;
+    let mut pack_bytes = 0u64;
+    if !nodes.is_empty() {
+        let tmp_pack = tmp.path().join("restore.pack");
+        let file = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&tmp_pack).map_err(|e| werr(&e))?,
+        );
+        let first_error: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        let delta_count = std::sync::atomic::AtomicU64::new(0);
+        let slices = nodes.chunks(1024).map(
+            |slice| -> Result<Vec<pack::data::output::Entry>, gix::Error> {
+                let v: Result<Vec<_>, String> = slice
+                    .par_iter()
+                    .map(|n| {
+                        let mut e = build(n)?;
+                        if let pack::data::output::entry::Kind::DeltaOid { id } = e.kind {
+                            if !written.contains(&id) {
+                                let o = store.get(&n.oid).map_err(|e| e.to_string())?;
+                                e = pack::data::output::Entry {
+                                    id: n.oid,
+                                    kind: pack::data::output::entry::Kind::Base(o.kind.into()),
+                                    decompressed_size: o.data.len(),
+                                    compressed_data: zlib(&o.data)?,
+                                };
+                            }
+                        }
+                        if let pack::data::output::entry::Kind::DeltaOid { .. } = e.kind {
+                            delta_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(e)
+                    })
+                    .collect();
+                v.map_err(|e| {
+                    *first_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                    gix::error::ErrorExt::raise(gix::error::message!("{e}"))
+                })
+            },
+        );
+        let mut w = pack::data::output::bytes::FromEntriesIter::new(
+            slices,
+            file,
+            nodes.len() as u32,
+            pack::data::Version::V2,
+            gix::hash::Kind::Sha1,
+        );
+        for r in &mut w {
+            if let Err(e) = r {
+                let msg = first_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .unwrap_or_else(|| format!("{e:#}"));
+                return Err(Error::Damaged {
+                    snapshot: snap.id.clone(),
+                    count: 1,
+                    first: msg,
+                });
+            }
+        }
+        drop(w);
+        let out = pack::Bundle::write_to_directory(
+            &mut std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(&tmp_pack).map_err(|e| werr(&e))?,
+            ),
+            Some(&pack_dir),
+            &mut gix::progress::Discard,
+            interrupt,
+            None::<gix::objs::find::Never>,
+            gix::hash::Kind::Sha1,
+            pack::bundle::write::Options::default(),
+        )
+        .map_err(|e| werr(&e))?;
+        if out.index.num_objects as usize != nodes.len() {
+            return Err(Error::Write(format!(
+                "the pack holds {} objects instead of {}",
+                out.index.num_objects,
+                nodes.len()
+            )));
+        }
+        pack_bytes = out
+            .data_path
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        std::fs::remove_file(&tmp_pack).map_err(|e| werr(&e))?;
+        deltas = delta_count.load(std::sync::atomic::Ordering::Relaxed);
+    }
+
+    // Refs: packed-refs for direct refs, loose files for symbolic ones, HEAD.
+    let mut skipped_refs = Vec::new();
+    let mut packed = b"# pack-refs with: peeled fully-peeled sorted \n".to_vec();
+    let mut refs_written = 0u64;
+    let mut refs: Vec<_> = snap.refs.iter().filter(|r| r.name != b"HEAD").collect();
+    refs.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in refs {
+        if let Some(sym) = &r.symref {
+            use std::os::unix::ffi::OsStrExt;
+            if r.name.starts_with(b"/")
+                || r.name
+                    .split(|b| *b == b'/')
+                    .any(|c| c.is_empty() || c == b".." || c == b".")
+            {
+                skipped_refs.push(r.name_lossy());
+                continue;
+            }
+            let path = repo_dir.join(std::ffi::OsStr::from_bytes(&r.name));
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).map_err(|e| werr(&e))?;
+            }
+            let mut content = b"ref: ".to_vec();
+            content.extend_from_slice(sym);
+            content.push(b'\n');
+            std::fs::write(&path, content).map_err(|e| werr(&e))?;
+            refs_written += 1;
+            continue;
+        }
+        let Some(target) = r.target else { continue };
+        if !written.contains(&target) {
+            skipped_refs.push(r.name_lossy());
+            continue;
+        }
+        packed.extend_from_slice(target.to_string().as_bytes());
+        packed.push(b' ');
+        packed.extend_from_slice(&r.name);
+        packed.push(b'\n');
+        if let Some(p) = r.peeled {
+            packed.extend_from_slice(format!("^{p}\n").as_bytes());
+        }
+        refs_written += 1;
+    }
+    std::fs::write(repo_dir.join("packed-refs"), packed).map_err(|e| werr(&e))?;
+    let head = match snap.head() {
+        Some(h) => match (&h.symref, h.target) {
+            (Some(s), _) => {
+                let mut c = b"ref: ".to_vec();
+                c.extend_from_slice(s);
+                c.push(b'\n');
+                c
+            }
+            (None, Some(t)) => format!("{t}\n").into_bytes(),
+            (None, None) => b"ref: refs/heads/main\n".to_vec(),
+        },
+        None => b"ref: refs/heads/main\n".to_vec(),
+    };
+    std::fs::write(repo_dir.join("HEAD"), head).map_err(|e| werr(&e))?;
+    sync_tree(&repo_dir).map_err(|e| werr(&e))?;
+
+    // Move into place: rename(2) also replaces an empty directory.
+    std::fs::rename(&repo_dir, &abs).map_err(|e| Error::Destination {
+        path: dest.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let _ = crate::pack::sync_dir(parent);
+    Ok(RestoreReport {
+        snapshot: snap.id.clone(),
+        time: snap.time,
+        repo: snap.repo.clone(),
+        destination: abs,
+        objects: nodes.len() as u64,
+        deltas,
+        refs: refs_written,
+        pack_bytes,
+        problems: problems.into_iter().map(|p| p.1).collect(),
+        skipped_refs,
+    })
+}
+
+/// fsyncs every file and directory below `dir`.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            sync_tree(&e.path())?;
+        } else if t.is_file() {
+            std::fs::File::open(e.path())?.sync_all()?;
+        }
+    }
+    crate::pack::sync_dir(dir)
+}

@@ -1,0 +1,224 @@
+//! Snapshots: the full ref set of one repository at one point in time.
+//!
+//! A snapshot is recorded twice: as rows of the index (`snapshots`,
+//! `snapshot_refs`) and as a small JSON file `snapshots/<sid>.json` in the
+//! store, so that losing the index loses no history. The file is written and
+//! fsynced before the index rows are committed; both are written only after
+//! every object the snapshot needs is durable in the store.
+
+use gix::ObjectId;
+use serde::{Deserialize, Serialize};
+
+/// One ref of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RefEntry {
+    /// Full ref name (`HEAD`, `refs/heads/main`, ...). Git ref names are bytes;
+    /// in JSON a name that is not UTF-8 is written as `"hex:<hex>"`.
+    #[serde(with = "bytes_as_str")]
+    pub name: Vec<u8>,
+    /// The object the ref points to (for a symbolic ref: what its target resolved to,
+    /// `None` for an unborn target).
+    #[serde(with = "oid_hex::opt")]
+    pub target: Option<ObjectId>,
+    /// For a symbolic ref: the ref it points to.
+    #[serde(
+        with = "opt_bytes_as_str",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub symref: Option<Vec<u8>>,
+    /// For an annotated tag: the object it finally points to.
+    #[serde(
+        with = "oid_hex::opt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub peeled: Option<ObjectId>,
+}
+
+impl RefEntry {
+    /// The name, lossily as UTF-8 for display.
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// A snapshot of one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Id: 64 hex digits (blake3 of repo, time and refs); any unique prefix names it.
+    pub id: String,
+    /// Repository name.
+    pub repo: String,
+    /// The repository's URL (never with credentials).
+    pub url: String,
+    /// When it was taken (RFC 3339, UTC).
+    pub time: jiff::Timestamp,
+    /// The last time a sync found the repository still in this state.
+    pub checked_at: jiff::Timestamp,
+    /// All refs, sorted by name; `HEAD` included.
+    pub refs: Vec<RefEntry>,
+    /// False when the source lacked objects and the snapshot was recorded anyway.
+    pub complete: bool,
+    /// Objects the source lacked (only for incomplete snapshots).
+    #[serde(with = "oid_hex::vec", default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<ObjectId>,
+}
+
+impl Snapshot {
+    /// Computes the id from repo, time and refs.
+    pub fn compute_id(repo: &str, time: &jiff::Timestamp, refs: &[RefEntry]) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(repo.as_bytes());
+        h.update(&[0]);
+        h.update(time.to_string().as_bytes());
+        for r in refs {
+            h.update(&[0]);
+            h.update(&r.name);
+            h.update(&[1]);
+            if let Some(t) = r.target {
+                h.update(t.as_bytes());
+            }
+            if let Some(s) = &r.symref {
+                h.update(&[2]);
+                h.update(s);
+            }
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    /// The first 8 hex digits of the id, as shown in listings.
+    pub fn short_id(&self) -> &str {
+        &self.id[..8.min(self.id.len())]
+    }
+
+    /// Every object the snapshot's refs point at directly.
+    pub fn tips(&self) -> Vec<ObjectId> {
+        let mut v: Vec<ObjectId> = self.refs.iter().filter_map(|r| r.target).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// HEAD's entry.
+    pub fn head(&self) -> Option<&RefEntry> {
+        self.refs.iter().find(|r| r.name == b"HEAD")
+    }
+}
+
+fn encode_name(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) if !s.starts_with("hex:") => s.to_owned(),
+        _ => format!("hex:{}", hex::encode(b)),
+    }
+}
+
+fn decode_name(s: &str) -> Result<Vec<u8>, String> {
+    match s.strip_prefix("hex:") {
+        Some(h) => hex::decode(h).map_err(|e| e.to_string()),
+        None => Ok(s.as_bytes().to_vec()),
+    }
+}
+
+/// Serde helpers that write object ids as 40 hex digits.
+pub mod oid_hex {
+    /// For `Option<ObjectId>`.
+    pub mod opt {
+        use gix::ObjectId;
+        use serde::{Deserialize, Deserializer, Serializer};
+        /// Serializes.
+        pub fn serialize<S: Serializer>(o: &Option<ObjectId>, s: S) -> Result<S::Ok, S::Error> {
+            match o {
+                Some(o) => s.serialize_str(&o.to_string()),
+                None => s.serialize_none(),
+            }
+        }
+        /// Deserializes.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ObjectId>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| ObjectId::from_hex(s.as_bytes()).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+    /// For `Vec<ObjectId>`.
+    pub mod vec {
+        use gix::ObjectId;
+        use serde::{Deserialize, Deserializer, Serializer};
+        /// Serializes.
+        pub fn serialize<S: Serializer>(v: &[ObjectId], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter().map(|o| o.to_string()))
+        }
+        /// Deserializes.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ObjectId>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .into_iter()
+                .map(|s| ObjectId::from_hex(s.as_bytes()).map_err(serde::de::Error::custom))
+                .collect()
+        }
+    }
+}
+
+mod bytes_as_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::encode_name(b))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::decode_name(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_bytes_as_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match b {
+            Some(b) => s.serialize_str(&super::encode_name(b)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| super::decode_name(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_non_utf8_names() {
+        let oid = crate::git_oid(crate::ObjectKind::Blob, b"x");
+        let refs = vec![
+            RefEntry {
+                name: b"HEAD".to_vec(),
+                target: Some(oid),
+                symref: Some(b"refs/heads/main".to_vec()),
+                peeled: None,
+            },
+            RefEntry {
+                name: b"refs/heads/\xff\xfe".to_vec(),
+                target: Some(oid),
+                symref: None,
+                peeled: None,
+            },
+        ];
+        let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let s = Snapshot {
+            id: Snapshot::compute_id("r", &time, &refs),
+            repo: "r".into(),
+            url: "/x".into(),
+            time,
+            checked_at: time,
+            refs,
+            complete: true,
+            missing: vec![],
+        };
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(j.contains("hex:"));
+        let back: Snapshot = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,93 @@
+//! The store's `config.json`: format version, id, chunker and compression parameters.
+
+use crate::chunk::ChunkerParams;
+use serde::{Deserialize, Serialize};
+
+/// The store format version this code reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Contents of `config.json`. Written once by `init`, never changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Store format version.
+    pub format_version: u32,
+    /// Random id of this store (32 hex digits).
+    pub store_id: String,
+    /// When the store was created (RFC 3339, UTC).
+    pub created: String,
+    /// Content-defined chunking.
+    pub chunker: ChunkerParams,
+    /// Compression of chunks.
+    pub compression: Compression,
+    /// A pack is closed once it reaches this many bytes.
+    pub pack_target_size: u64,
+    /// Longest delta chain; a chunk whose base is this deep is stored in full.
+    pub max_delta_depth: u32,
+}
+
+/// Compression parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compression {
+    /// Always `"zstd"` in format version 1.
+    pub algorithm: CompressionAlgorithm,
+    /// zstd level (1..=22).
+    pub level: i32,
+}
+
+/// The compression algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompressionAlgorithm {
+    /// Zstandard.
+    #[serde(rename = "zstd")]
+    Zstd,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            algorithm: CompressionAlgorithm::Zstd,
+            level: 3,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A new configuration with a fresh random id.
+    pub fn new(chunker: ChunkerParams, compression: Compression, pack_target_size: u64) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            store_id: format!("{:032x}", rand::random::<u128>()),
+            created: jiff::Timestamp::now().to_string(),
+            chunker,
+            compression,
+            pack_target_size,
+            max_delta_depth: 50,
+        }
+    }
+
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), String> {
+        self.chunker.validate()?;
+        if !(1..=22).contains(&self.compression.level) {
+            return Err(format!(
+                "zstd level {} is outside 1..=22",
+                self.compression.level
+            ));
+        }
+        if self.pack_target_size < 1 << 16 {
+            return Err(format!(
+                "pack target size {} is below 64 KiB",
+                self.pack_target_size
+            ));
+        }
+        if self.max_delta_depth > 1000 {
+            return Err(format!(
+                "max delta depth {} is above 1000",
+                self.max_delta_depth
+            ));
+        }
+        Ok(())
+    }
+}

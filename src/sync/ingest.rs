@@ -1,0 +1,250 @@
+//! Ingest: decode the mirror's packs (in parallel, with gix) and put every
+//! object into the store with git's own delta base, checking on the way that
+//! everything the objects refer to is present.
+
+use super::Error;
+use crate::store::{DeltaBase, NewObject, Writer};
+use crate::ObjectKind;
+use gix::odb::pack;
+use gix::ObjectId;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// File in the mirror listing the packs whose objects are in the store
+/// (one name per line), named after the store's id.
+fn ingested_list(mirror: &Path, store_id: &str) -> PathBuf {
+    mirror.join(format!("repovault-ingested-{store_id}"))
+}
+
+/// Packs of the mirror that are not yet known to be in the store.
+pub fn packs_to_ingest(mirror: &Path, store_id: &str) -> Result<Vec<PathBuf>, Error> {
+    let done: HashSet<String> = std::fs::read_to_string(ingested_list(mirror, store_id))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let dir = mirror.join("objects/pack");
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            return Err(Error::Mirror {
+                path: dir,
+                reason: e.to_string(),
+            })
+        }
+    };
+    for e in rd {
+        let e = e.map_err(|e| Error::Mirror {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".idx")
+            && !done.contains(&name)
+            && e.path().with_extension("pack").is_file()
+        {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Records that `packs` are in the store (after the snapshot that needed them).
+pub fn mark_ingested(mirror: &Path, store_id: &str, packs: &[PathBuf]) -> Result<(), Error> {
+    use std::io::Write;
+    let path = ingested_list(mirror, store_id);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::Mirror {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    for p in packs {
+        if let Some(n) = p.file_name() {
+            writeln!(f, "{}", n.to_string_lossy()).map_err(|e| Error::Mirror {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+struct Item {
+    oid: ObjectId,
+    kind: ObjectKind,
+    data: Vec<u8>,
+    base: Option<(ObjectId, Vec<u8>)>,
+    refs: Vec<ObjectId>,
+}
+
+/// What ingesting some packs found.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// Objects decoded from the packs.
+    pub objects_seen: u64,
+    /// Every object the decoded objects refer to that is neither in the packs
+    /// nor in the store.
+    pub missing: Vec<ObjectId>,
+}
+
+const BATCH_BYTES: usize = 16 << 20;
+const BATCH_OBJECTS: usize = 4096;
+
+/// Decodes every object of `packs` and puts it into the store through `writer`.
+pub fn ingest_packs(
+    writer: &mut Writer<'_>,
+    packs: &[PathBuf],
+    interrupt: &AtomicBool,
+) -> Result<Ingested, Error> {
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut needed: HashSet<ObjectId> = HashSet::new();
+    for idx in packs {
+        ingest_one(writer, idx, interrupt, &mut seen, &mut needed)?;
+    }
+    let mut missing = Vec::new();
+    for oid in needed {
+        if !seen.contains(&oid) && !writer.contains(&oid)? {
+            missing.push(oid);
+        }
+    }
+    missing.sort();
+    Ok(Ingested {
+        objects_seen: seen.len() as u64,
+        missing,
+    })
+}
+
+fn ingest_one(
+    writer: &mut Writer<'_>,
+    idx_path: &Path,
+    interrupt: &AtomicBool,
+    seen: &mut HashSet<ObjectId>,
+    needed: &mut HashSet<ObjectId>,
+) -> Result<(), Error> {
+    let perr = |e: &dyn std::fmt::Display| Error::Mirror {
+        path: idx_path.to_owned(),
+        reason: format!("{e:#}"),
+    };
+    let bundle = pack::Bundle::at(idx_path, gix::hash::Kind::Sha1).map_err(|e| perr(&e))?;
+    let by_offset: HashMap<u64, ObjectId> = bundle
+        .index
+        .iter()
+        .map(|e| (e.pack_offset, e.oid))
+        .collect();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Item, String>>(1024);
+    let pack_file = &bundle.pack;
+    let by_offset = &by_offset;
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let producer = scope.spawn(move || {
+            let tx_err = tx.clone();
+            let processor = move |kind: gix::objs::Kind,
+                                  data: &[u8],
+                                  entry: &pack::index::Entry,
+                                  _p: &dyn gix::progress::Progress|
+                  -> Result<(), gix::Error> {
+                let kind = ObjectKind::from(kind);
+                let item = (|| -> Result<Item, String> {
+                    let pe = pack_file
+                        .entry(entry.pack_offset)
+                        .map_err(|e| format!("{e:#}"))?;
+                    use pack::data::entry::Header;
+                    let base = match pe.header {
+                        Header::OfsDelta { base_distance } => {
+                            by_offset.get(&(entry.pack_offset - base_distance)).copied()
+                        }
+                        Header::RefDelta { base_id } => Some(base_id),
+                        _ => None,
+                    };
+                    let base = match base {
+                        Some(b) => {
+                            let mut buf = vec![0u8; pe.decompressed_size as usize];
+                            let mut inflate = gix::zlib::Inflate::default();
+                            pack_file
+                                .decompress_entry(&pe, &mut inflate, &mut buf)
+                                .map_err(|e| format!("{e:#}"))?;
+                            Some((b, buf))
+                        }
+                        None => None,
+                    };
+                    let refs = crate::object::references(kind, data)
+                        .map_err(|e| format!("object {} ({kind}) is malformed: {e}", entry.oid))?;
+                    Ok(Item {
+                        oid: entry.oid,
+                        kind,
+                        data: data.to_vec(),
+                        base,
+                        refs,
+                    })
+                })();
+                // A closed channel means the consumer failed; it reports why.
+                let _ = tx.send(item);
+                Ok(())
+            };
+            let outcome = bundle.index.traverse_with_index(
+                pack_file,
+                processor,
+                &mut gix::progress::Discard,
+                interrupt,
+                pack::index::traverse::with_index::Options {
+                    check: pack::index::traverse::SafetyCheck::SkipFileChecksumVerification,
+                    thread_limit: None,
+                    alloc_limit_bytes: None,
+                },
+            );
+            if let Err(e) = outcome {
+                let _ = tx_err.send(Err(format!("{e:#}")));
+            }
+        });
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut failure = None;
+        for item in rx {
+            let item = match item {
+                Ok(i) => i,
+                Err(e) => {
+                    failure = Some(perr(&e));
+                    break;
+                }
+            };
+            seen.insert(item.oid);
+            needed.extend(item.refs);
+            batch_bytes += item.data.len();
+            batch.push(NewObject {
+                oid: item.oid,
+                kind: item.kind,
+                data: item.data,
+                base: item.base.map(|(oid, delta)| DeltaBase {
+                    oid,
+                    delta: Some(delta),
+                }),
+            });
+            if batch.len() >= BATCH_OBJECTS || batch_bytes >= BATCH_BYTES {
+                if let Err(e) = writer.put(std::mem::take(&mut batch)) {
+                    failure = Some(Error::Store(e));
+                    break;
+                }
+                crate::crash_point("ingest-batch");
+                batch_bytes = 0;
+            }
+        }
+        // Dropping the receiver (on failure) makes the producer's sends fail fast.
+        producer
+            .join()
+            .map_err(|_| perr(&"pack decoding thread panicked"))?;
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        writer.put(batch).map_err(Error::Store)?;
+        Ok(())
+    })
+}

@@ -1,0 +1,537 @@
+//! Sync: back up git repositories into the store, incrementally, with a
+//! snapshot of each one's refs.
+//!
+//! For each source: list the remote's refs; when they equal the last
+//! snapshot's, only record that the repository was checked (`checked_at` of
+//! that snapshot). Otherwise fetch into the mirror cache (gix), decode the
+//! packs not yet in the store, put their objects (with git's delta bases),
+//! check that everything the refs need is present, and record the snapshot:
+//! first as a file, then as index rows, after the objects are durable.
+
+pub mod fetch;
+pub mod ingest;
+
+pub use fetch::{Auth, Secret};
+
+use crate::index;
+use crate::snapshot::{RefEntry, Snapshot};
+use crate::store::{self, Store, Writer};
+use gix::ObjectId;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Errors syncing one repository.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The source cannot be used.
+    #[error("source {spec:?}: {reason}")]
+    BadSource {
+        /// The source as given.
+        spec: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The mirror cache failed.
+    #[error("mirror {path}: {reason}")]
+    Mirror {
+        /// The mirror.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// Fetching failed.
+    #[error("fetch failed: {reason}")]
+    Fetch {
+        /// What failed.
+        reason: String,
+    },
+    /// The remote rejected the credentials.
+    #[error("{url}: authentication failed ({reason}): check the token (--token-env) and its permissions")]
+    Auth {
+        /// The remote.
+        url: String,
+        /// What the remote said.
+        reason: String,
+    },
+    /// The source lacks objects its refs need.
+    #[error("the source is missing {count} object(s) its refs need ({sample}), needed by {refs}; nothing was recorded (use --allow-incomplete to back up what is there)")]
+    MissingObjects {
+        /// How many.
+        count: usize,
+        /// The first few.
+        sample: String,
+        /// The refs that need them.
+        refs: String,
+    },
+    /// Writing a snapshot record failed.
+    #[error("snapshot record {path}: {source}")]
+    SnapshotFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] index::Error),
+    /// Interrupted by the user.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// A repository to back up.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The URL or absolute path, without credentials.
+    pub url: String,
+    /// Its name in the store (`host/path`).
+    pub name: String,
+    /// Credentials for https.
+    pub auth: Option<Auth>,
+}
+
+impl Source {
+    /// Parses a source given on the command line: a URL (https, http, ssh,
+    /// git, file, scp-like) or a local path. `name` overrides the derived name.
+    ///
+    /// # Errors
+    /// [`Error::BadSource`] for a URL with an embedded password, an unparsable URL, or
+    /// a local path that does not exist.
+    pub fn parse(spec: &str, name: Option<&str>, auth: Option<Auth>) -> Result<Self, Error> {
+        let bad = |reason: &str| Error::BadSource {
+            spec: redact(spec),
+            reason: reason.to_owned(),
+        };
+        let looks_local = !spec.contains("://") && !is_scp_like(spec);
+        let (url, derived) = if looks_local {
+            let p = Path::new(spec);
+            let abs = std::fs::canonicalize(p)
+                .map_err(|_| bad("no such local repository: give an existing path or a URL"))?;
+            let s = abs
+                .to_str()
+                .ok_or_else(|| bad("the path is not valid UTF-8"))?
+                .to_owned();
+            let derived = clean_name(s.trim_start_matches('/'));
+            (s, derived)
+        } else {
+            let u = gix::url::parse(gix::bstr::BStr::new(spec.as_bytes()))
+                .map_err(|e| bad(&format!("not a git URL: {e}")))?;
+            if u.password().is_some() {
+                return Err(bad("the URL contains a password or token: remove it and pass the token with --token-env VAR"));
+            }
+            let path = u.path.to_string();
+            let derived = match u.host() {
+                Some(h) => clean_name(&format!("{h}/{}", path.trim_start_matches('/'))),
+                None => clean_name(path.trim_start_matches('/')),
+            };
+            (spec.to_owned(), derived)
+        };
+        let name = match name {
+            Some(n) if n.trim().is_empty() => return Err(bad("--name is empty")),
+            Some(n) => n.trim_matches('/').to_owned(),
+            None => derived,
+        };
+        if name.is_empty() {
+            return Err(bad("cannot derive a name: pass --name NAME"));
+        }
+        Ok(Self { url, name, auth })
+    }
+
+    /// The mirror's directory in the cache.
+    pub fn mirror_dir(&self, cache: &Path) -> PathBuf {
+        let safe: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let safe = safe
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != "." && *s != "..")
+            .collect::<Vec<_>>()
+            .join("/");
+        cache.join(format!("{safe}.git"))
+    }
+}
+
+fn is_scp_like(s: &str) -> bool {
+    // user@host:path (but not a Windows drive or a plain path with a colon after a slash)
+    match s.find(':') {
+        Some(i) => !s[..i].contains('/') && s[..i].contains('@'),
+        None => false,
+    }
+}
+
+fn clean_name(s: &str) -> String {
+    let s = s.trim_end_matches('/');
+    s.strip_suffix(".git")
+        .unwrap_or(s)
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+fn redact(spec: &str) -> String {
+    // Drop anything between "://" and "@" so a credential never reaches an error message.
+    match (spec.find("://"), spec.find('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}***{}", &spec[..a + 3], &spec[b..]),
+        _ => spec.to_owned(),
+    }
+}
+
+/// Options of a sync run.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// The mirror cache directory.
+    pub cache: PathBuf,
+    /// Record a snapshot even when the source lacks objects (marked incomplete).
+    pub allow_incomplete: bool,
+}
+
+/// How a repository's sync ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// First snapshot of the repository.
+    New,
+    /// A new snapshot was recorded.
+    Changed,
+    /// The refs equal the last snapshot's; nothing was fetched.
+    Unchanged,
+    /// The sync failed.
+    Failed,
+}
+
+impl Status {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Changed => "changed",
+            Status::Unchanged => "unchanged",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// The summary of one repository's sync.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepoReport {
+    /// Repository name.
+    pub name: String,
+    /// URL.
+    pub url: String,
+    /// Outcome.
+    pub status: Status,
+    /// The snapshot recorded or confirmed.
+    pub snapshot: Option<String>,
+    /// Refs in the snapshot.
+    pub refs: usize,
+    /// Objects received from the remote.
+    pub objects_received: u64,
+    /// New objects stored.
+    pub new_objects: u64,
+    /// New chunks stored.
+    pub new_chunks: u64,
+    /// Bytes added to packs.
+    pub new_bytes_stored: u64,
+    /// Wall time in milliseconds.
+    pub millis: u64,
+    /// Whether the snapshot lacks objects.
+    pub incomplete: bool,
+    /// The error, for a failed sync.
+    pub error: Option<String>,
+}
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+fn write_snapshot_file(store: &Store, snap: &Snapshot) -> Result<(), Error> {
+    use std::io::Write;
+    let dir = store.root().join(store::SNAPSHOTS_DIR);
+    let path = dir.join(format!("{}.json", snap.id));
+    let tmp = dir.join(format!(".{}.tmp", snap.id));
+    let io = |source| Error::SnapshotFile {
+        path: path.clone(),
+        source,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(
+        serde_json::to_string_pretty(snap)
+            .expect("snapshot serializes")
+            .as_bytes(),
+    )
+    .map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    crate::pack::sync_dir(&dir).map_err(io)?;
+    Ok(())
+}
+
+/// Refs (by name) that need one of `missing`, found by walking the mirror.
+fn refs_needing(mirror: &gix::Repository, refs: &[RefEntry], missing: &[ObjectId]) -> Vec<String> {
+    use std::collections::HashSet;
+    let missing: HashSet<&ObjectId> = missing.iter().collect();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for r in refs.iter().filter(|r| r.symref.is_none()) {
+        let Some(tip) = r.target else { continue };
+        let mut stack = vec![tip];
+        let mut visited = HashSet::new();
+        let mut hit = false;
+        while let Some(oid) = stack.pop() {
+            if !visited.insert(oid) || visited.len() > 2_000_000 {
+                continue;
+            }
+            if missing.contains(&oid) {
+                hit = true;
+                break;
+            }
+            use gix::prelude::Find;
+            if let Ok(Some(o)) = mirror.objects.try_find(&oid, &mut buf) {
+                if let Ok(refs) = ingest_references(o.kind.into(), o.data) {
+                    stack.extend(refs);
+                }
+            }
+        }
+        if hit {
+            out.push(r.name_lossy());
+        }
+    }
+    out
+}
+
+fn ingest_references(kind: crate::ObjectKind, data: &[u8]) -> Result<Vec<ObjectId>, String> {
+    crate::object::references(kind, data)
+}
+
+/// Syncs one repository. `writer` is shared by the repositories of one run;
+/// the network part runs without it.
+pub fn sync_repo(
+    store: &Store,
+    writer: &Mutex<Writer<'_>>,
+    source: &Source,
+    opts: &SyncOptions,
+    interrupt: &AtomicBool,
+) -> Result<RepoReport, Error> {
+    let start = Instant::now();
+    let span = tracing::info_span!("sync", repo = %source.name);
+    let _g = span.enter();
+    let mirror_dir = source.mirror_dir(&opts.cache);
+    if let Some(parent) = mirror_dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::Mirror {
+            path: parent.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    let mirror = fetch::open_mirror(&mirror_dir)?;
+    let store_id = store.config().store_id.clone();
+    let last = store.with_index(|i| -> Result<Option<Snapshot>, index::Error> {
+        let repo = i.repos()?.into_iter().find(|r| r.name == source.name);
+        match repo {
+            Some(r) => Ok(i.snapshots(Some(r.id))?.pop()),
+            None => Ok(None),
+        }
+    })?;
+    let mut report = RepoReport {
+        name: source.name.clone(),
+        url: source.url.clone(),
+        status: Status::Failed,
+        snapshot: None,
+        refs: 0,
+        objects_received: 0,
+        new_objects: 0,
+        new_chunks: 0,
+        new_bytes_stored: 0,
+        millis: 0,
+        incomplete: false,
+        error: None,
+    };
+
+    // Cheap check first: refs only, no pack.
+    let pending_packs = ingest::packs_to_ingest(&mirror_dir, &store_id)?;
+    if let Some(last) = &last {
+        let remote = fetch::list_remote(mirror.clone(), &source.url, source.auth.as_ref())?;
+        if remote == last.refs && pending_packs.is_empty() {
+            let t = now();
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let repo_id = w
+                .index()
+                .upsert_repo(&source.name, &source.url, t.as_second())?;
+            w.index().touch_snapshot(&last.id, t.as_microsecond())?;
+            w.index()
+                .set_repo_status(repo_id, t.as_second(), Status::Unchanged.as_str(), None)?;
+            report.status = Status::Unchanged;
+            report.snapshot = Some(last.id.clone());
+            report.refs = last.refs.len();
+            report.millis = start.elapsed().as_millis() as u64;
+            tracing::info!("unchanged");
+            return Ok(report);
+        }
+    }
+
+    let fetched = fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt)?;
+    report.objects_received = fetched.objects_received;
+    tracing::info!(
+        objects = fetched.objects_received,
+        bytes = fetched.bytes_received,
+        "fetched"
+    );
+    let packs = ingest::packs_to_ingest(&mirror_dir, &store_id)?;
+    crate::crash_point("fetched");
+
+    let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+    let before = w.stats();
+    let ingested = ingest::ingest_packs(&mut w, &packs, interrupt)?;
+    w.flush()?;
+    let mut missing = ingested.missing;
+    for r in &fetched.refs {
+        for oid in [r.target, r.peeled].into_iter().flatten() {
+            if !w.contains(&oid)? && !missing.contains(&oid) {
+                missing.push(oid);
+            }
+        }
+    }
+    if !missing.is_empty() && !opts.allow_incomplete {
+        let refs = refs_needing(&mirror, &fetched.refs, &missing);
+        let sample = missing
+            .iter()
+            .take(5)
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let t = now();
+        let repo_id = w
+            .index()
+            .upsert_repo(&source.name, &source.url, t.as_second())?;
+        let err = Error::MissingObjects {
+            count: missing.len(),
+            sample,
+            refs: if refs.is_empty() {
+                "unknown refs".into()
+            } else {
+                refs.join(", ")
+            },
+        };
+        w.index().set_repo_status(
+            repo_id,
+            t.as_second(),
+            Status::Failed.as_str(),
+            Some(&err.to_string()),
+        )?;
+        return Err(err);
+    }
+    let t = now();
+    let mut snap = Snapshot {
+        id: String::new(),
+        repo: source.name.clone(),
+        url: source.url.clone(),
+        time: t,
+        checked_at: t,
+        refs: fetched.refs,
+        complete: missing.is_empty(),
+        missing,
+    };
+    snap.id = Snapshot::compute_id(&snap.repo, &snap.time, &snap.refs);
+    crate::crash_point("before-snapshot");
+    write_snapshot_file(store, &snap)?;
+    crate::crash_point("snapshot-file-written");
+    let repo_id = w
+        .index()
+        .upsert_repo(&source.name, &source.url, t.as_second())?;
+    w.index().insert_snapshot(repo_id, &snap)?;
+    let status = if last.is_some() {
+        Status::Changed
+    } else {
+        Status::New
+    };
+    w.index()
+        .set_repo_status(repo_id, t.as_second(), status.as_str(), None)?;
+    let after = w.stats();
+    drop(w);
+    crate::crash_point("snapshot-committed");
+    ingest::mark_ingested(&mirror_dir, &store_id, &packs)?;
+    report.status = status;
+    report.snapshot = Some(snap.id.clone());
+    report.refs = snap.refs.len();
+    report.new_objects = after.objects - before.objects;
+    report.new_chunks = after.chunks - before.chunks;
+    report.new_bytes_stored = after.stored_bytes - before.stored_bytes;
+    report.incomplete = !snap.complete;
+    report.millis = start.elapsed().as_millis() as u64;
+    tracing::info!(
+        snapshot = snap.short_id(),
+        objects = report.new_objects,
+        bytes = report.new_bytes_stored,
+        "snapshot recorded"
+    );
+    Ok(report)
+}
+
+/// Records a failed attempt in the index (best effort).
+pub fn record_failure(writer: &Mutex<Writer<'_>>, source: &Source, error: &str) {
+    let t = now();
+    let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+    if let Ok(id) = w
+        .index()
+        .upsert_repo(&source.name, &source.url, t.as_second())
+    {
+        let _ = w
+            .index()
+            .set_repo_status(id, t.as_second(), Status::Failed.as_str(), Some(error));
+    }
+}
+
+/// The default mirror cache of a store: `$XDG_CACHE_HOME/repovault/<store id>`
+/// (or `~/.cache/...`).
+pub fn default_cache(store: &Store) -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| std::env::temp_dir().join("repovault-cache"));
+    base.join("repovault").join(&store.config().store_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_host_and_path() {
+        let s = Source::parse("https://dev.azure.com/org/proj/_git/repo", None, None).unwrap();
+        assert_eq!(s.name, "dev.azure.com/org/proj/_git/repo");
+        let s = Source::parse("git@github.com:acme/widget.git", None, None).unwrap();
+        assert_eq!(s.name, "github.com/acme/widget");
+        let s = Source::parse("git://127.0.0.1:9418/x.git", None, None).unwrap();
+        assert_eq!(s.name, "127.0.0.1/x");
+        let s = Source::parse("https://h/x.git", Some("mine"), None).unwrap();
+        assert_eq!(s.name, "mine");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_refused_and_never_echoed() {
+        let e = Source::parse("https://user:s3cret@host/x.git", None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--token-env"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn mirror_dirs_stay_inside_the_cache() {
+        let s = Source::parse("https://h/x.git", Some("../../etc/passwd"), None).unwrap();
+        let d = s.mirror_dir(Path::new("/cache"));
+        assert!(d.starts_with("/cache"), "{}", d.display());
+        assert!(!d.to_string_lossy().contains(".."));
+    }
+}

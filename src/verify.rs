@@ -1,0 +1,650 @@
+//! Verify: prove that what the store holds can be restored.
+//!
+//! Quick mode reads no pack contents: SQLite's integrity check, every pack the
+//! index names exists and covers every chunk placed in it, every object's
+//! chunk list resolves, every snapshot's ref targets exist, no orphaned rows.
+//! `read_data` additionally reads every pack once, sequentially and in
+//! parallel over packs, checks its checksum, decodes every chunk and checks
+//! its blake3, checks the git id of every object, and walks every snapshot's
+//! reachable closure. Every problem names what is damaged and which
+//! snapshots it makes unrestorable.
+
+use crate::chunk::ChunkId;
+use crate::git_oid;
+use crate::index::{self, Finding};
+use crate::pack;
+use crate::snapshot::Snapshot;
+use crate::store::{codec, Store};
+use gix::ObjectId;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Errors that stop a verification (as opposed to damage, which is reported).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] index::Error),
+    /// Interrupted.
+    #[error("interrupted")]
+    Interrupted,
+    /// A bad `--read-data-subset`.
+    #[error("--read-data-subset {0:?}: give N/M (1 <= N <= M) or P% (0 < P <= 100)")]
+    BadSubset(String),
+}
+
+/// Which packs `read_data` reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    /// Part `n` (1-based) of `m`: packs whose position in name order is `n-1` modulo `m`.
+    Part {
+        /// Which part.
+        n: u32,
+        /// Of how many.
+        m: u32,
+    },
+    /// A random `p` percent of the packs.
+    Percent(f64),
+}
+
+impl std::str::FromStr for Subset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::BadSubset(s.to_owned());
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Subset::Percent(p));
+        }
+        let (n, m) = s.split_once('/').ok_or_else(bad)?;
+        let (n, m): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || m == 0 || n > m {
+            return Err(bad());
+        }
+        Ok(Subset::Part { n, m })
+    }
+}
+
+/// Options of a verification.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Read and check all data, not only the structure.
+    pub read_data: bool,
+    /// Read only this part of the packs.
+    pub subset: Option<Subset>,
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// `index`, `pack`, `chunk`, `object` or `snapshot`.
+    pub kind: String,
+    /// The pack concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+    /// Offset in the pack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The chunk concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<String>,
+    /// The object concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// What is wrong.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if let Some(p) = &self.pack {
+            write!(f, " pack {p}")?;
+        }
+        if let Some(o) = self.offset {
+            write!(f, " offset {o}")?;
+        }
+        if let Some(c) = &self.chunk {
+            write!(f, " chunk {c}")?;
+        }
+        if let Some(o) = &self.object {
+            write!(f, " object {o}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+fn problem(kind: &str, detail: impl Into<String>) -> Problem {
+    Problem {
+        kind: kind.into(),
+        pack: None,
+        offset: None,
+        chunk: None,
+        object: None,
+        detail: detail.into(),
+    }
+}
+
+/// A snapshot that cannot be restored (fully).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Affected {
+    /// The repository.
+    pub repo: String,
+    /// The snapshot id.
+    pub snapshot: String,
+    /// Why: the first damaged or missing object it needs.
+    pub reason: String,
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// `quick` or `read-data`.
+    pub mode: String,
+    /// Packs checked (read in read-data mode).
+    pub packs_checked: u64,
+    /// Chunks checked.
+    pub chunks_checked: u64,
+    /// Objects whose git id was checked.
+    pub objects_checked: u64,
+    /// Snapshots checked.
+    pub snapshots_checked: u64,
+    /// Bytes read from packs.
+    pub bytes_read: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Bytes read per second (MB/s, 10^6).
+    pub mb_per_second: f64,
+    /// Objects checked per second.
+    pub objects_per_second: f64,
+    /// Damage found.
+    pub problems: Vec<Problem>,
+    /// Snapshots the damage makes unrestorable.
+    pub affected: Vec<Affected>,
+    /// Harmless observations (unindexed packs, snapshot files the index lacks).
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty() && self.affected.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Damage {
+    chunks: HashSet<i64>,
+    objects: HashMap<ObjectId, String>,
+}
+
+/// Verifies the store. `progress` is called with the bytes read from packs.
+pub fn verify(
+    store: &Store,
+    opts: VerifyOptions,
+    progress: &(dyn Fn(u64) + Sync),
+    interrupt: &AtomicBool,
+) -> Result<VerifyReport, Error> {
+    let start = Instant::now();
+    let mut report = VerifyReport {
+        mode: if opts.read_data { "read-data" } else { "quick" }.into(),
+        ..Default::default()
+    };
+    let mut damage = Damage::default();
+    let pack_dir = store.packs_dir();
+
+    // 1. The database itself.
+    for complaint in store.with_index(|i| i.integrity_check())? {
+        report.problems.push(problem(
+            "index",
+            format!("SQLite integrity check: {complaint}"),
+        ));
+    }
+
+    // 2. Packs named by the index exist and cover their chunks.
+    let extents = store.with_index(|i| i.pack_extents())?;
+    let mut bad_packs: HashSet<i64> = HashSet::new();
+    for e in &extents {
+        let path = pack::pack_path(&pack_dir, &e.pack.name);
+        let mut p = problem("pack", "");
+        p.pack = Some(e.pack.name.clone());
+        match std::fs::metadata(&path) {
+            Err(_) => {
+                p.detail = format!("missing: {} chunks are lost", e.chunks);
+                report.problems.push(p);
+                bad_packs.insert(e.pack.rowid);
+            }
+            Ok(m) if m.len() < e.end + pack::FOOTER_LEN || m.len() != e.pack.size => {
+                p.detail = format!(
+                    "truncated or resized: {} bytes, the index expects {} (chunks end at {})",
+                    m.len(),
+                    e.pack.size,
+                    e.end
+                );
+                report.problems.push(p);
+                bad_packs.insert(e.pack.rowid);
+            }
+            Ok(_) => {}
+        }
+    }
+    report.packs_checked = extents.len() as u64;
+    for rowid in &bad_packs {
+        for c in store.with_index(|i| i.chunks_in_pack(*rowid))? {
+            damage.chunks.insert(c.rowid);
+        }
+    }
+
+    // 3. Rows resolve.
+    for f in store.with_index(|i| i.quick_check())? {
+        match f {
+            Finding::ObjectChunks { oid, reason } => {
+                let mut p = problem("object", reason.clone());
+                p.object = Some(oid.to_string());
+                report.problems.push(p);
+                damage
+                    .objects
+                    .insert(oid, format!("object {oid}: {reason}"));
+            }
+            Finding::Chunk { id, reason } => {
+                let mut p = problem("chunk", reason);
+                p.chunk = Some(id.to_hex());
+                report.problems.push(p);
+                if let Some(row) = store.with_index(|i| i.chunk_by_hash(&id))? {
+                    damage.chunks.insert(row.rowid);
+                }
+            }
+            Finding::RefTarget {
+                snapshot,
+                repo,
+                name,
+                target,
+            } => {
+                let mut p = problem(
+                    "snapshot",
+                    format!(
+                        "ref {name} of snapshot {} points to {target}, which is not stored",
+                        &snapshot[..8]
+                    ),
+                );
+                p.object = Some(target.to_string());
+                report.problems.push(p);
+                report.affected.push(Affected {
+                    repo,
+                    snapshot,
+                    reason: format!("ref {name}: object {target} is not stored"),
+                });
+            }
+            Finding::Orphan { what } => report
+                .problems
+                .push(problem("index", format!("orphaned rows: {what}"))),
+        }
+    }
+
+    // 4. Harmless observations.
+    let known: HashSet<String> = extents.iter().map(|e| e.pack.name.clone()).collect();
+    if let Ok(rd) = std::fs::read_dir(&pack_dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".pack") {
+                if !stem.starts_with('.') && !known.contains(stem) {
+                    report.notes.push(format!("pack {stem} is not in the index (left by an interrupted writer; prune removes it, repair-index indexes it)"));
+                }
+            }
+        }
+    }
+
+    // 5. Read every (selected) pack.
+    let snapshots = store.with_index(|i| i.snapshots(None))?;
+    if opts.read_data {
+        let mut selected: Vec<&index::PackExtent> = extents
+            .iter()
+            .filter(|e| !bad_packs.contains(&e.pack.rowid))
+            .collect();
+        selected.sort_by(|a, b| a.pack.name.cmp(&b.pack.name));
+        match opts.subset {
+            Some(Subset::Part { n, m }) => {
+                selected = selected
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i as u32 % m == n - 1)
+                    .map(|(_, e)| e)
+                    .collect();
+            }
+            Some(Subset::Percent(p)) => {
+                selected.retain(|_| rand::random::<f64>() * 100.0 < p);
+            }
+            None => {}
+        }
+        // Tree packs first: they are small and hold what the walk needs.
+        selected.sort_by_key(|e| (e.pack.kind.code(), e.pack.name.clone()));
+        report.packs_checked = selected.len() as u64;
+        let bytes = AtomicU64::new(0);
+        let chunks = AtomicU64::new(0);
+        let objects = AtomicU64::new(0);
+        let found: Mutex<(Vec<Problem>, HashSet<i64>, HashMap<ObjectId, String>)> =
+            Mutex::default();
+        selected.par_iter().try_for_each(|e| -> Result<(), Error> {
+            if interrupt.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let r = read_pack(store, e, &pack_dir)?;
+            bytes.fetch_add(r.bytes, Ordering::Relaxed);
+            chunks.fetch_add(r.chunks, Ordering::Relaxed);
+            objects.fetch_add(r.objects, Ordering::Relaxed);
+            progress(r.bytes);
+            let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
+            f.0.extend(r.problems);
+            f.1.extend(r.bad_chunks);
+            f.2.extend(r.bad_objects);
+            Ok(())
+        })?;
+        let (problems, bad_chunks, bad_objects) =
+            found.into_inner().unwrap_or_else(|p| p.into_inner());
+        report.problems.extend(problems);
+        damage.chunks.extend(bad_chunks);
+        damage.objects.extend(bad_objects);
+        report.bytes_read = bytes.into_inner();
+        report.chunks_checked = chunks.into_inner();
+        report.objects_checked = objects.into_inner();
+        if opts.subset.is_none() {
+            for oid in store.with_index(|i| i.multi_chunk_objects())? {
+                match store.get(&oid) {
+                    Ok(_) => report.objects_checked += 1,
+                    Err(e) => {
+                        let mut p = problem("object", e.to_string());
+                        p.object = Some(oid.to_string());
+                        report.problems.push(p);
+                        damage.objects.insert(oid, e.to_string());
+                    }
+                }
+            }
+        }
+    } else {
+        report.chunks_checked = extents.iter().map(|e| e.chunks).sum();
+    }
+
+    // 6. Damaged chunks make the chunks built on them and the objects using them damaged.
+    let mut stack: Vec<i64> = damage.chunks.iter().copied().collect();
+    let mut all_bad: HashSet<i64> = damage.chunks.clone();
+    while let Some(c) = stack.pop() {
+        for d in store.with_index(|i| i.dependents(c))? {
+            if all_bad.insert(d) {
+                stack.push(d);
+            }
+        }
+    }
+    for c in &all_bad {
+        for oid in store.with_index(|i| i.objects_using(*c))? {
+            damage
+                .objects
+                .entry(oid)
+                .or_insert_with(|| format!("object {oid} uses damaged chunk row {c}"));
+        }
+    }
+
+    // 7. Snapshot closures: in read-data mode always; otherwise only to attribute damage.
+    let walk_all = opts.read_data && opts.subset.is_none();
+    if walk_all || !damage.objects.is_empty() {
+        let already: HashSet<String> = report.affected.iter().map(|a| a.snapshot.clone()).collect();
+        let mut closed: HashSet<ObjectId> = HashSet::new();
+        for snap in &snapshots {
+            if interrupt.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let (first_bad, missing) = walk(
+                store,
+                snap,
+                &damage.objects,
+                if damage.objects.is_empty() {
+                    Some(&mut closed)
+                } else {
+                    None
+                },
+            );
+            for m in &missing {
+                let mut p = problem(
+                    "object",
+                    format!(
+                        "needed by snapshot {} of {} but not stored",
+                        snap.short_id(),
+                        snap.repo
+                    ),
+                );
+                p.object = Some(m.to_string());
+                report.problems.push(p);
+            }
+            let reason =
+                first_bad.or_else(|| missing.first().map(|m| format!("object {m} is not stored")));
+            if let Some(reason) = reason {
+                if !already.contains(&snap.id) {
+                    report.affected.push(Affected {
+                        repo: snap.repo.clone(),
+                        snapshot: snap.id.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        report.snapshots_checked = snapshots.len() as u64;
+    } else {
+        report.snapshots_checked = snapshots.len() as u64;
+    }
+
+    // Snapshot files the index does not know (a sync killed between file and rows).
+    let known: HashSet<&str> = snapshots.iter().map(|s| s.id.as_str()).collect();
+    if let Ok(rd) = std::fs::read_dir(store.root().join(crate::store::SNAPSHOTS_DIR)) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json") {
+                if !id.starts_with('.') && !known.contains(id) {
+                    report.notes.push(format!(
+                        "snapshot file {name} is not in the index (repair-index adds it)"
+                    ));
+                }
+            }
+        }
+    }
+    report.problems.dedup();
+    report.seconds = start.elapsed().as_secs_f64();
+    if report.seconds > 0.0 {
+        report.mb_per_second = report.bytes_read as f64 / 1e6 / report.seconds;
+        report.objects_per_second = report.objects_checked as f64 / report.seconds;
+    }
+    Ok(report)
+}
+
+/// Walks a snapshot's closure. Returns the first damaged object it needs (as
+/// a reason) and the objects it needs that are not stored. `closed` (when
+/// given) holds objects whose closure was already walked, to skip them.
+fn walk(
+    store: &Store,
+    snap: &Snapshot,
+    damaged: &HashMap<ObjectId, String>,
+    mut closed: Option<&mut HashSet<ObjectId>>,
+) -> (Option<String>, Vec<ObjectId>) {
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut missing = Vec::new();
+    let mut first_bad = None;
+    let mut stack: Vec<ObjectId> = snap
+        .tips()
+        .into_iter()
+        .filter(|t| !snap.missing.contains(t))
+        .collect();
+    while let Some(oid) = stack.pop() {
+        if !seen.insert(oid) || closed.as_ref().is_some_and(|c| c.contains(&oid)) {
+            continue;
+        }
+        if let Some(reason) = damaged.get(&oid) {
+            first_bad.get_or_insert_with(|| reason.clone());
+            continue;
+        }
+        let row = match store.object_row(&oid) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                if !snap.missing.contains(&oid) {
+                    missing.push(oid);
+                }
+                continue;
+            }
+            Err(e) => {
+                first_bad.get_or_insert_with(|| e.to_string());
+                continue;
+            }
+        };
+        if row.kind.is_metadata() {
+            match store
+                .get(&oid)
+                .map_err(|e| e.to_string())
+                .and_then(|o| crate::object::references(o.kind, &o.data))
+            {
+                Ok(refs) => stack.extend(refs),
+                Err(e) => {
+                    first_bad.get_or_insert_with(|| format!("object {oid}: {e}"));
+                    continue;
+                }
+            }
+        }
+    }
+    if let Some(c) = closed.as_mut() {
+        if missing.is_empty() && first_bad.is_none() {
+            c.extend(seen);
+        }
+    }
+    (first_bad, missing)
+}
+
+struct PackResult {
+    bytes: u64,
+    chunks: u64,
+    objects: u64,
+    problems: Vec<Problem>,
+    bad_chunks: Vec<i64>,
+    bad_objects: Vec<(ObjectId, String)>,
+}
+
+/// Reads one pack sequentially and checks everything in it.
+fn read_pack(
+    store: &Store,
+    e: &index::PackExtent,
+    dir: &std::path::Path,
+) -> Result<PackResult, Error> {
+    let path = pack::pack_path(dir, &e.pack.name);
+    let mut r = PackResult {
+        bytes: 0,
+        chunks: 0,
+        objects: 0,
+        problems: Vec::new(),
+        bad_chunks: Vec::new(),
+        bad_objects: Vec::new(),
+    };
+    let rows = store.with_index(|i| i.chunks_in_pack(e.pack.rowid))?;
+    let pack_problem = |detail: String, offset: Option<u64>, chunk: Option<&ChunkId>| Problem {
+        kind: if chunk.is_some() { "chunk" } else { "pack" }.into(),
+        pack: Some(e.pack.name.clone()),
+        offset,
+        chunk: chunk.map(|c| c.to_hex()),
+        object: None,
+        detail,
+    };
+    let buf = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(err) => {
+            r.problems
+                .push(pack_problem(format!("cannot be read: {err}"), None, None));
+            r.bad_chunks.extend(rows.iter().map(|c| c.rowid));
+            return Ok(r);
+        }
+    };
+    r.bytes = buf.len() as u64;
+    if buf.len() < 32 || blake3::hash(&buf[..buf.len() - 32]).as_bytes() != &buf[buf.len() - 32..] {
+        r.problems.push(pack_problem(
+            "checksum mismatch: the file was changed after it was written".into(),
+            None,
+            None,
+        ));
+    }
+    // The trailer must agree with the index.
+    match pack::read_contents(&path) {
+        Ok(contents) => {
+            let by_offset: HashMap<u64, &pack::EntryRecord> =
+                contents.entries.iter().map(|x| (x.offset, x)).collect();
+            for c in &rows {
+                match by_offset.get(&c.offset) {
+                    Some(t) if t.id == c.id && t.stored_len == c.stored_len => {}
+                    _ => r.problems.push(pack_problem(
+                        "the pack's trailer does not list this chunk where the index places it"
+                            .into(),
+                        Some(c.offset),
+                        Some(&c.id),
+                    )),
+                }
+            }
+        }
+        Err(err) => r.problems.push(pack_problem(
+            format!("trailer unreadable: {err}"),
+            None,
+            None,
+        )),
+    }
+    for c in &rows {
+        r.chunks += 1;
+        let end = c.offset as usize + c.stored_len as usize;
+        let result = (|| -> Result<Vec<u8>, String> {
+            let stored = buf
+                .get(c.offset as usize..end)
+                .ok_or("beyond the end of the file")?;
+            let base = match c.base {
+                Some(b) => Some(
+                    store
+                        .chunk_plain(b)
+                        .map_err(|e| format!("its delta base cannot be read: {e}"))?,
+                ),
+                None => None,
+            };
+            let plain = codec::decode(stored, c.raw_len, base.as_deref().map(|b| &b[..]))?;
+            codec::check(&plain, &c.id, c.raw_len)?;
+            Ok(plain)
+        })();
+        match result {
+            Ok(plain) => {
+                for (oid, kind) in store.with_index(|i| i.single_chunk_objects(c.rowid))? {
+                    r.objects += 1;
+                    let actual = git_oid(kind, &plain);
+                    if actual != oid {
+                        let mut p = pack_problem(
+                            format!("object hashes to {actual}"),
+                            Some(c.offset),
+                            Some(&c.id),
+                        );
+                        p.kind = "object".into();
+                        p.object = Some(oid.to_string());
+                        r.problems.push(p);
+                        r.bad_objects
+                            .push((oid, format!("object {oid} hashes to {actual}")));
+                    }
+                }
+                if plain.len() < (4 << 20) && (c.depth < 40 || kind_is_meta(e)) {
+                    store.cache_chunk(c.rowid, Arc::new(plain));
+                }
+            }
+            Err(detail) => {
+                r.problems
+                    .push(pack_problem(detail, Some(c.offset), Some(&c.id)));
+                r.bad_chunks.push(c.rowid);
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn kind_is_meta(e: &index::PackExtent) -> bool {
+    e.pack.kind == pack::PackKind::Tree
+}
