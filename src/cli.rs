@@ -64,6 +64,10 @@ enum Command {
     Repos(JsonArg),
     /// Show what the store holds
     Stats(JsonArg),
+    /// Remove snapshots by a retention policy (keeps the newest of each repository)
+    Forget(ForgetArgs),
+    /// Delete data no remaining snapshot needs, and repack sparse or small packs
+    Prune(PruneArgs),
     /// Check the store's integrity (quick by default; --read-data reads and checks everything)
     Verify(VerifyArgs),
     /// Rebuild index.sqlite from the packs and snapshot files (when it is lost or corrupt)
@@ -78,6 +82,89 @@ struct InitArgs {
     /// Pack files are closed at this size (MiB)
     #[arg(long, default_value_t = 32)]
     pack_size_mib: u64,
+}
+
+#[derive(Args)]
+struct ForgetArgs {
+    /// Only this repository (a name or any unique suffix of one)
+    #[arg(long)]
+    repo: Option<String>,
+    /// Keep the newest N snapshots
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    keep_last: i32,
+    /// Keep the newest snapshot of each of the last N hours (-1: all)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    keep_hourly: i32,
+    /// Keep the newest snapshot of each of the last N days (-1: all)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    keep_daily: i32,
+    /// Keep the newest snapshot of each of the last N ISO weeks (-1: all)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    keep_weekly: i32,
+    /// Keep the newest snapshot of each of the last N months (-1: all)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    keep_monthly: i32,
+    /// Keep the newest snapshot of each of the last N years (-1: all)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    keep_yearly: i32,
+    /// Keep every snapshot within this duration of the newest (e.g. 1y6m, 14d, 36h)
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Allow removing the newest snapshot of a repository too
+    #[arg(long)]
+    allow_empty: bool,
+    /// Print what would be kept and removed, and why, without changing anything
+    #[arg(long)]
+    dry_run: bool,
+    /// Prune afterwards
+    #[arg(long)]
+    prune: bool,
+    /// Print the result as one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// Repack packs whose live data is below this percentage of their bytes
+    #[arg(long, default_value_t = 80.0, value_name = "PERCENT")]
+    repack_below: f64,
+    /// Report what would be freed without changing anything
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the result as one JSON document
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -300,6 +387,18 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
         Command::Repos(a) => cmd_repos(&cli.store, a),
         Command::Stats(a) => cmd_stats(&cli.store, a),
         Command::Verify(a) => cmd_verify(&cli.store, a, interrupt),
+        Command::Forget(a) => cmd_forget(&cli.store, a, interrupt),
+        Command::Prune(a) => {
+            let s = open_store(&cli.store)?;
+            let mut w = s.writer_for(Duration::from_secs(60), "prune")?;
+            let opts = repovault::prune::PruneOptions {
+                repack_below: a.repack_below / 100.0,
+                dry_run: a.dry_run,
+            };
+            let r = repovault::prune::prune(&mut w, opts, interrupt)?;
+            print_prune(&r, a.json)?;
+            Ok(exit::OK)
+        }
         Command::RepairIndex(a) => cmd_repair(&cli.store, a),
     }
 }
@@ -605,6 +704,105 @@ fn cmd_repair(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
     )
 }
 
+fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) -> Result<u8> {
+    use repovault::prune;
+    use repovault::retention::Policy;
+    let policy = Policy {
+        keep_last: a.keep_last,
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_yearly: a.keep_yearly,
+        keep_within: a
+            .keep_within
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+    };
+    if policy.is_empty() && !a.allow_empty {
+        return Err(prune::Error::EmptyPolicy.into());
+    }
+    let s = open_store(store)?;
+    let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
+    let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    let decisions = prune::plan_forget(&snaps, &policy, a.allow_empty);
+    let removed = decisions.iter().filter(|d| !d.keep).count();
+    let mut prune_report = None;
+    if !a.dry_run {
+        let mut w = s.writer_for(Duration::from_secs(60), "forget")?;
+        prune::apply_forget(&mut w, &decisions)?;
+        if a.prune {
+            prune_report = Some(prune::prune(
+                &mut w,
+                prune::PruneOptions::default(),
+                interrupt,
+            )?);
+        }
+    }
+    if a.json {
+        let doc = serde_json::json!({ "dry_run": a.dry_run, "removed": removed, "snapshots": decisions, "prune": prune_report });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut last_repo = "";
+    for d in &decisions {
+        if d.repo != last_repo {
+            writeln!(out, "{}:", d.repo)?;
+            last_repo = &d.repo;
+        }
+        writeln!(
+            out,
+            "  {:<6} {}  {}  {}",
+            if d.keep { "keep" } else { "remove" },
+            &d.snapshot[..8],
+            d.time.strftime("%Y-%m-%d %H:%M:%S"),
+            d.reasons.join(", ")
+        )?;
+    }
+    writeln!(
+        out,
+        "{} snapshots {}, {} kept",
+        removed,
+        if a.dry_run {
+            "would be removed"
+        } else {
+            "removed"
+        },
+        decisions.len() - removed
+    )?;
+    drop(out);
+    if let Some(r) = prune_report {
+        print_prune(&r, false)?;
+    }
+    Ok(exit::OK)
+}
+
+fn print_prune(r: &repovault::prune::PruneReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!(
+        "prune{}: {} snapshots, {} live objects, {} unneeded objects; packs: {} before, {} deleted, {} repacked into {}, {} leftovers removed; {} copied; {} -> {}",
+        if r.dry_run { " (dry run)" } else { "" },
+        r.snapshots,
+        r.live_objects,
+        r.dead_objects,
+        r.packs_before,
+        r.packs_deleted,
+        r.packs_repacked,
+        r.packs_written,
+        r.unindexed_packs_deleted,
+        human_bytes(r.bytes_copied),
+        human_bytes(r.bytes_before),
+        human_bytes(r.bytes_after)
+    );
+    Ok(())
+}
+
 fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
     let s = open_store(store)?;
     let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
@@ -740,28 +938,34 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
                     b
                 });
                 let t = Instant::now();
-                let report = match sync::sync_repo(&store, &writer, src, &opts, interrupt) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let msg = one_line(&format!("{e:#}"));
-                        tracing::error!(repo = %src.name, "{msg}");
-                        sync::record_failure(&writer, src, &msg);
-                        RepoReport {
-                            name: src.name.clone(),
-                            url: src.url.clone(),
-                            status: Status::Failed,
-                            snapshot: None,
-                            refs: 0,
-                            objects_received: 0,
-                            new_objects: 0,
-                            new_chunks: 0,
-                            new_bytes_stored: 0,
-                            millis: t.elapsed().as_millis() as u64,
-                            incomplete: false,
-                            error: Some(msg),
-                        }
+                let progress = |msg: String| {
+                    if let Some(b) = &bar {
+                        b.set_message(format!("{}: {msg}", src.name));
                     }
                 };
+                let report =
+                    match sync::sync_repo(&store, &writer, src, &opts, interrupt, &progress) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let msg = one_line(&format!("{e:#}"));
+                            tracing::error!(repo = %src.name, "{msg}");
+                            sync::record_failure(&writer, src, &msg);
+                            RepoReport {
+                                name: src.name.clone(),
+                                url: src.url.clone(),
+                                status: Status::Failed,
+                                snapshot: None,
+                                refs: 0,
+                                objects_received: 0,
+                                new_objects: 0,
+                                new_chunks: 0,
+                                new_bytes_stored: 0,
+                                millis: t.elapsed().as_millis() as u64,
+                                incomplete: false,
+                                error: Some(msg),
+                            }
+                        }
+                    };
                 if let Some(b) = bar {
                     b.finish_with_message(format!("{}: {}", src.name, report.status.as_str()));
                 }

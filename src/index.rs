@@ -1288,3 +1288,310 @@ pub struct RepoRow {
     /// Time of the newest snapshot (unix microseconds).
     pub last_snapshot: Option<i64>,
 }
+
+/// Per-pack liveness after [`Index::compute_live_chunks`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PackLiveness {
+    /// Row id.
+    #[serde(skip)]
+    pub rowid: i64,
+    /// Pack name.
+    pub name: String,
+    /// Pack kind.
+    #[serde(skip)]
+    pub kind: PackKind,
+    /// File size.
+    pub size: u64,
+    /// Chunks the index places in it.
+    pub chunks: u64,
+    /// Of which live.
+    pub live_chunks: u64,
+    /// Stored bytes of all its chunks.
+    pub bytes: u64,
+    /// Stored bytes of its live chunks.
+    pub live_bytes: u64,
+}
+
+/// A live chunk to copy into a new pack.
+#[derive(Debug, Clone)]
+pub struct MovedChunk {
+    /// Row id (kept).
+    pub rowid: i64,
+    /// Chunk id.
+    pub id: ChunkId,
+    /// Old offset.
+    pub offset: u64,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Plain length.
+    pub raw_len: u32,
+    /// Base chunk id.
+    pub base: Option<ChunkId>,
+}
+
+/// The index changes of a prune, applied in one transaction.
+#[derive(Debug, Default)]
+pub struct PruneCommit {
+    /// New packs written.
+    pub new_packs: Vec<FinishedPack>,
+    /// Moved chunks: (row id, index into `new_packs`, new offset).
+    pub moved_chunks: Vec<(i64, usize, u64)>,
+    /// Re-homed object records: (oid, index into `new_packs`).
+    pub moved_objects: Vec<(ObjectId, usize)>,
+    /// Packs whose rows go (their files are deleted after the commit).
+    pub dropped_packs: Vec<i64>,
+}
+
+impl Index {
+    /// Deletes snapshots (rows and refs) by id, in one transaction.
+    pub fn delete_snapshots(&mut self, sids: &[String]) -> Result<(), Error> {
+        let path = self.path.clone();
+        let e = |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut refs = tx
+                .prepare("DELETE FROM snapshot_refs WHERE snapshot = (SELECT id FROM snapshots WHERE sid = ?1)")
+                .map_err(e)?;
+            let mut snaps = tx
+                .prepare("DELETE FROM snapshots WHERE sid = ?1")
+                .map_err(e)?;
+            for s in sids {
+                refs.execute([s]).map_err(e)?;
+                snaps.execute([s]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Starts a liveness computation: an empty temporary set of live objects.
+    pub fn begin_live(&mut self) -> Result<(), Error> {
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS live_objects (oid BLOB PRIMARY KEY) WITHOUT ROWID;
+                 CREATE TEMP TABLE IF NOT EXISTS live_chunks (id INTEGER PRIMARY KEY);
+                 DELETE FROM live_objects; DELETE FROM live_chunks;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks an object live; false when it already was.
+    pub fn mark_live(&mut self, oid: &ObjectId) -> Result<bool, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO live_objects (oid) VALUES (?1)")
+            .map_err(|e| self.err(e))?;
+        Ok(st.execute([oid.as_bytes()]).map_err(|e| self.err(e))? == 1)
+    }
+
+    /// From the live objects, computes the live chunks (their chunks and,
+    /// recursively, the delta bases of those) and returns per-pack liveness.
+    pub fn compute_live_chunks(&mut self) -> Result<Vec<PackLiveness>, Error> {
+        self.conn
+            .execute_batch(
+                "INSERT OR IGNORE INTO live_chunks SELECT o.chunk FROM objects o JOIN live_objects l ON l.oid = o.oid;
+                 INSERT OR IGNORE INTO live_chunks SELECT oc.chunk FROM object_chunks oc JOIN live_objects l ON l.oid = oc.oid;
+                 INSERT OR IGNORE INTO live_chunks
+                   WITH RECURSIVE b(id) AS (
+                     SELECT c.base FROM chunks c JOIN live_chunks l ON l.id = c.id WHERE c.base IS NOT NULL
+                     UNION SELECT c.base FROM chunks c JOIN b ON b.id = c.id WHERE c.base IS NOT NULL)
+                   SELECT id FROM b;",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT p.id, p.name, p.kind, p.size, count(c.id), count(l.id),
+                        coalesce(sum(c.stored_len), 0),
+                        coalesce(sum(CASE WHEN l.id IS NOT NULL THEN c.stored_len ELSE 0 END), 0)
+                 FROM packs p LEFT JOIN chunks c ON c.pack = p.id LEFT JOIN live_chunks l ON l.id = c.id
+                 GROUP BY p.id ORDER BY p.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(i64, String, u8, i64, i64, i64, i64, i64)> = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(
+                |(rowid, name, kind, size, chunks, live, bytes, live_bytes)| {
+                    Ok(PackLiveness {
+                        rowid,
+                        kind: PackKind::from_code(kind)
+                            .ok_or_else(|| self.corrupt(format!("pack {name} has unknown kind")))?,
+                        name,
+                        size: size as u64,
+                        chunks: chunks as u64,
+                        live_chunks: live as u64,
+                        bytes: bytes as u64,
+                        live_bytes: live_bytes as u64,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Objects that are not live.
+    pub fn dead_object_count(&self) -> Result<u64, Error> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM objects o LEFT JOIN live_objects l ON l.oid = o.oid WHERE l.oid IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Live chunks of a pack, by offset, with their base ids.
+    pub fn live_chunks_in_pack(&self, pack: i64) -> Result<Vec<MovedChunk>, Error> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT c.id, c.hash, c.offset, c.stored_len, c.raw_len, b.hash FROM chunks c
+                 JOIN live_chunks l ON l.id = c.id LEFT JOIN chunks b ON b.id = c.base
+                 WHERE c.pack = ?1 ORDER BY c.offset",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(i64, Vec<u8>, i64, i64, i64, Option<Vec<u8>>)> = st
+            .query_map([pack], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(rowid, h, off, sl, rl, b)| {
+                Ok(MovedChunk {
+                    rowid,
+                    id: ChunkId::from_slice(&h)
+                        .ok_or_else(|| self.corrupt("malformed chunk id"))?,
+                    offset: off as u64,
+                    stored_len: sl as u32,
+                    raw_len: rl as u32,
+                    base: b
+                        .map(|b| {
+                            ChunkId::from_slice(&b)
+                                .ok_or_else(|| self.corrupt("malformed chunk id"))
+                        })
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Live objects whose record lies in pack `pack`, with their chunk ids.
+    pub fn live_object_records_in_pack(
+        &self,
+        pack: i64,
+    ) -> Result<Vec<crate::pack::ObjectRecord>, Error> {
+        let mut st = self
+            .conn
+            .prepare("SELECT o.oid, o.kind, o.size, o.nchunks, c.hash FROM objects o JOIN live_objects l ON l.oid = o.oid JOIN chunks c ON c.id = o.chunk WHERE o.pack = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(Vec<u8>, u8, i64, i64, Vec<u8>)> = st
+            .query_map([pack], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let mut multi = self
+            .conn
+            .prepare_cached("SELECT c.hash FROM object_chunks oc JOIN chunks c ON c.id = oc.chunk WHERE oc.oid = ?1 ORDER BY oc.seq")
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (oid, kind, size, n, first) in rows {
+            let chunks = if n > 1 {
+                let hs: Vec<Vec<u8>> = multi
+                    .query_map([&oid], |r| r.get(0))
+                    .map_err(|e| self.err(e))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.err(e))?;
+                hs.iter()
+                    .map(|h| {
+                        ChunkId::from_slice(h).ok_or_else(|| self.corrupt("malformed chunk id"))
+                    })
+                    .collect::<Result<_, _>>()?
+            } else {
+                vec![ChunkId::from_slice(&first)
+                    .ok_or_else(|| self.corrupt("malformed chunk id"))?]
+            };
+            out.push(crate::pack::ObjectRecord {
+                oid: ObjectId::try_from(&oid[..])
+                    .map_err(|_| self.corrupt("malformed object id"))?,
+                kind: ObjectKind::from_code(kind).ok_or_else(|| self.corrupt("unknown kind"))?,
+                size: size as u64,
+                chunks,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies a prune in one transaction: new packs, moved chunks and object
+    /// records, dead objects and chunks deleted, dropped packs' rows deleted.
+    pub fn commit_prune(&mut self, c: &PruneCommit, now: i64) -> Result<(), Error> {
+        let path = self.path.clone();
+        let e = |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut ins = tx
+                .prepare("INSERT INTO packs (name, kind, size, created) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(e)?;
+            let mut ids = Vec::new();
+            for p in &c.new_packs {
+                ins.execute(params![p.name, p.kind.code(), to_i64(p.size), now])
+                    .map_err(e)?;
+                ids.push(tx.last_insert_rowid());
+            }
+            let mut mv = tx
+                .prepare("UPDATE chunks SET pack = ?2, offset = ?3 WHERE id = ?1")
+                .map_err(e)?;
+            for (rowid, p, off) in &c.moved_chunks {
+                mv.execute(params![rowid, ids[*p], to_i64(*off)])
+                    .map_err(e)?;
+            }
+            let mut mo = tx
+                .prepare("UPDATE objects SET pack = ?2 WHERE oid = ?1")
+                .map_err(e)?;
+            for (oid, p) in &c.moved_objects {
+                mo.execute(params![oid.as_bytes(), ids[*p]]).map_err(e)?;
+            }
+            tx.execute_batch(
+                "DELETE FROM object_chunks WHERE oid NOT IN (SELECT oid FROM live_objects);
+                 DELETE FROM objects WHERE oid NOT IN (SELECT oid FROM live_objects);
+                 DELETE FROM chunks WHERE id NOT IN (SELECT id FROM live_chunks);",
+            )
+            .map_err(e)?;
+            let mut dp = tx.prepare("DELETE FROM packs WHERE id = ?1").map_err(e)?;
+            for p in &c.dropped_packs {
+                dp.execute([p]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+}

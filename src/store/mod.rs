@@ -724,9 +724,9 @@ fn slot(kind: PackKind) -> usize {
     }
 }
 
-impl Writer<'_> {
+impl<'s> Writer<'s> {
     /// The store this writer writes to.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &'s Store {
         self.store
     }
 

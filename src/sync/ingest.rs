@@ -102,11 +102,12 @@ pub fn ingest_packs(
     writer: &mut Writer<'_>,
     packs: &[PathBuf],
     interrupt: &AtomicBool,
+    progress: &super::Progress<'_>,
 ) -> Result<Ingested, Error> {
     let mut seen: HashSet<ObjectId> = HashSet::new();
     let mut needed: HashSet<ObjectId> = HashSet::new();
     for idx in packs {
-        ingest_one(writer, idx, interrupt, &mut seen, &mut needed)?;
+        ingest_one(writer, idx, interrupt, &mut seen, &mut needed, progress)?;
     }
     let mut missing = Vec::new();
     for oid in needed {
@@ -127,6 +128,7 @@ fn ingest_one(
     interrupt: &AtomicBool,
     seen: &mut HashSet<ObjectId>,
     needed: &mut HashSet<ObjectId>,
+    progress: &super::Progress<'_>,
 ) -> Result<(), Error> {
     let perr = |e: &dyn std::fmt::Display| Error::Mirror {
         path: idx_path.to_owned(),
@@ -231,6 +233,7 @@ fn ingest_one(
                     break;
                 }
                 crate::crash_point("ingest-batch");
+                progress(format!("ingested {} objects", seen.len()));
                 batch_bytes = 0;
             }
         }

@@ -188,6 +188,9 @@ fn redact(spec: &str) -> String {
     }
 }
 
+/// A progress callback: receives a short status line ("fetching", "ingested 4096 objects").
+pub type Progress<'a> = dyn Fn(String) + Sync + 'a;
+
 /// Options of a sync run.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -323,6 +326,7 @@ pub fn sync_repo(
     source: &Source,
     opts: &SyncOptions,
     interrupt: &AtomicBool,
+    progress: &Progress<'_>,
 ) -> Result<RepoReport, Error> {
     let start = Instant::now();
     let span = tracing::info_span!("sync", repo = %source.name);
@@ -334,7 +338,6 @@ pub fn sync_repo(
             reason: e.to_string(),
         })?;
     }
-    let mirror = fetch::open_mirror(&mirror_dir)?;
     let store_id = store.config().store_id.clone();
     let last = store.with_index(|i| -> Result<Option<Snapshot>, index::Error> {
         let repo = i.repos()?.into_iter().find(|r| r.name == source.name);
@@ -343,6 +346,12 @@ pub fn sync_repo(
             None => Ok(None),
         }
     })?;
+    if !mirror_dir.join("HEAD").is_file() {
+        if let Some(last) = last.as_ref().filter(|l| l.complete) {
+            rebuild_mirror(store, last, &mirror_dir, &store_id, interrupt)?;
+        }
+    }
+    let mirror = fetch::open_mirror(&mirror_dir)?;
     let mut report = RepoReport {
         name: source.name.clone(),
         url: source.url.clone(),
@@ -361,6 +370,7 @@ pub fn sync_repo(
     // Cheap check first: refs only, no pack.
     let pending_packs = ingest::packs_to_ingest(&mirror_dir, &store_id)?;
     if let Some(last) = &last {
+        progress("listing refs".into());
         let remote = fetch::list_remote(mirror.clone(), &source.url, source.auth.as_ref())?;
         if remote == last.refs && pending_packs.is_empty() {
             let t = now();
@@ -380,7 +390,9 @@ pub fn sync_repo(
         }
     }
 
+    progress("fetching".into());
     let fetched = fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt)?;
+    progress(format!("received {} objects", fetched.objects_received));
     report.objects_received = fetched.objects_received;
     tracing::info!(
         objects = fetched.objects_received,
@@ -392,7 +404,7 @@ pub fn sync_repo(
 
     let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
     let before = w.stats();
-    let ingested = ingest::ingest_packs(&mut w, &packs, interrupt)?;
+    let ingested = ingest::ingest_packs(&mut w, &packs, interrupt, progress)?;
     w.flush()?;
     let mut missing = ingested.missing;
     for r in &fetched.refs {
@@ -476,6 +488,36 @@ pub fn sync_repo(
         "snapshot recorded"
     );
     Ok(report)
+}
+
+/// Rebuilds a missing mirror from the store's last snapshot (through restore),
+/// so that the fetch that follows only transfers what is new.
+fn rebuild_mirror(
+    store: &Store,
+    last: &Snapshot,
+    mirror_dir: &Path,
+    store_id: &str,
+    interrupt: &AtomicBool,
+) -> Result<(), Error> {
+    tracing::info!(
+        snapshot = last.short_id(),
+        "mirror cache missing: rebuilding it from the store"
+    );
+    let _ = std::fs::remove_dir(mirror_dir);
+    crate::restore::restore(
+        store,
+        last,
+        mirror_dir,
+        crate::restore::RestoreOptions::default(),
+        interrupt,
+    )
+    .map_err(|e| Error::Mirror {
+        path: mirror_dir.to_owned(),
+        reason: format!("rebuilding from the store failed: {e}"),
+    })?;
+    // The objects of the rebuilt mirror came from the store: nothing to ingest.
+    let packs = ingest::packs_to_ingest(mirror_dir, store_id)?;
+    ingest::mark_ingested(mirror_dir, store_id, &packs)
 }
 
 /// Records a failed attempt in the index (best effort).

@@ -1,0 +1,436 @@
+//! Forget and prune: drop snapshots by policy, then reclaim the data that no
+//! remaining snapshot needs.
+//!
+//! Prune walks every remaining snapshot's closure (commits and trees are read
+//! from the tree packs; blobs are only looked up) into a temporary SQLite
+//! table, so memory does not grow with the store. A chunk is live when a live
+//! object uses it or a live chunk is a delta against it. Packs with no live
+//! chunk are deleted; packs whose live fraction is under the threshold (and
+//! small packs) are repacked: their live chunks are copied, stored bytes as
+//! they are, into new packs, which are fsynced and renamed into place before
+//! one index transaction moves the rows; only then are the old files deleted.
+//! A prune killed at any point leaves a consistent store; the next prune
+//! deletes what the killed one left behind.
+
+use crate::index::{self, PackLiveness, PruneCommit};
+use crate::pack::{self, PackKind, PackWriter};
+use crate::retention::{self, Policy};
+use crate::snapshot::Snapshot;
+use crate::store::{self, Store, Writer};
+use gix::ObjectId;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Errors of forget and prune.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] index::Error),
+    /// A pack failed.
+    #[error(transparent)]
+    Pack(#[from] pack::Error),
+    /// A snapshot file could not be removed.
+    #[error("snapshot file {path}: {source}")]
+    SnapshotFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An object a snapshot needs is missing or damaged: pruning now could lose data.
+    #[error("snapshot {snapshot} of {repo} needs object {oid}, which is {reason}: run `repovault verify --read-data`; prune refuses to run on a damaged store")]
+    Damaged {
+        /// The snapshot.
+        snapshot: String,
+        /// Its repository.
+        repo: String,
+        /// The object.
+        oid: ObjectId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Nothing to do but the policy is empty.
+    #[error(
+        "no keep rule given: pass at least one --keep-* option (or set [retention] in the config)"
+    )]
+    EmptyPolicy,
+    /// Interrupted.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// What forget decided for one snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForgetDecision {
+    /// Repository.
+    pub repo: String,
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Its time.
+    pub time: jiff::Timestamp,
+    /// Kept?
+    pub keep: bool,
+    /// Why kept (rule names).
+    pub reasons: Vec<String>,
+}
+
+/// Decides which snapshots to keep, per repository. The newest snapshot of a
+/// repository is always kept unless `allow_empty`.
+pub fn plan_forget(
+    snapshots: &[Snapshot],
+    policy: &Policy,
+    allow_empty: bool,
+) -> Vec<ForgetDecision> {
+    let mut by_repo: std::collections::BTreeMap<&str, Vec<&Snapshot>> = Default::default();
+    for s in snapshots {
+        by_repo.entry(&s.repo).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (repo, snaps) in by_repo {
+        let times: Vec<jiff::Timestamp> = snaps.iter().map(|s| s.time).collect();
+        let mut d = retention::apply(policy, &times);
+        if !allow_empty {
+            if let Some((newest, _)) = times.iter().enumerate().max_by_key(|(i, t)| (**t, *i)) {
+                if !d[newest].keep {
+                    d[newest].keep = true;
+                    d[newest].reasons.push("newest".into());
+                }
+            }
+        }
+        for (s, d) in snaps.iter().zip(d) {
+            out.push(ForgetDecision {
+                repo: repo.to_owned(),
+                snapshot: s.id.clone(),
+                time: s.time,
+                keep: d.keep,
+                reasons: d.reasons,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.repo.cmp(&b.repo).then(b.time.cmp(&a.time)));
+    out
+}
+
+/// Removes the snapshots that `decisions` do not keep: files first, then rows.
+pub fn apply_forget(writer: &mut Writer<'_>, decisions: &[ForgetDecision]) -> Result<u64, Error> {
+    let gone: Vec<String> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.snapshot.clone())
+        .collect();
+    let dir = writer.store().root().join(store::SNAPSHOTS_DIR);
+    for id in &gone {
+        let path = dir.join(format!("{id}.json"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::SnapshotFile { path, source }),
+        }
+    }
+    pack::sync_dir(&dir).map_err(|source| Error::SnapshotFile {
+        path: dir.clone(),
+        source,
+    })?;
+    writer.index().delete_snapshots(&gone)?;
+    Ok(gone.len() as u64)
+}
+
+/// Prune parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneOptions {
+    /// Repack packs whose live fraction (of stored bytes) is below this.
+    pub repack_below: f64,
+    /// Only compute and report.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            repack_below: 0.8,
+            dry_run: false,
+        }
+    }
+}
+
+/// What prune found and did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneReport {
+    /// Snapshots walked.
+    pub snapshots: u64,
+    /// Live objects.
+    pub live_objects: u64,
+    /// Objects no snapshot needs (deleted).
+    pub dead_objects: u64,
+    /// Packs before.
+    pub packs_before: u64,
+    /// Packs deleted outright (nothing live).
+    pub packs_deleted: u64,
+    /// Packs repacked.
+    pub packs_repacked: u64,
+    /// New packs written.
+    pub packs_written: u64,
+    /// Pack files not in the index (left by killed writers or prunes), deleted.
+    pub unindexed_packs_deleted: u64,
+    /// Stored bytes of live chunks copied.
+    pub bytes_copied: u64,
+    /// Bytes of pack files before.
+    pub bytes_before: u64,
+    /// Bytes of pack files after (estimated for a dry run).
+    pub bytes_after: u64,
+    /// True for a dry run.
+    pub dry_run: bool,
+}
+
+fn walk_live(
+    store: &Store,
+    writer: &mut Writer<'_>,
+    snaps: &[Snapshot],
+    interrupt: &AtomicBool,
+) -> Result<u64, Error> {
+    writer.index().begin_live()?;
+    let mut live = 0u64;
+    for snap in snaps {
+        let mut stack: Vec<ObjectId> = snap
+            .tips()
+            .into_iter()
+            .filter(|t| !snap.missing.contains(t))
+            .collect();
+        while let Some(oid) = stack.pop() {
+            if interrupt.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let Some(row) = store.object_row(&oid)? else {
+                if snap.missing.contains(&oid) {
+                    continue;
+                }
+                return Err(Error::Damaged {
+                    snapshot: snap.id.clone(),
+                    repo: snap.repo.clone(),
+                    oid,
+                    reason: "not stored".into(),
+                });
+            };
+            if !writer.index().mark_live(&oid)? {
+                continue;
+            }
+            live += 1;
+            if row.kind.is_metadata() {
+                let o = store.get(&oid).map_err(|e| Error::Damaged {
+                    snapshot: snap.id.clone(),
+                    repo: snap.repo.clone(),
+                    oid,
+                    reason: e.to_string(),
+                })?;
+                let refs =
+                    crate::object::references(o.kind, &o.data).map_err(|e| Error::Damaged {
+                        snapshot: snap.id.clone(),
+                        repo: snap.repo.clone(),
+                        oid,
+                        reason: e,
+                    })?;
+                stack.extend(refs);
+            }
+        }
+    }
+    Ok(live)
+}
+
+/// Packs on disk that the index does not name (and temporary packs).
+fn unindexed_packs(dir: &Path, known: &HashSet<String>) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".pack") {
+                if stem.starts_with(pack::TMP_PREFIX) || !known.contains(stem) {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reclaims what no snapshot needs. Runs under the writer's lock.
+pub fn prune(
+    writer: &mut Writer<'_>,
+    opts: PruneOptions,
+    interrupt: &AtomicBool,
+) -> Result<PruneReport, Error> {
+    let store = writer.store();
+    let snaps = store.with_index(|i| i.snapshots(None))?;
+    let mut report = PruneReport {
+        snapshots: snaps.len() as u64,
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    report.live_objects = walk_live(store, writer, &snaps, interrupt)?;
+    let packs: Vec<PackLiveness> = writer.index().compute_live_chunks()?;
+    report.dead_objects = writer.index().dead_object_count()?;
+    report.packs_before = packs.len() as u64;
+    report.bytes_before = packs.iter().map(|p| p.size).sum();
+    let target = store.config().pack_target_size;
+    let small = target / 4;
+
+    let mut delete: Vec<&PackLiveness> = Vec::new();
+    let mut repack: Vec<&PackLiveness> = Vec::new();
+    for p in &packs {
+        if p.live_chunks == 0 {
+            delete.push(p);
+        } else if p.bytes > 0 && (p.live_bytes as f64) < opts.repack_below * p.bytes as f64 {
+            repack.push(p);
+        }
+    }
+    // Many small packs (nightly runs) are merged, once there are several of a kind.
+    for kind in [PackKind::Tree, PackKind::Data] {
+        let smalls: Vec<&PackLiveness> = packs
+            .iter()
+            .filter(|p| {
+                p.kind == kind
+                    && p.size < small
+                    && p.live_chunks > 0
+                    && !repack.iter().any(|r| r.rowid == p.rowid)
+            })
+            .collect();
+        if smalls.len() + repack.iter().filter(|r| r.kind == kind).count() >= 4 {
+            repack.extend(smalls);
+        }
+    }
+    report.packs_deleted = delete.len() as u64;
+    report.packs_repacked = repack.len() as u64;
+    let known: HashSet<String> = packs.iter().map(|p| p.name.clone()).collect();
+    let leftovers = unindexed_packs(&store.packs_dir(), &known);
+    report.unindexed_packs_deleted = leftovers.len() as u64;
+    let copied: u64 = repack.iter().map(|p| p.live_bytes).sum();
+    report.bytes_copied = copied;
+    let dropped: u64 = delete.iter().chain(&repack).map(|p| p.size).sum();
+    if opts.dry_run {
+        report.bytes_after = report.bytes_before - dropped + copied;
+        return Ok(report);
+    }
+
+    // 1. Copy live chunks of the packs being repacked into new packs.
+    let dir = store.packs_dir();
+    let mut commit = PruneCommit::default();
+    let mut open: [Option<PackWriter>; 2] = [None, None];
+    let slot = |k: PackKind| if k == PackKind::Tree { 0 } else { 1 };
+    let mut pending_chunks: [Vec<(i64, u64)>; 2] = [Vec::new(), Vec::new()];
+    let mut pending_objects: [Vec<ObjectId>; 2] = [Vec::new(), Vec::new()];
+    let finish = |w: PackWriter,
+                  chunks: &mut Vec<(i64, u64)>,
+                  objs: &mut Vec<ObjectId>,
+                  commit: &mut PruneCommit|
+     -> Result<(), Error> {
+        let idx = commit.new_packs.len();
+        commit.new_packs.push(w.finish()?);
+        commit
+            .moved_chunks
+            .extend(chunks.drain(..).map(|(r, o)| (r, idx, o)));
+        commit
+            .moved_objects
+            .extend(objs.drain(..).map(|o| (o, idx)));
+        Ok(())
+    };
+    for p in &repack {
+        if interrupt.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let path = pack::pack_path(&dir, &p.name);
+        let bytes = std::fs::read(&path).map_err(|source| pack::Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let s = slot(p.kind);
+        for c in writer.index().live_chunks_in_pack(p.rowid)? {
+            let stored = bytes
+                .get(c.offset as usize..(c.offset + u64::from(c.stored_len)) as usize)
+                .ok_or_else(|| pack::Error::Corrupt {
+                    path: path.clone(),
+                    reason: format!("chunk {} lies beyond the end of the file", c.id),
+                })?;
+            if open[s].is_none() {
+                open[s] = Some(PackWriter::create(&dir, p.kind)?);
+            }
+            let w = open[s].as_mut().expect("just opened");
+            let off = w.append(c.id, c.raw_len, c.base, stored)?;
+            pending_chunks[s].push((c.rowid, off));
+            if w.len() >= target {
+                let w = open[s].take().expect("open");
+                finish(
+                    w,
+                    &mut pending_chunks[s],
+                    &mut pending_objects[s],
+                    &mut commit,
+                )?;
+            }
+        }
+    }
+    // Object records that lived in dropped packs move to the new packs.
+    for p in delete.iter().chain(&repack) {
+        for rec in writer.index().live_object_records_in_pack(p.rowid)? {
+            let k = PackKind::for_object(rec.kind);
+            let s = slot(k);
+            if open[s].is_none() {
+                open[s] = Some(PackWriter::create(&dir, k)?);
+            }
+            pending_objects[s].push(rec.oid);
+            open[s].as_mut().expect("just opened").add_object(rec);
+        }
+    }
+    for s in 0..2 {
+        if let Some(w) = open[s].take() {
+            if w.is_empty() {
+                continue;
+            }
+            finish(
+                w,
+                &mut pending_chunks[s],
+                &mut pending_objects[s],
+                &mut commit,
+            )?;
+        }
+    }
+    report.packs_written = commit.new_packs.len() as u64;
+    crate::crash_point("prune-packs-written");
+
+    // 2. One transaction moves the rows and drops the dead ones.
+    commit.dropped_packs = delete.iter().chain(&repack).map(|p| p.rowid).collect();
+    writer
+        .index()
+        .commit_prune(&commit, jiff::Timestamp::now().as_second())?;
+    crate::crash_point("prune-index-committed");
+
+    // 3. Only now delete files: dropped packs, then leftovers of killed runs.
+    let mut first = true;
+    for p in delete.iter().chain(&repack) {
+        let path = pack::pack_path(&dir, &p.name);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(pack::Error::Io { path, source: e }.into());
+            }
+        }
+        if first {
+            crate::crash_point("prune-deleting");
+            first = false;
+        }
+    }
+    for path in leftovers {
+        let _ = std::fs::remove_file(path);
+    }
+    pack::sync_dir(&dir).map_err(|source| pack::Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    report.bytes_after = store
+        .with_index(|i| i.packs())?
+        .iter()
+        .map(|p| p.size)
+        .sum();
+    Ok(report)
+}
