@@ -68,6 +68,9 @@ enum Command {
     Forget(ForgetArgs),
     /// Delete data no remaining snapshot needs, and repack sparse or small packs
     Prune(PruneArgs),
+    /// Configuration file tools
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Check the store's integrity (quick by default; --read-data reads and checks everything)
     Verify(VerifyArgs),
     /// Rebuild index.sqlite from the packs and snapshot files (when it is lost or corrupt)
@@ -140,6 +143,9 @@ struct ForgetArgs {
     /// Keep every snapshot within this duration of the newest (e.g. 1y6m, 14d, 36h)
     #[arg(long, value_name = "DURATION")]
     keep_within: Option<String>,
+    /// Take the policy from this config file's [retention] (when no --keep-* option is given)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Allow removing the newest snapshot of a repository too
     #[arg(long)]
     allow_empty: bool,
@@ -165,6 +171,18 @@ struct PruneArgs {
     /// Print the result as one JSON document
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and print what it would back up (discovery only, nothing is fetched)
+    Check {
+        /// The config file [default: $XDG_CONFIG_HOME/repovault/config.toml or /etc/repovault/config.toml]
+        file: Option<PathBuf>,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -232,8 +250,18 @@ struct RestoreArgs {
 #[derive(Args)]
 struct SyncArgs {
     /// Git URLs (https, ssh, git, file) or local paths
-    #[arg(required = true, value_name = "SOURCE")]
+    #[arg(
+        value_name = "SOURCE",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
     sources: Vec<String>,
+    /// Back up everything a config file names (discovering organisations' repositories)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Also write the JSON summary to FILE
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// Name of the repository in the store (only with one SOURCE) [default: host/path]
     #[arg(long)]
     name: Option<String>,
@@ -288,10 +316,26 @@ pub fn main() -> ExitCode {
                     }
                 }
             }
-            eprintln!("repovault: error: {}", one_line(&format!("{err:#}")));
+            eprintln!("repovault: error: {}", error_line(&err));
             ExitCode::from(exit_code_of(&err))
         }
     }
+}
+
+/// The error and its causes on one line, without repeating a cause that a
+/// message already includes (library errors embed their source's text).
+fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = one_line(&cause.to_string());
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn one_line(s: &str) -> String {
@@ -387,6 +431,9 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
         Command::Repos(a) => cmd_repos(&cli.store, a),
         Command::Stats(a) => cmd_stats(&cli.store, a),
         Command::Verify(a) => cmd_verify(&cli.store, a, interrupt),
+        Command::Config(ConfigCommand::Check { file, json }) => {
+            cmd_config_check(&file.unwrap_or_else(repovault::config::default_path), json)
+        }
         Command::Forget(a) => cmd_forget(&cli.store, a, interrupt),
         Command::Prune(a) => {
             let s = open_store(&cli.store)?;
@@ -460,7 +507,18 @@ fn resolve_repo(s: &Store, name: &str) -> Result<repovault::index::RepoRow> {
         return Ok(r.clone());
     }
     let suffix = format!("/{}", name.trim_matches('/'));
-    let hits: Vec<_> = repos.iter().filter(|r| r.name.ends_with(&suffix)).collect();
+    let mut hits: Vec<_> = repos.iter().filter(|r| r.name.ends_with(&suffix)).collect();
+    if hits.is_empty() {
+        // A renamed repository stays findable under its old names.
+        hits = repos
+            .iter()
+            .filter(|r| {
+                r.previous_names
+                    .iter()
+                    .any(|p| p == name || p.ends_with(&suffix))
+            })
+            .collect();
+    }
     match hits.len() {
         1 => Ok(hits[0].clone()),
         0 => bail!("no repository named {name:?} in the store: see `repovault repos`"),
@@ -611,7 +669,32 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
             b.inc(n);
         }
     };
-    let report = verify::verify(&s, opts, &progress, interrupt)?;
+    let report = match verify::verify(&s, opts, &progress, interrupt) {
+        Ok(r) => r,
+        Err(verify::Error::Index(e)) => {
+            // SQLite failing while reading the index is damage to report as well.
+            let report = VerifyReport {
+                mode: if opts.read_data { "read-data" } else { "quick" }.into(),
+                problems: vec![verify::Problem {
+                    kind: "index".into(),
+                    pack: None,
+                    offset: None,
+                    chunk: None,
+                    object: None,
+                    detail: format!(
+                        "{e}; run `repovault repair-index` to rebuild it from the packs"
+                    ),
+                }],
+                ..Default::default()
+            };
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            print_verify(&report, a.json)?;
+            return Ok(exit::DAMAGED);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -707,7 +790,7 @@ fn cmd_repair(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
 fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) -> Result<u8> {
     use repovault::prune;
     use repovault::retention::Policy;
-    let policy = Policy {
+    let mut policy = Policy {
         keep_last: a.keep_last,
         keep_hourly: a.keep_hourly,
         keep_daily: a.keep_daily,
@@ -721,6 +804,12 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
             .transpose()
             .map_err(anyhow::Error::msg)?,
     };
+    if policy.is_empty() {
+        if let Some(path) = &a.config {
+            let c = repovault::config::Config::load(path)?;
+            policy = c.retention.unwrap_or_default();
+        }
+    }
     if policy.is_empty() && !a.allow_empty {
         return Err(prune::Error::EmptyPolicy.into());
     }
@@ -866,10 +955,11 @@ fn cmd_repos(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) -> Result<u8> {
-    let store = match store_arg {
-        Some(p) => Store::open(p)?,
-        None => {
+fn open_for_sync(store_arg: &Option<PathBuf>, config_store: Option<&Path>) -> Result<Store> {
+    Ok(match (store_arg, config_store) {
+        (Some(p), _) => Store::open(p)?,
+        (None, Some(p)) => Store::open(p)?,
+        (None, None) => {
             let p = default_store()?;
             if p.exists() {
                 Store::open(&p)?
@@ -878,7 +968,114 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
                 Store::init(&p, InitOptions::default())?
             }
         }
-    };
+    })
+}
+
+fn failed_report(src: &Source, millis: u64, msg: String) -> RepoReport {
+    RepoReport {
+        name: src.name.clone(),
+        url: src.url.clone(),
+        status: Status::Failed,
+        snapshot: None,
+        refs: 0,
+        objects_received: 0,
+        new_objects: 0,
+        new_chunks: 0,
+        new_bytes_stored: 0,
+        millis,
+        incomplete: false,
+        error: Some(msg),
+    }
+}
+
+/// Syncs `sources` on `jobs` threads; a failed repository is retried once when `retry`.
+fn run_jobs(
+    store: &Store,
+    writer: &Mutex<repovault::store::Writer<'_>>,
+    sources: &[Source],
+    opts: &SyncOptions,
+    jobs: usize,
+    retry: bool,
+    interrupt: &AtomicBool,
+) -> Vec<RepoReport> {
+    let bars = std::io::stderr()
+        .is_terminal()
+        .then(indicatif::MultiProgress::new);
+    let queue = Mutex::new(sources.iter().enumerate().collect::<Vec<_>>().into_iter());
+    let reports: Mutex<Vec<(usize, RepoReport)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, 64).min(sources.len().max(1)) {
+            scope.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                let Some((i, src)) = next else { break };
+                if interrupt.load(Ordering::SeqCst) {
+                    break;
+                }
+                let bar = bars.as_ref().map(|m| {
+                    let b = m.add(indicatif::ProgressBar::new_spinner());
+                    b.set_message(format!("{}: syncing", src.name));
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b
+                });
+                let t = Instant::now();
+                let progress = |msg: String| {
+                    if let Some(b) = &bar {
+                        b.set_message(format!("{}: {msg}", src.name));
+                    }
+                };
+                let mut attempt = 0;
+                let report = loop {
+                    attempt += 1;
+                    match sync::sync_repo(store, writer, src, opts, interrupt, &progress) {
+                        Ok(r) => break r,
+                        Err(e) => {
+                            let msg = one_line(&format!("{e}"));
+                            let again = retry && attempt == 1 && !interrupt.load(Ordering::SeqCst);
+                            if again {
+                                tracing::warn!(repo = %src.name, "{msg}; retrying once");
+                                continue;
+                            }
+                            tracing::error!(repo = %src.name, "{msg}");
+                            sync::record_failure(writer, src, &msg);
+                            break failed_report(src, t.elapsed().as_millis() as u64, msg);
+                        }
+                    }
+                };
+                if let Some(b) = bar {
+                    b.finish_with_message(format!("{}: {}", src.name, report.status.as_str()));
+                }
+                reports
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((i, report));
+            });
+        }
+    });
+    let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
+    reports.sort_by_key(|(i, _)| *i);
+    reports.into_iter().map(|(_, r)| r).collect()
+}
+
+fn exit_for(total: usize, failed: usize, interrupted: bool) -> u8 {
+    if interrupted {
+        exit::INTERRUPTED
+    } else if failed == 0 {
+        exit::OK
+    } else if failed >= total {
+        exit::ERROR
+    } else {
+        exit::PARTIAL
+    }
+}
+
+fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) -> Result<u8> {
+    if let Some(config) = &a.config {
+        return cmd_sync_config(store_arg, config, &a, interrupt);
+    }
+    if a.sources.is_empty() {
+        bail!("nothing to sync: give SOURCE URLs or paths, or --config FILE");
+    }
+    let store = open_for_sync(store_arg, None)?;
     if a.name.is_some() && a.sources.len() > 1 {
         bail!(
             "--name names one repository, but {} sources were given: sync them one by one",
@@ -896,6 +1093,7 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
             Some(Auth {
                 user: a.token_user.clone(),
                 token: Secret::new(token.trim().to_owned()),
+                bearer: false,
             })
         }
         None => None,
@@ -916,111 +1114,335 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
         allow_incomplete: a.allow_incomplete,
     };
     let writer = Mutex::new(store.writer_for(Duration::from_secs(a.lock_wait), "sync")?);
-    let jobs = a.jobs.unwrap_or(4).clamp(1, 64).min(sources.len());
     let start = Instant::now();
-    let bars = std::io::stderr()
-        .is_terminal()
-        .then(indicatif::MultiProgress::new);
-    let queue = Mutex::new(sources.iter().enumerate().collect::<Vec<_>>().into_iter());
-    let reports: Mutex<Vec<(usize, RepoReport)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                let Some((i, src)) = next else { break };
-                if interrupt.load(Ordering::SeqCst) {
-                    break;
-                }
-                let bar = bars.as_ref().map(|m| {
-                    let b = m.add(indicatif::ProgressBar::new_spinner());
-                    b.set_message(format!("{}: syncing", src.name));
-                    b.enable_steady_tick(Duration::from_millis(120));
-                    b
-                });
-                let t = Instant::now();
-                let progress = |msg: String| {
-                    if let Some(b) = &bar {
-                        b.set_message(format!("{}: {msg}", src.name));
-                    }
-                };
-                let report =
-                    match sync::sync_repo(&store, &writer, src, &opts, interrupt, &progress) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let msg = one_line(&format!("{e:#}"));
-                            tracing::error!(repo = %src.name, "{msg}");
-                            sync::record_failure(&writer, src, &msg);
-                            RepoReport {
-                                name: src.name.clone(),
-                                url: src.url.clone(),
-                                status: Status::Failed,
-                                snapshot: None,
-                                refs: 0,
-                                objects_received: 0,
-                                new_objects: 0,
-                                new_chunks: 0,
-                                new_bytes_stored: 0,
-                                millis: t.elapsed().as_millis() as u64,
-                                incomplete: false,
-                                error: Some(msg),
-                            }
-                        }
-                    };
-                if let Some(b) = bar {
-                    b.finish_with_message(format!("{}: {}", src.name, report.status.as_str()));
-                }
-                reports
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((i, report));
-            });
-        }
-    });
+    let reports = run_jobs(
+        &store,
+        &writer,
+        &sources,
+        &opts,
+        a.jobs.unwrap_or(4),
+        false,
+        interrupt,
+    );
     let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
     w.commit()?;
     drop(w);
-    let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
-    reports.sort_by_key(|(i, _)| *i);
-    let reports: Vec<RepoReport> = reports.into_iter().map(|(_, r)| r).collect();
     let failed = reports
         .iter()
         .filter(|r| r.status == Status::Failed)
-        .count();
-    let skipped = sources.len() - reports.len();
-    print_sync_summary(&reports, start.elapsed(), a.json)?;
-    if interrupt.load(Ordering::SeqCst) {
-        return Ok(exit::INTERRUPTED);
+        .count()
+        + (sources.len() - reports.len());
+    let doc = sync_summary(&reports, None, start.elapsed());
+    emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
+    Ok(exit_for(
+        sources.len(),
+        failed,
+        interrupt.load(Ordering::SeqCst),
+    ))
+}
+
+/// Discovery results of a config run, for the summary.
+#[derive(Default, serde::Serialize)]
+struct DiscoverySummary {
+    sources: usize,
+    sources_failed: Vec<String>,
+    discovered: usize,
+    new: Vec<String>,
+    renamed: Vec<(String, String)>,
+    deleted: Vec<String>,
+    disabled: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Lists every source of a config (no store involved).
+fn discover_all(
+    resolved: &[repovault::config::Resolved],
+) -> Vec<(
+    String,
+    Result<
+        (
+            Vec<(Source, repovault::index::Registration)>,
+            bool,
+            Vec<String>,
+        ),
+        String,
+    >,
+)> {
+    use repovault::config::Resolved;
+    use repovault::discover::{discover_blocking, HttpOptions};
+    let mut out = Vec::new();
+    for r in resolved {
+        let label = r.label();
+        let result = match r {
+            Resolved::Provider {
+                source,
+                token,
+                bearer,
+            } => match discover_blocking(source, &HttpOptions::default()) {
+                Ok(listing) => {
+                    let repos = listing
+                        .repos
+                        .into_iter()
+                        .map(|d| {
+                            let auth = token.clone().map(|t| Auth {
+                                user: d.git_user.clone(),
+                                token: t,
+                                bearer: *bearer,
+                            });
+                            let reg = repovault::index::Registration {
+                                key: d.key.clone(),
+                                name: d.name.clone(),
+                                url: d.clone_url.clone(),
+                                disabled: d.disabled,
+                                record: d.record.clone(),
+                            };
+                            (
+                                Source {
+                                    url: d.clone_url,
+                                    name: d.name,
+                                    auth,
+                                },
+                                reg,
+                            )
+                        })
+                        .collect();
+                    Ok((repos, listing.complete, listing.warnings))
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Resolved::Git { urls, auth, .. } => {
+                let mut repos = Vec::new();
+                let mut err = None;
+                for u in urls {
+                    match Source::parse(u, None, auth.clone()) {
+                        Ok(s) => {
+                            let reg = repovault::index::Registration {
+                                key: format!("git:{}", s.name),
+                                name: s.name.clone(),
+                                url: s.url.clone(),
+                                disabled: false,
+                                record: serde_json::json!({ "url": s.url }),
+                            };
+                            repos.push((s, reg));
+                        }
+                        Err(e) => err = Some(e.to_string()),
+                    }
+                }
+                match err {
+                    Some(e) => Err(e),
+                    None => Ok((repos, true, Vec::new())),
+                }
+            }
+        };
+        out.push((label, result));
     }
-    Ok(if failed == 0 && skipped == 0 {
-        exit::OK
-    } else if failed + skipped == sources.len() {
-        exit::ERROR
-    } else {
-        exit::PARTIAL
+    out
+}
+
+fn cmd_sync_config(
+    store_arg: &Option<PathBuf>,
+    path: &Path,
+    a: &SyncArgs,
+    interrupt: &AtomicBool,
+) -> Result<u8> {
+    let config = repovault::config::Config::load(path)?;
+    let resolved = config.resolve(path)?;
+    let store = open_for_sync(store_arg, config.store.as_deref())?;
+    let cache = a
+        .cache
+        .clone()
+        .or(config.cache.clone())
+        .unwrap_or_else(|| sync::default_cache(&store));
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    let opts = SyncOptions {
+        cache,
+        allow_incomplete: a.allow_incomplete,
+    };
+    let start = Instant::now();
+    let writer = Mutex::new(store.writer_for(Duration::from_secs(a.lock_wait), "sync")?);
+    let mut summary = DiscoverySummary {
+        sources: resolved.len(),
+        ..Default::default()
+    };
+    let mut sources = Vec::new();
+    let now = jiff::Timestamp::now().as_second();
+    for (label, result) in discover_all(&resolved) {
+        match result {
+            Ok((repos, complete, warnings)) => {
+                summary.discovered += repos.len();
+                summary
+                    .warnings
+                    .extend(warnings.into_iter().map(|w| format!("{label}: {w}")));
+                if !complete {
+                    summary.warnings.push(format!(
+                        "{label}: the listing was incomplete; no repository was marked deleted"
+                    ));
+                }
+                let regs: Vec<_> = repos.iter().map(|(_, r)| r.clone()).collect();
+                let ch = writer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .index()
+                    .register(&label, &regs, complete, now)?;
+                summary.new.extend(ch.new);
+                summary.renamed.extend(ch.renamed);
+                summary.deleted.extend(ch.deleted);
+                summary.disabled.extend(ch.disabled);
+                sources.extend(
+                    repos
+                        .into_iter()
+                        .filter(|(_, r)| !r.disabled)
+                        .map(|(s, _)| s),
+                );
+            }
+            Err(e) => {
+                tracing::error!(source = %label, "{e}");
+                summary.sources_failed.push(format!("{label}: {e}"));
+            }
+        }
+    }
+    let jobs = a.jobs.or(config.jobs).unwrap_or(4);
+    let reports = run_jobs(&store, &writer, &sources, &opts, jobs, true, interrupt);
+    let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
+    w.commit()?;
+    drop(w);
+    let failed_repos = reports
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count()
+        + (sources.len() - reports.len());
+    let doc = sync_summary(&reports, Some(&summary), start.elapsed());
+    emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
+    if !a.json {
+        for f in &summary.sources_failed {
+            eprintln!("repovault: error: source {f}");
+        }
+    }
+    let total = sources.len() + summary.sources_failed.len();
+    let failed = failed_repos + summary.sources_failed.len();
+    Ok(exit_for(
+        total.max(1),
+        failed,
+        interrupt.load(Ordering::SeqCst),
+    ))
+}
+
+fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
+    let config = repovault::config::Config::load(path)?;
+    let resolved = config.resolve(path)?;
+    let listed = discover_all(&resolved);
+    let mut failed = 0;
+    let mut doc = Vec::new();
+    let mut out = std::io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{}: valid; {} source(s)",
+            path.display(),
+            resolved.len()
+        )?;
+        if let Some(s) = &config.store {
+            writeln!(out, "store: {}", s.display())?;
+        }
+    }
+    for (label, result) in listed {
+        match result {
+            Ok((repos, complete, warnings)) => {
+                if json {
+                    doc.push(serde_json::json!({
+                        "source": label,
+                        "complete": complete,
+                        "warnings": warnings,
+                        "repos": repos.iter().map(|(s, r)| serde_json::json!({
+                            "name": s.name, "url": s.url, "key": r.key, "disabled": r.disabled })).collect::<Vec<_>>(),
+                    }));
+                    continue;
+                }
+                writeln!(
+                    out,
+                    "{label}: {} repositories{}",
+                    repos.len(),
+                    if complete {
+                        ""
+                    } else {
+                        " (listing incomplete)"
+                    }
+                )?;
+                for (s, r) in &repos {
+                    writeln!(
+                        out,
+                        "  {}{}  {}",
+                        s.name,
+                        if r.disabled {
+                            " (disabled: not fetched)"
+                        } else {
+                            ""
+                        },
+                        s.url
+                    )?;
+                }
+                for w in warnings {
+                    writeln!(out, "  warning: {w}")?;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if json {
+                    doc.push(serde_json::json!({ "source": label, "error": e }));
+                } else {
+                    writeln!(out, "{label}: error: {e}")?;
+                }
+            }
+        }
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(if failed == 0 { exit::OK } else { exit::ERROR })
+}
+
+fn sync_summary(
+    reports: &[RepoReport],
+    discovery: Option<&DiscoverySummary>,
+    elapsed: Duration,
+) -> serde_json::Value {
+    let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
+    serde_json::json!({
+        "repos": reports,
+        "discovery": discovery,
+        "totals": {
+            "repos": reports.len(),
+            "synced": count(Status::New) + count(Status::Changed),
+            "new": count(Status::New),
+            "changed": count(Status::Changed),
+            "unchanged": count(Status::Unchanged),
+            "failed": count(Status::Failed),
+            "new_objects": reports.iter().map(|r| r.new_objects).sum::<u64>(),
+            "new_bytes_stored": reports.iter().map(|r| r.new_bytes_stored).sum::<u64>(),
+            "millis": elapsed.as_millis() as u64,
+        }
     })
 }
 
-fn print_sync_summary(reports: &[RepoReport], elapsed: Duration, json: bool) -> Result<()> {
-    let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
-    let new_objects: u64 = reports.iter().map(|r| r.new_objects).sum();
-    let new_bytes: u64 = reports.iter().map(|r| r.new_bytes_stored).sum();
+fn emit_summary(
+    doc: &serde_json::Value,
+    reports: &[RepoReport],
+    json: bool,
+    report_file: Option<&Path>,
+) -> Result<()> {
+    if let Some(f) = report_file {
+        std::fs::write(f, serde_json::to_string_pretty(doc)?)
+            .with_context(|| format!("cannot write --report {}", f.display()))?;
+    }
     if json {
-        let doc = serde_json::json!({
-            "repos": reports,
-            "totals": {
-                "repos": reports.len(),
-                "new": count(Status::New),
-                "changed": count(Status::Changed),
-                "unchanged": count(Status::Unchanged),
-                "failed": count(Status::Failed),
-                "new_objects": new_objects,
-                "new_bytes_stored": new_bytes,
-                "millis": elapsed.as_millis() as u64,
-            }
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(doc)?);
         return Ok(());
     }
+    print_sync_summary(reports, doc)
+}
+
+fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for r in reports {
         let snap = r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-");
@@ -1043,17 +1465,37 @@ fn print_sync_summary(reports: &[RepoReport], elapsed: Duration, json: bool) -> 
         }
         writeln!(out)?;
     }
+    let d = &doc["discovery"];
+    if !d.is_null() {
+        let n = |k: &str| d[k].as_array().map_or(0, Vec::len);
+        writeln!(
+            out,
+            "discovery: {} sources ({} failed), {} repositories: {} new, {} renamed, {} deleted, {} disabled",
+            d["sources"],
+            n("sources_failed"),
+            d["discovered"],
+            n("new"),
+            n("renamed"),
+            n("deleted"),
+            n("disabled")
+        )?;
+        for w in d["warnings"].as_array().into_iter().flatten() {
+            writeln!(out, "warning: {}", w.as_str().unwrap_or_default())?;
+        }
+    }
+    let t = &doc["totals"];
     writeln!(
         out,
-        "{} repositories: {} new, {} changed, {} unchanged, {} failed; +{} objects, +{} stored in {:.1}s",
-        reports.len(),
-        count(Status::New),
-        count(Status::Changed),
-        count(Status::Unchanged),
-        count(Status::Failed),
-        new_objects,
-        human_bytes(new_bytes),
-        elapsed.as_secs_f64()
+        "{} repositories: {} synced ({} new, {} changed), {} unchanged, {} failed; +{} objects, +{} stored in {:.1}s",
+        t["repos"],
+        t["synced"],
+        t["new"],
+        t["changed"],
+        t["unchanged"],
+        t["failed"],
+        t["new_objects"],
+        human_bytes(t["new_bytes_stored"].as_u64().unwrap_or(0)),
+        t["millis"].as_u64().unwrap_or(0) as f64 / 1000.0
     )?;
     Ok(())
 }

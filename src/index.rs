@@ -16,10 +16,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The schema version this code writes; older databases are migrated.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Migrations: entry `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE packs (
     id      INTEGER PRIMARY KEY,
@@ -82,7 +83,21 @@ CREATE TABLE snapshot_refs (
     peeled   BLOB,
     PRIMARY KEY (snapshot, name)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+ALTER TABLE repos ADD COLUMN key TEXT;
+CREATE UNIQUE INDEX repos_key ON repos(key);
+ALTER TABLE repos ADD COLUMN state TEXT NOT NULL DEFAULT 'active';
+ALTER TABLE repos ADD COLUMN origin TEXT;
+ALTER TABLE repos ADD COLUMN previous_names TEXT NOT NULL DEFAULT '';
+CREATE TABLE repo_records (
+    repo   INTEGER NOT NULL REFERENCES repos(id),
+    time   INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (repo, time)
+) WITHOUT ROWID;
+"#,
+];
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +316,14 @@ impl Index {
             })?;
         }
         Ok(())
+    }
+
+    /// Moves the write-ahead log into the database and truncates it, so the
+    /// store on disk is the database file alone (best effort: readers may hold it).
+    pub fn checkpoint(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::debug!("wal checkpoint: {e}");
+        }
     }
 
     /// The database file.
@@ -662,7 +685,9 @@ impl Index {
             .prepare(
                 "SELECT r.id, r.name, r.url, r.created, r.last_checked, r.last_status, r.last_error,
                         (SELECT count(*) FROM snapshots s WHERE s.repo = r.id),
-                        (SELECT max(time) FROM snapshots s WHERE s.repo = r.id)
+                        (SELECT max(time) FROM snapshots s WHERE s.repo = r.id),
+                        r.key, r.state, r.origin, r.previous_names,
+                        (SELECT record FROM repo_records x WHERE x.repo = r.id ORDER BY time DESC LIMIT 1)
                  FROM repos r ORDER BY r.name",
             )
             .map_err(|e| self.err(e))?;
@@ -678,6 +703,18 @@ impl Index {
                     last_error: r.get(6)?,
                     snapshots: r.get::<_, i64>(7)? as u64,
                     last_snapshot: r.get(8)?,
+                    key: r.get(9)?,
+                    state: r.get(10)?,
+                    origin: r.get(11)?,
+                    previous_names: r
+                        .get::<_, String>(12)?
+                        .split('\n')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    record: r
+                        .get::<_, Option<String>>(13)?
+                        .and_then(|t| serde_json::from_str(&t).ok()),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -1287,6 +1324,198 @@ pub struct RepoRow {
     pub snapshots: u64,
     /// Time of the newest snapshot (unix microseconds).
     pub last_snapshot: Option<i64>,
+    /// The provider's stable identity (`azure:<org>:<guid>`, ...), for discovered repositories.
+    pub key: Option<String>,
+    /// `active`, `disabled` or `deleted` (upstream).
+    pub state: String,
+    /// The configured source that discovered it.
+    pub origin: Option<String>,
+    /// Names it had before a rename.
+    pub previous_names: Vec<String>,
+    /// The provider's latest record of it.
+    pub record: Option<serde_json::Value>,
+}
+
+/// A discovered repository to register.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Stable provider identity.
+    pub key: String,
+    /// Current name.
+    pub name: String,
+    /// Clone URL.
+    pub url: String,
+    /// Disabled upstream.
+    pub disabled: bool,
+    /// The provider's record (JSON).
+    pub record: serde_json::Value,
+}
+
+/// What registering a listing changed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RegistryChanges {
+    /// Repositories seen for the first time.
+    pub new: Vec<String>,
+    /// Renamed repositories: (old name, new name).
+    pub renamed: Vec<(String, String)>,
+    /// Repositories missing from a complete listing.
+    pub deleted: Vec<String>,
+    /// Repositories disabled upstream.
+    pub disabled: Vec<String>,
+}
+
+impl Index {
+    /// Registers the repositories a source listed: matched by key (a rename
+    /// keeps the history under the new name), records kept when they change,
+    /// states updated. When the listing is `complete`, repositories of this
+    /// `origin` that it lacks are marked deleted (their snapshots stay).
+    pub fn register(
+        &mut self,
+        origin: &str,
+        repos: &[Registration],
+        complete: bool,
+        now: i64,
+    ) -> Result<RegistryChanges, Error> {
+        let path = self.path.clone();
+        let e = |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut ch = RegistryChanges::default();
+        for r in repos {
+            let state = if r.disabled { "disabled" } else { "active" };
+            let by_key: Option<(i64, String, String)> = tx
+                .query_row(
+                    "SELECT id, name, previous_names FROM repos WHERE key = ?1",
+                    [&r.key],
+                    |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)),
+                )
+                .optional()
+                .map_err(e)?;
+            let id = match by_key {
+                Some((id, name, prev)) => {
+                    if name != r.name {
+                        // Free the name if a deleted or key-less repository holds it.
+                        tx.execute(
+                            "UPDATE repos SET name = name || '~' || id WHERE name = ?1 AND id != ?2",
+                            params![r.name, id],
+                        )
+                        .map_err(e)?;
+                        let prev = if prev.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{prev}\n{name}")
+                        };
+                        tx.execute(
+                            "UPDATE repos SET name = ?2, previous_names = ?3 WHERE id = ?1",
+                            params![id, r.name, prev],
+                        )
+                        .map_err(e)?;
+                        ch.renamed.push((name, r.name.clone()));
+                    }
+                    id
+                }
+                None => {
+                    let by_name: Option<i64> = tx
+                        .query_row(
+                            "SELECT id FROM repos WHERE name = ?1 AND key IS NULL",
+                            [&r.name],
+                            |x| x.get(0),
+                        )
+                        .optional()
+                        .map_err(e)?;
+                    match by_name {
+                        Some(id) => {
+                            tx.execute(
+                                "UPDATE repos SET key = ?2 WHERE id = ?1",
+                                params![id, r.key],
+                            )
+                            .map_err(e)?;
+                            id
+                        }
+                        None => {
+                            tx.execute(
+                                "UPDATE repos SET name = name || '~' || id WHERE name = ?1",
+                                params![r.name],
+                            )
+                            .map_err(e)?;
+                            tx.execute(
+                                "INSERT INTO repos (name, url, created, key, origin) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                params![r.name, r.url, now, r.key, origin],
+                            )
+                            .map_err(e)?;
+                            ch.new.push(r.name.clone());
+                            tx.last_insert_rowid()
+                        }
+                    }
+                }
+            };
+            let old_state: String = tx
+                .query_row("SELECT state FROM repos WHERE id = ?1", [id], |x| x.get(0))
+                .map_err(e)?;
+            if r.disabled && old_state != "disabled" {
+                ch.disabled.push(r.name.clone());
+            }
+            tx.execute(
+                "UPDATE repos SET url = ?2, state = ?3, origin = ?4 WHERE id = ?1",
+                params![id, r.url, state, origin],
+            )
+            .map_err(e)?;
+            let record = serde_json::to_string(&r.record).expect("JSON value serializes");
+            let last: Option<String> = tx
+                .query_row(
+                    "SELECT record FROM repo_records WHERE repo = ?1 ORDER BY time DESC LIMIT 1",
+                    [id],
+                    |x| x.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            if last.as_deref() != Some(record.as_str()) {
+                tx.execute(
+                    "INSERT OR REPLACE INTO repo_records (repo, time, record) VALUES (?1, ?2, ?3)",
+                    params![id, now, record],
+                )
+                .map_err(e)?;
+            }
+        }
+        if complete {
+            let keys: std::collections::HashSet<&str> =
+                repos.iter().map(|r| r.key.as_str()).collect();
+            let mut st = tx
+                .prepare("SELECT id, name, key FROM repos WHERE origin = ?1 AND key IS NOT NULL AND state != 'deleted'")
+                .map_err(e)?;
+            let rows: Vec<(i64, String, String)> = st
+                .query_map([origin], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))
+                .map_err(e)?
+                .collect::<Result<_, _>>()
+                .map_err(e)?;
+            drop(st);
+            for (id, name, key) in rows {
+                if !keys.contains(key.as_str()) {
+                    tx.execute("UPDATE repos SET state = 'deleted' WHERE id = ?1", [id])
+                        .map_err(e)?;
+                    ch.deleted.push(name);
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(ch)
+    }
+
+    /// The provider's record of a repository as it was at `time` (unix seconds).
+    pub fn record_at(&self, repo: i64, time: i64) -> Result<Option<serde_json::Value>, Error> {
+        let t: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT record FROM repo_records WHERE repo = ?1 AND time <= ?2 ORDER BY time DESC LIMIT 1",
+                params![repo, time],
+                |x| x.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(t.and_then(|t| serde_json::from_str(&t).ok()))
+    }
 }
 
 /// Per-pack liveness after [`Index::compute_live_chunks`].

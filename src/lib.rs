@@ -33,7 +33,9 @@
 #![forbid(unsafe_code)]
 
 pub mod chunk;
+pub mod config;
 pub mod delta;
+pub mod discover;
 pub mod index;
 pub mod lock;
 pub mod pack;

@@ -212,6 +212,8 @@ pub fn verify(
     // 2. Packs named by the index exist and cover their chunks.
     let extents = store.with_index(|i| i.pack_extents())?;
     let mut bad_packs: HashSet<i64> = HashSet::new();
+    // Packs whose file is shorter or longer than recorded: only chunks past the end are lost.
+    let mut resized: HashMap<i64, u64> = HashMap::new();
     for e in &extents {
         let path = pack::pack_path(&pack_dir, &e.pack.name);
         let mut p = problem("pack", "");
@@ -230,7 +232,7 @@ pub fn verify(
                     e.end
                 );
                 report.problems.push(p);
-                bad_packs.insert(e.pack.rowid);
+                resized.insert(e.pack.rowid, m.len());
             }
             Ok(_) => {}
         }
@@ -239,6 +241,13 @@ pub fn verify(
     for rowid in &bad_packs {
         for c in store.with_index(|i| i.chunks_in_pack(*rowid))? {
             damage.chunks.insert(c.rowid);
+        }
+    }
+    for (rowid, len) in &resized {
+        for c in store.with_index(|i| i.chunks_in_pack(*rowid))? {
+            if c.offset + u64::from(c.stored_len) > *len {
+                damage.chunks.insert(c.rowid);
+            }
         }
     }
 
@@ -276,11 +285,19 @@ pub fn verify(
                 );
                 p.object = Some(target.to_string());
                 report.problems.push(p);
-                report.affected.push(Affected {
-                    repo,
-                    snapshot,
-                    reason: format!("ref {name}: object {target} is not stored"),
-                });
+                let reason = format!("ref {name}: object {target} is not stored");
+                // Later snapshots may need the same object as an ancestor: the walk below finds them.
+                damage
+                    .objects
+                    .entry(target)
+                    .or_insert_with(|| reason.clone());
+                if !report.affected.iter().any(|a| a.snapshot == snapshot) {
+                    report.affected.push(Affected {
+                        repo,
+                        snapshot,
+                        reason,
+                    });
+                }
             }
             Finding::Orphan { what } => report
                 .problems
@@ -453,6 +470,10 @@ pub fn verify(
         }
     }
     report.problems.dedup();
+    let mut seen_snaps = HashSet::new();
+    report
+        .affected
+        .retain(|a| seen_snaps.insert(a.snapshot.clone()));
     report.seconds = start.elapsed().as_secs_f64();
     if report.seconds > 0.0 {
         report.mb_per_second = report.bytes_read as f64 / 1e6 / report.seconds;

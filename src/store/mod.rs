@@ -1026,6 +1026,7 @@ impl<'s> Writer<'s> {
     /// the writer is dropped.
     pub fn commit(&mut self) -> Result<WriteStats, Error> {
         self.flush()?;
+        self.index.checkpoint();
         Ok(self.stats)
     }
 

@@ -40,6 +40,8 @@ pub struct Auth {
     pub user: String,
     /// The token.
     pub token: Secret,
+    /// Send `Authorization: Bearer <token>` instead of basic auth (Entra ID tokens).
+    pub bearer: bool,
 }
 
 /// Opens the mirror at `dir`, creating an empty bare repository if needed.
@@ -58,19 +60,21 @@ pub fn open_mirror(dir: &Path) -> Result<gix::Repository, Error> {
 fn with_auth(mut repo: gix::Repository, auth: Option<&Auth>) -> Result<gix::Repository, Error> {
     if let Some(a) = auth {
         use base64::Engine;
-        let cred = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            a.user,
-            a.token.expose()
-        ));
+        let header = if a.bearer {
+            format!("Authorization: Bearer {}", a.token.expose())
+        } else {
+            let cred = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                a.user,
+                a.token.expose()
+            ));
+            format!("Authorization: Basic {cred}")
+        };
         let mut cfg = repo.config_snapshot_mut();
-        cfg.set_value(
-            &gix::config::tree::Http::EXTRA_HEADER,
-            format!("Authorization: Basic {cred}").as_str(),
-        )
-        .map_err(|e| Error::Fetch {
-            reason: format!("cannot set the auth header: {e}"),
-        })?;
+        cfg.set_value(&gix::config::tree::Http::EXTRA_HEADER, header.as_str())
+            .map_err(|e| Error::Fetch {
+                reason: format!("cannot set the auth header: {e}"),
+            })?;
         // Only the in-memory configuration changes; the mirror's config file is untouched.
         cfg.commit().map_err(|e| Error::Fetch {
             reason: format!("cannot set the auth header: {e}"),
