@@ -420,8 +420,17 @@ pub fn prune(
             first = false;
         }
     }
+    // A leftover of a killed prune can have exactly the name of a pack this run
+    // wrote (same content, same checksum): that one is indexed now and stays.
+    let written: HashSet<String> = commit.new_packs.iter().map(|p| p.name.clone()).collect();
     for path in leftovers {
-        let _ = std::fs::remove_file(path);
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !written.contains(&stem) {
+            let _ = std::fs::remove_file(path);
+        }
     }
     pack::sync_dir(&dir).map_err(|source| pack::Error::Io {
         path: dir.clone(),

@@ -161,7 +161,9 @@ fn walk(store: &Store, snap: &Snapshot) -> Result<(Vec<Node>, Vec<(ObjectId, Str
             continue;
         };
         if row.kind.is_metadata() {
-            match store.get(&oid) {
+            // Chunks are blake3-checked here; every object's git id is checked
+            // when the written pack is indexed.
+            match store.get_chunks_checked(&oid) {
                 Ok(o) => match crate::object::references(o.kind, &o.data) {
                     Ok(refs) => stack.extend(refs.into_iter().filter(|r| !seen.contains(r))),
                     Err(e) => {
@@ -272,7 +274,9 @@ pub fn restore(
 
     // Read and encode every object (in parallel, in slices to bound memory).
     let build = |n: &Node| -> Result<pack::data::output::Entry, String> {
-        let o = store.get_with_delta(&n.oid).map_err(|e| e.to_string())?;
+        let o = store
+            .get_with_delta(&n.oid, false)
+            .map_err(|e| e.to_string())?;
         if let Some((base_chunk, delta)) = &o.delta {
             if let Some(base) = base_of.get(&(o.kind, *base_chunk)) {
                 if *base != n.oid {
@@ -300,7 +304,7 @@ pub fn restore(
             .par_iter()
             .filter_map(|n| {
                 store
-                    .get_with_delta(&n.oid)
+                    .get_with_delta(&n.oid, true)
                     .err()
                     .map(|e| (n.oid, e.to_string()))
             })
@@ -340,7 +344,9 @@ pub fn restore(
                         let mut e = build(n)?;
                         if let pack::data::output::entry::Kind::DeltaOid { id } = e.kind {
                             if !written.contains(&id) {
-                                let o = store.get(&n.oid).map_err(|e| e.to_string())?;
+                                let o = store
+                                    .get_chunks_checked(&n.oid)
+                                    .map_err(|e| e.to_string())?;
                                 e = pack::data::output::Entry {
                                     id: n.oid,
                                     kind: pack::data::output::entry::Kind::Base(o.kind.into()),
@@ -402,6 +408,31 @@ pub fn restore(
                 out.index.num_objects,
                 nodes.len()
             )));
+        }
+        // gix computed every object's id from its content while indexing: the
+        // index must hold exactly the ids we meant to write, or content was damaged.
+        if let Some(idx_path) = &out.index_path {
+            let idx =
+                pack::index::File::at(idx_path, gix::hash::Kind::Sha1).map_err(|e| werr(&e))?;
+            let got: HashSet<ObjectId> = idx.iter().map(|e| e.oid).collect();
+            let bad: Vec<String> = written
+                .iter()
+                .filter(|o| !got.contains(*o))
+                .take(5)
+                .map(|o| o.to_string())
+                .collect();
+            if !bad.is_empty() || got.len() != written.len() {
+                return Err(Error::Damaged {
+                    snapshot: snap.id.clone(),
+                    count: written
+                        .len()
+                        .saturating_sub(got.intersection(&written).count()),
+                    first: format!(
+                        "object(s) {} did not hash to their ids when re-read",
+                        bad.join(", ")
+                    ),
+                });
+            }
         }
         pack_bytes = out
             .data_path

@@ -505,6 +505,9 @@ fn walk(
         }
         if let Some(reason) = damaged.get(&oid) {
             first_bad.get_or_insert_with(|| reason.clone());
+            if matches!(store.object_row(&oid), Ok(None)) && !snap.missing.contains(&oid) {
+                missing.push(oid);
+            }
             continue;
         }
         let row = match store.object_row(&oid) {
@@ -522,7 +525,7 @@ fn walk(
         };
         if row.kind.is_metadata() {
             match store
-                .get(&oid)
+                .get_chunks_checked(&oid)
                 .map_err(|e| e.to_string())
                 .and_then(|o| crate::object::references(o.kind, &o.data))
             {

@@ -79,6 +79,14 @@ pub enum Error {
         /// The path given.
         path: PathBuf,
     },
+    /// `init` cannot write where the store should go.
+    #[error("cannot create store {path}: {source}: choose a directory you can write to (or create it with the right owner)")]
+    CannotCreate {
+        /// The store path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// `init` on a non-empty directory.
     #[error("{path} exists and is not empty: choose a new or empty directory for the store")]
     NotEmpty {
@@ -360,7 +368,10 @@ impl Store {
         let tmp = tempfile::Builder::new()
             .prefix(".repovault-init-")
             .tempdir_in(parent)
-            .map_err(Error::io(parent))?;
+            .map_err(|source| Error::CannotCreate {
+                path: path.to_owned(),
+                source,
+            })?;
         let t = tmp.path();
         std::fs::create_dir(t.join(PACKS_DIR)).map_err(Error::io(t))?;
         std::fs::create_dir(t.join(SNAPSHOTS_DIR)).map_err(Error::io(t))?;
@@ -573,8 +584,13 @@ impl Store {
     }
 
     /// Like [`Store::get`], and also returns the git delta the object is stored as.
-    /// Every chunk's blake3 and the object's git id are checked.
-    pub fn get_with_delta(&self, oid: &ObjectId) -> Result<ObjectWithDelta, Error> {
+    /// Every chunk's blake3 is checked, and the object's git id when `check_oid`
+    /// (restore leaves that to the pack index it writes, which hashes every object).
+    pub fn get_with_delta(
+        &self,
+        oid: &ObjectId,
+        check_oid: bool,
+    ) -> Result<ObjectWithDelta, Error> {
         let row = self
             .object_row(oid)?
             .ok_or(Error::ObjectNotFound { oid: *oid })?;
@@ -598,17 +614,32 @@ impl Store {
                 let delta =
                     codec::decompress(&stored, c.raw_len as usize + c.raw_len as usize / 64 + 64)
                         .map_err(damaged)?;
+                let cached = self
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(c.rowid);
+                if let (Some(plain), false) = (cached, check_oid) {
+                    // Decoded and blake3-checked earlier in this process.
+                    return Ok(ObjectWithDelta {
+                        kind: row.kind,
+                        data: plain.to_vec(),
+                        delta: Some((base, delta)),
+                    });
+                }
                 let base_plain = self.chunk_plain(base)?;
                 let mut data = Vec::with_capacity(c.raw_len as usize);
                 delta::apply(&base_plain, &delta, &mut data)
                     .map_err(|e| damaged(format!("delta: {e}")))?;
                 codec::check(&data, &c.id, c.raw_len).map_err(damaged)?;
-                let actual = git_oid(row.kind, &data);
-                if actual != *oid {
-                    return Err(Error::ObjectDamaged {
-                        oid: *oid,
-                        reason: format!("content hashes to {actual}"),
-                    });
+                if check_oid {
+                    let actual = git_oid(row.kind, &data);
+                    if actual != *oid {
+                        return Err(Error::ObjectDamaged {
+                            oid: *oid,
+                            reason: format!("content hashes to {actual}"),
+                        });
+                    }
                 }
                 if data.len() <= CHUNK_CACHE_BYTES / 8 {
                     self.cache
@@ -623,7 +654,7 @@ impl Store {
                 });
             }
         }
-        let o = self.get(oid)?;
+        let o = self.get_inner(oid, check_oid)?;
         Ok(ObjectWithDelta {
             kind: o.kind,
             data: o.data,
@@ -645,6 +676,17 @@ impl Store {
     /// # Errors
     /// [`Error::ObjectNotFound`], [`Error::ChunkDamaged`], [`Error::ObjectDamaged`].
     pub fn get(&self, oid: &ObjectId) -> Result<Object, Error> {
+        self.get_inner(oid, true)
+    }
+
+    /// Like [`Store::get`] but checks only each chunk's blake3, not the
+    /// object's git id: for walks over objects whose ids were checked already
+    /// in the same run, or whose ids a later step checks (restore's pack index).
+    pub fn get_chunks_checked(&self, oid: &ObjectId) -> Result<Object, Error> {
+        self.get_inner(oid, false)
+    }
+
+    fn get_inner(&self, oid: &ObjectId, check_oid: bool) -> Result<Object, Error> {
         let (row, chunks) = self
             .with_index(|i| -> Result<_, index::Error> {
                 let Some(row) = i.object(oid)? else {
@@ -664,12 +706,14 @@ impl Store {
                 reason: format!("{} bytes instead of {}", data.len(), row.size),
             });
         }
-        let actual = git_oid(row.kind, &data);
-        if actual != *oid {
-            return Err(Error::ObjectDamaged {
-                oid: *oid,
-                reason: format!("content hashes to {actual}"),
-            });
+        if check_oid {
+            let actual = git_oid(row.kind, &data);
+            if actual != *oid {
+                return Err(Error::ObjectDamaged {
+                    oid: *oid,
+                    reason: format!("content hashes to {actual}"),
+                });
+            }
         }
         Ok(Object {
             kind: row.kind,
@@ -805,6 +849,17 @@ impl<'s> Writer<'s> {
     /// [`Error::OidMismatch`] when an object's content does not match its id (nothing of
     /// the batch is stored then), I/O and index errors.
     pub fn put(&mut self, objects: Vec<NewObject>) -> Result<(), Error> {
+        self.put_inner(objects, true)
+    }
+
+    /// Like [`Writer::put`] for objects whose content the caller has already
+    /// checked against their ids (sync decodes packs with gix, which hashes
+    /// every object against the pack index): saves a second SHA-1 of every object.
+    pub fn put_verified(&mut self, objects: Vec<NewObject>) -> Result<(), Error> {
+        self.put_inner(objects, false)
+    }
+
+    fn put_inner(&mut self, objects: Vec<NewObject>, check_oids: bool) -> Result<(), Error> {
         let mut seen = HashSet::new();
         let mut fresh = Vec::with_capacity(objects.len());
         for o in objects {
@@ -823,13 +878,15 @@ impl<'s> Writer<'s> {
         let mut prepared: Vec<Prepared> = fresh
             .into_par_iter()
             .map(|obj| {
-                let actual = git_oid(obj.kind, &obj.data);
-                if actual != obj.oid {
-                    return Err(Error::OidMismatch {
-                        oid: obj.oid,
-                        kind: obj.kind,
-                        actual,
-                    });
+                if check_oids {
+                    let actual = git_oid(obj.kind, &obj.data);
+                    if actual != obj.oid {
+                        return Err(Error::OidMismatch {
+                            oid: obj.oid,
+                            kind: obj.kind,
+                            actual,
+                        });
+                    }
                 }
                 let ranges = chunker.split(&obj.data);
                 let ids = ranges
@@ -866,7 +923,8 @@ impl<'s> Writer<'s> {
                         if depth < max_depth && bid != *id {
                             job.base = Some((bid, depth + 1));
                             depth_of_single = depth + 1;
-                            if b.delta.is_none() {
+                            // Without a delta we compute one; an untrusted caller's delta is checked.
+                            if b.delta.is_none() || check_oids {
                                 job.base_plain = Some(match batch.get(&b.oid) {
                                     Some(&(_, _, k)) => Arc::new(prepared[k].obj.data.clone()),
                                     None => self.plain_of(&bid)?,
@@ -895,7 +953,24 @@ impl<'s> Writer<'s> {
                         &p.obj.base.as_ref().and_then(|b| b.delta.as_deref()),
                         &job.base_plain,
                     ) {
-                        (Some(d), _) => d,
+                        (Some(d), Some(bp)) => {
+                            let mut out = Vec::with_capacity(plain.len());
+                            if delta::apply(bp, d, &mut out).is_ok() && out == plain {
+                                d
+                            } else {
+                                tracing::warn!(oid = %p.obj.oid, "the delta given does not produce the object: computing one");
+                                computed = delta::encode(bp, plain);
+                                &computed
+                            }
+                        }
+                        (Some(d), None) => {
+                            // Trusted source (gix checked the object): a cheap size sanity check.
+                            if delta::header(d).map(|(_, r)| r as usize == plain.len()).unwrap_or(false) {
+                                d
+                            } else {
+                                return codec::compress(level, plain).map(|s| (s, None));
+                            }
+                        }
                         (None, Some(bp)) => {
                             computed = delta::encode(bp, plain);
                             &computed

@@ -228,7 +228,7 @@ fn ingest_one(
                 }),
             });
             if batch.len() >= BATCH_OBJECTS || batch_bytes >= BATCH_BYTES {
-                if let Err(e) = writer.put(std::mem::take(&mut batch)) {
+                if let Err(e) = writer.put_verified(std::mem::take(&mut batch)) {
                     failure = Some(Error::Store(e));
                     break;
                 }
@@ -247,7 +247,7 @@ fn ingest_one(
         if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        writer.put(batch).map_err(Error::Store)?;
+        writer.put_verified(batch).map_err(Error::Store)?;
         Ok(())
     })
 }

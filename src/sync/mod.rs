@@ -372,9 +372,16 @@ pub fn sync_repo(
     if let Some(last) = &last {
         progress("listing refs".into());
         let remote = fetch::list_remote(mirror.clone(), &source.url, source.auth.as_ref())?;
-        if remote == last.refs && pending_packs.is_empty() {
+        if remote == last.refs {
             let t = now();
             let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            if !pending_packs.is_empty() {
+                // Left by a sync killed after its snapshot (or after a fetch whose refs
+                // moved back): store what they hold, but the state is unchanged.
+                ingest::ingest_packs(&mut w, &pending_packs, interrupt, progress)?;
+                w.flush()?;
+                ingest::mark_ingested(&mirror_dir, &store_id, &pending_packs)?;
+            }
             let repo_id = w
                 .index()
                 .upsert_repo(&source.name, &source.url, t.as_second())?;
@@ -413,6 +420,11 @@ pub fn sync_repo(
                 missing.push(oid);
             }
         }
+    }
+    if !missing.is_empty() {
+        // The mirror may hold them in packs ingested before a prune dropped them
+        // from the store (a deleted branch that came back, say): store them again.
+        missing = fill_from_mirror(&mut w, &mirror, missing)?;
     }
     if !missing.is_empty() && !opts.allow_incomplete {
         let refs = refs_needing(&mirror, &fetched.refs, &missing);
@@ -488,6 +500,54 @@ pub fn sync_repo(
         "snapshot recorded"
     );
     Ok(report)
+}
+
+/// Puts `missing` objects, and what they reference that the store lacks, from
+/// the mirror's object database; returns the objects the mirror lacks too.
+fn fill_from_mirror(
+    w: &mut Writer<'_>,
+    mirror: &gix::Repository,
+    missing: Vec<ObjectId>,
+) -> Result<Vec<ObjectId>, Error> {
+    use gix::prelude::Find;
+    let mut still = Vec::new();
+    let mut stack = missing;
+    let mut seen = std::collections::HashSet::new();
+    let mut batch = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(oid) = stack.pop() {
+        if !seen.insert(oid) || w.contains(&oid)? {
+            continue;
+        }
+        match mirror.objects.try_find(&oid, &mut buf) {
+            Ok(Some(o)) => {
+                let kind: crate::ObjectKind = o.kind.into();
+                let data = o.data.to_vec();
+                if let Ok(refs) = crate::object::references(kind, &data) {
+                    stack.extend(refs);
+                }
+                batch.push(crate::store::NewObject {
+                    oid,
+                    kind,
+                    data,
+                    base: None,
+                });
+                if batch.len() >= 1024 {
+                    w.put(std::mem::take(&mut batch))?;
+                }
+            }
+            _ => still.push(oid),
+        }
+    }
+    if !batch.is_empty() {
+        tracing::info!(
+            objects = seen.len() - still.len(),
+            "stored objects the mirror had from before"
+        );
+    }
+    w.put(batch)?;
+    w.flush()?;
+    Ok(still)
 }
 
 /// Rebuilds a missing mirror from the store's last snapshot (through restore),
