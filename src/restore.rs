@@ -157,7 +157,12 @@ fn walk(store: &Store, snap: &Snapshot) -> Result<(Vec<Node>, Vec<(ObjectId, Str
             continue;
         }
         let Some(row) = store.object_row(&oid)? else {
-            problems.push((oid, format!("object {oid} is not in the store")));
+            let why = if snap.missing.contains(&oid) {
+                "was missing in the source when this (incomplete) snapshot was taken"
+            } else {
+                "is not in the store"
+            };
+            problems.push((oid, format!("object {oid} {why}")));
             continue;
         };
         if row.kind.is_metadata() {

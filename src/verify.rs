@@ -455,6 +455,16 @@ pub fn verify(
         report.snapshots_checked = snapshots.len() as u64;
     }
 
+    for snap in snapshots.iter().filter(|s| !s.complete) {
+        report.notes.push(format!(
+            "snapshot {} of {} is incomplete: the source lacked {} object(s) when it was taken ({})",
+            snap.short_id(),
+            snap.repo,
+            snap.missing.len(),
+            snap.missing.iter().take(3).map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+
     // Snapshot files the index does not know (a sync killed between file and rows).
     let known: HashSet<&str> = snapshots.iter().map(|s| s.id.as_str()).collect();
     if let Ok(rd) = std::fs::read_dir(store.root().join(crate::store::SNAPSHOTS_DIR)) {

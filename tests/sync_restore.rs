@@ -1775,3 +1775,120 @@ fn several_sources_with_one_failure() {
         assert_same_repo(bare, &restored);
     }
 }
+
+/// A local source that lacks an object (a corrupt repository): the sync fails
+/// naming the object and the ref that needs it and records nothing; with
+/// `--allow-incomplete` it backs up what is there and records an incomplete
+/// snapshot, which verify notes and restore reports (`--partial` restores the rest).
+#[test]
+fn source_missing_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src.git");
+    support::git(tmp.path(), &["init", "-q", "--bare", src.to_str().unwrap()]);
+    support::git(&src, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+    let work = support::TestRepo::new();
+    for i in 1..=3 {
+        work.commit_file(&format!("f{i}.txt"), format!("v{i}\n"), &format!("c{i}"));
+    }
+    // A small push is unpacked into loose objects, so one can be deleted.
+    work.git(&["push", "-q", src.to_str().unwrap(), "HEAD:refs/heads/main"]);
+    let blob = work.rev_parse("HEAD:f2.txt");
+    let loose = src.join("objects").join(&blob[..2]).join(&blob[2..]);
+    assert!(
+        loose.is_file(),
+        "expected a loose object at {}",
+        loose.display()
+    );
+    std::fs::remove_file(&loose).unwrap();
+
+    let store = tmp.path().join("store");
+    let cache = tmp.path().join("cache");
+    let rv = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_repovault"));
+        support::hermetic(&mut cmd);
+        cmd.arg("--store").arg(&store).args(args);
+        cmd.output().unwrap()
+    };
+    assert!(rv(&["init"]).status.success());
+    let url = format!("file://{}", src.display());
+    let cache_s = cache.to_str().unwrap();
+    let out = rv(&[
+        "sync", &url, "--name", "broken", "--cache", cache_s, "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = doc["repos"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains(&blob) && err.contains("refs/heads/main"),
+        "{err}"
+    );
+    let snaps: serde_json::Value =
+        serde_json::from_slice(&rv(&["snapshots", "--json"]).stdout).unwrap();
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        0,
+        "nothing half-done becomes a snapshot"
+    );
+
+    let out = rv(&[
+        "sync",
+        &url,
+        "--name",
+        "broken",
+        "--cache",
+        cache_s,
+        "--allow-incomplete",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["repos"][0]["incomplete"], true);
+    let snaps: serde_json::Value =
+        serde_json::from_slice(&rv(&["snapshots", "--json"]).stdout).unwrap();
+    let snap = &snaps[0];
+    assert_eq!(snap["complete"], false);
+    assert_eq!(snap["missing"][0], blob.as_str());
+
+    let out = rv(&["verify", "--read-data", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["notes"].to_string().contains("incomplete"), "{v}");
+
+    let dest = tmp.path().join("restore.git");
+    let out = rv(&[
+        "restore",
+        "--repo",
+        "broken",
+        "--latest",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&blob) && stderr.contains("missing in the source"),
+        "{stderr}"
+    );
+    assert!(
+        !dest.exists(),
+        "a failed restore leaves nothing at the destination"
+    );
+    let out = rv(&[
+        "restore",
+        "--repo",
+        "broken",
+        "--latest",
+        "--partial",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&blob));
+    assert!(dest.join("HEAD").is_file());
+}

@@ -282,7 +282,7 @@ fn mirror_refs(repo: &gix::Repository, remote_refs: &[RefEntry]) -> Result<(), E
 
 /// Turns a gix error into ours, telling auth failures apart.
 fn classify(e: gix::Error, url: &str) -> Error {
-    let msg = format!("{e:#}");
+    let msg = describe(&e);
     let lower = msg.to_lowercase();
     if lower.contains("401")
         || lower.contains("403")
@@ -296,6 +296,28 @@ fn classify(e: gix::Error, url: &str) -> Error {
     } else {
         Error::Fetch { reason: msg }
     }
+}
+
+/// An error and its causes as readable text (gix wraps messages in `Message { message: .. }`).
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let mut t = err.to_string();
+        while let Some(start) = t.find("Message { message: \"") {
+            let rest = &t[start + 20..];
+            match rest.find("\" }") {
+                Some(end) => t = format!("{}{}{}", &t[..start], &rest[..end], &rest[end + 3..]),
+                None => break,
+            }
+        }
+        let t = t.lines().next().unwrap_or("").trim().to_owned();
+        if !t.is_empty() && !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
 }
 
 fn first_line(s: &str) -> String {

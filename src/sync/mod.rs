@@ -398,7 +398,27 @@ pub fn sync_repo(
     }
 
     progress("fetching".into());
-    let fetched = fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt)?;
+    let fetched = match fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt) {
+        Ok(f) => f,
+        Err(e @ Error::Fetch { .. }) => match local_path(&source.url) {
+            // A local repository whose server side cannot send a pack (a corrupt or
+            // partial repository): read its object database directly instead.
+            Some(path) => {
+                tracing::warn!("{e}; reading the local repository's objects directly");
+                return sync_from_local_odb(
+                    store,
+                    writer,
+                    source,
+                    &path,
+                    opts,
+                    last.is_some(),
+                    start,
+                );
+            }
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
     progress(format!("received {} objects", fetched.objects_received));
     report.objects_received = fetched.objects_received;
     tracing::info!(
@@ -500,6 +520,169 @@ pub fn sync_repo(
         "snapshot recorded"
     );
     Ok(report)
+}
+
+/// The repository path of a local source (a path or a `file://` URL).
+fn local_path(url: &str) -> Option<PathBuf> {
+    if let Some(p) = url.strip_prefix("file://") {
+        return Some(PathBuf::from(p));
+    }
+    (!url.contains("://") && Path::new(url).is_absolute()).then(|| PathBuf::from(url))
+}
+
+/// Backs up a local repository by reading its object database (used when its
+/// upload-pack fails): every object reachable from its refs that is present is
+/// stored; missing ones fail the sync, or with `allow_incomplete` are listed in
+/// an incomplete snapshot.
+fn sync_from_local_odb(
+    store: &Store,
+    writer: &Mutex<Writer<'_>>,
+    source: &Source,
+    path: &Path,
+    opts: &SyncOptions,
+    had_snapshot: bool,
+    start: Instant,
+) -> Result<RepoReport, Error> {
+    use gix::prelude::Find;
+    let merr = |e: &dyn std::fmt::Display| Error::Mirror {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let repo = gix::open(path).map_err(|e| merr(&e))?;
+    let mut refs: Vec<RefEntry> = Vec::new();
+    let platform = repo.references().map_err(|e| merr(&e))?;
+    let mut names: Vec<gix::refs::FullName> = Vec::new();
+    for r in platform.all().map_err(|e| merr(&e))? {
+        names.push(r.map_err(|e| merr(&e))?.name().to_owned());
+    }
+    names.push("HEAD".try_into().map_err(|e| merr(&e))?);
+    for name in names {
+        let Ok(mut r) = repo.find_reference(name.as_ref()) else {
+            continue;
+        };
+        let symref = match r.target() {
+            gix::refs::TargetRef::Symbolic(t) => Some(t.as_bstr().to_vec()),
+            gix::refs::TargetRef::Object(_) => None,
+        };
+        let target = match &symref {
+            Some(_) => r
+                .follow()
+                .and_then(|x| x.ok())
+                .and_then(|x| x.target().try_id().map(|i| i.to_owned())),
+            None => r.target().try_id().map(|i| i.to_owned()),
+        };
+        let _ = &mut r;
+        refs.push(RefEntry {
+            name: name.as_bstr().to_vec(),
+            target,
+            symref,
+            peeled: None,
+        });
+    }
+    refs.sort();
+    refs.dedup_by(|a, b| a.name == b.name);
+
+    let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+    let before = w.stats();
+    let mut missing = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack: Vec<ObjectId> = refs.iter().filter_map(|r| r.target).collect();
+    let mut batch = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(oid) = stack.pop() {
+        if !seen.insert(oid) {
+            continue;
+        }
+        match repo.objects.try_find(&oid, &mut buf) {
+            Ok(Some(o)) => {
+                let kind: crate::ObjectKind = o.kind.into();
+                let data = o.data.to_vec();
+                if let Ok(r) = crate::object::references(kind, &data) {
+                    stack.extend(r);
+                }
+                batch.push(crate::store::NewObject {
+                    oid,
+                    kind,
+                    data,
+                    base: None,
+                });
+                if batch.len() >= 1024 {
+                    w.put(std::mem::take(&mut batch))?;
+                }
+            }
+            _ => {
+                if !w.contains(&oid)? {
+                    missing.push(oid);
+                }
+            }
+        }
+    }
+    w.put(batch)?;
+    w.flush()?;
+    missing.sort();
+    let t = now();
+    let repo_id = w
+        .index()
+        .upsert_repo(&source.name, &source.url, t.as_second())?;
+    if !missing.is_empty() && !opts.allow_incomplete {
+        let needing = refs_needing(&repo, &refs, &missing);
+        let err = Error::MissingObjects {
+            count: missing.len(),
+            sample: missing
+                .iter()
+                .take(5)
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            refs: if needing.is_empty() {
+                "unknown refs".into()
+            } else {
+                needing.join(", ")
+            },
+        };
+        w.index().set_repo_status(
+            repo_id,
+            t.as_second(),
+            Status::Failed.as_str(),
+            Some(&err.to_string()),
+        )?;
+        return Err(err);
+    }
+    let mut snap = Snapshot {
+        id: String::new(),
+        repo: source.name.clone(),
+        url: source.url.clone(),
+        time: t,
+        checked_at: t,
+        complete: missing.is_empty(),
+        refs,
+        missing,
+    };
+    snap.id = Snapshot::compute_id(&snap.repo, &snap.time, &snap.refs);
+    write_snapshot_file(store, &snap)?;
+    w.index().insert_snapshot(repo_id, &snap)?;
+    let status = if had_snapshot {
+        Status::Changed
+    } else {
+        Status::New
+    };
+    w.index()
+        .set_repo_status(repo_id, t.as_second(), status.as_str(), None)?;
+    let after = w.stats();
+    Ok(RepoReport {
+        name: source.name.clone(),
+        url: source.url.clone(),
+        status,
+        snapshot: Some(snap.id.clone()),
+        refs: snap.refs.len(),
+        objects_received: 0,
+        new_objects: after.objects - before.objects,
+        new_chunks: after.chunks - before.chunks,
+        new_bytes_stored: after.stored_bytes - before.stored_bytes,
+        millis: start.elapsed().as_millis() as u64,
+        incomplete: !snap.complete,
+        error: None,
+    })
 }
 
 /// Puts `missing` objects, and what they reference that the store lacks, from
