@@ -1298,7 +1298,12 @@ fn cmd_sync_config(
             }
             Err(e) => {
                 tracing::error!(source = %label, "{e}");
-                summary.sources_failed.push(format!("{label}: {e}"));
+                let named = if e.starts_with(&label) {
+                    e
+                } else {
+                    format!("{label}: {e}")
+                };
+                summary.sources_failed.push(named);
             }
         }
     }
@@ -1391,7 +1396,11 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
                 if json {
                     doc.push(serde_json::json!({ "source": label, "error": e }));
                 } else {
-                    writeln!(out, "{label}: error: {e}")?;
+                    if e.starts_with(&label) {
+                        writeln!(out, "error: {e}")?;
+                    } else {
+                        writeln!(out, "{label}: error: {e}")?;
+                    }
                 }
             }
         }

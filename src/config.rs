@@ -270,15 +270,25 @@ impl Config {
 }
 
 fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
-    let msg = e.message().trim().to_owned();
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
-            format!("line {line} ({snippet}): {msg}")
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return msg };
+    let mut line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    // Inside a [[sources]] table serde reports the table's span: find the key's own line.
+    if let Some(key) = msg
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
+        let found = text.lines().enumerate().skip(line - 1).find(|(_, l)| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        });
+        if let Some((i, _)) = found {
+            line = i + 1;
         }
-        None => msg,
     }
+    let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+    format!("line {line} ({snippet}): {msg}")
 }
 
 impl SourceConfig {
