@@ -227,7 +227,7 @@ fn check_destination(dest: &Path, force: bool) -> Result<(), Error> {
 fn zlib(data: &[u8]) -> Result<Vec<u8>, String> {
     let mut z = gix::zlib::stream::deflate::Write::new(
         Vec::with_capacity(data.len() / 2 + 64),
-        gix::zlib::Compression::BEST_SPEED,
+        gix::zlib::Compression::DEFAULT,
     );
     z.write_all(data).map_err(|e| e.to_string())?;
     z.flush().map_err(|e| e.to_string())?;

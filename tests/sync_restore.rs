@@ -1892,3 +1892,186 @@ fn source_missing_objects() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&blob));
     assert!(dest.join("HEAD").is_file());
 }
+
+/// Restore from a damaged store, one failure mode at a time (a flipped byte in
+/// a pack, a truncated pack, a deleted pack): the plain restore fails with one
+/// clear line naming the damage and the snapshot and leaves nothing behind;
+/// `--partial` restores what is intact, lists what is missing and exits 3.
+#[test]
+fn restore_from_a_damaged_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = support::TestRepo::new();
+    for i in 0..12 {
+        let body: String = (0..400)
+            .map(|l| format!("file {i} line {l} {}\n", l * 7919 % 1013))
+            .collect();
+        work.commit_file(&format!("dir/f{i}.txt"), body, &format!("c{i}"));
+    }
+    let bare = work.bare_clone();
+    // As a server keeps it: one deltified pack.
+    support::git(&bare, &["repack", "-adq"]);
+    let clean = tmp.path().join("clean-store");
+    let cache = tmp.path().join("cache");
+    let rv = |store: &Path, args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_repovault"));
+        support::hermetic(&mut cmd);
+        cmd.arg("--store").arg(store).args(args);
+        cmd.output().unwrap()
+    };
+    assert!(rv(&clean, &["init"]).status.success());
+    let out = rv(
+        &clean,
+        &[
+            "sync",
+            bare.to_str().unwrap(),
+            "--name",
+            "r",
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    // A clean restore is a pack (with reused deltas) no larger than 1.2x the source's pack.
+    let whole = tmp.path().join("whole.git");
+    let out = rv(
+        &clean,
+        &[
+            "restore",
+            "--repo",
+            "r",
+            "--latest",
+            whole.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let pack_bytes = |repo: &Path| -> u64 {
+        std::fs::read_dir(repo.join("objects/pack"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let (restored, source) = (pack_bytes(&whole), pack_bytes(&bare));
+    eprintln!("restored pack {restored} bytes, source pack {source} bytes");
+    assert!(
+        restored as f64 <= 1.2 * source as f64,
+        "restored pack {restored} > 1.2 x source pack {source}"
+    );
+    // The largest data chunk, and the pack it lies in.
+    let (pack, offset, len): (String, i64, i64) =
+        rusqlite::Connection::open(clean.join("index.sqlite"))
+            .unwrap()
+            .query_row(
+                "SELECT p.name, c.offset, c.stored_len FROM chunks c JOIN packs p ON p.id = c.pack
+             WHERE p.kind = 2 ORDER BY c.stored_len DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+    let copy = |name: &str| {
+        let dst = tmp.path().join(name);
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(&clean)
+            .arg(&dst)
+            .status()
+            .unwrap()
+            .success());
+        dst
+    };
+    let pack_file = |store: &Path| store.join("packs").join(format!("{pack}.pack"));
+
+    let flipped = copy("flipped");
+    let mut bytes = std::fs::read(pack_file(&flipped)).unwrap();
+    bytes[(offset + len / 2) as usize] ^= 0x40;
+    std::fs::write(pack_file(&flipped), &bytes).unwrap();
+
+    let truncated = copy("truncated");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(pack_file(&truncated))
+        .unwrap();
+    f.set_len((offset + len / 2) as u64).unwrap();
+
+    let deleted = copy("deleted");
+    std::fs::remove_file(pack_file(&deleted)).unwrap();
+
+    for (store, mode) in [
+        (&flipped, "flipped byte"),
+        (&truncated, "truncated pack"),
+        (&deleted, "deleted pack"),
+    ] {
+        let dest = tmp
+            .path()
+            .join(format!("restore-{}", mode.replace(' ', "-")));
+        let out = rv(
+            store,
+            &["restore", "--repo", "r", "--latest", dest.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("repovault: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{mode}: one error line\n{stderr}");
+        assert!(
+            errors[0].contains("cannot be restored") && errors[0].contains(&pack[..16]),
+            "{mode}: {}",
+            errors[0]
+        );
+        assert!(errors[0].contains("--partial"), "{mode}: {}", errors[0]);
+        assert!(
+            !dest.exists(),
+            "{mode}: a failed restore leaves nothing at the destination"
+        );
+
+        let out = rv(
+            store,
+            &[
+                "restore",
+                "--repo",
+                "r",
+                "--latest",
+                "--partial",
+                "--json",
+                dest.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(3), "{mode}: {}", describe(&out));
+        let report = parse_json(&out);
+        let problems = report["problems"].as_array().unwrap();
+        assert!(
+            !problems.is_empty(),
+            "{mode}: --partial lists what is missing"
+        );
+        assert!(
+            report["objects"].as_u64().unwrap() > 0,
+            "{mode}: what is intact is restored"
+        );
+        // The commits and trees are intact (they live in the tree pack): the refs are there,
+        // and git sees exactly the missing blobs.
+        assert_eq!(support::refs_of(&dest), support::refs_of(&bare), "{mode}");
+        let fsck = Command::new("git")
+            .arg("-C")
+            .arg(&dest)
+            .args(["fsck", "--full"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&fsck.stdout).to_string()
+            + &String::from_utf8_lossy(&fsck.stderr);
+        assert!(text.contains("missing blob"), "{mode}: {text}");
+        for p in problems {
+            let oid = p
+                .as_str()
+                .unwrap()
+                .split_whitespace()
+                .find(|w| w.len() == 40)
+                .unwrap_or("");
+            if !oid.is_empty() {
+                assert!(text.contains(oid), "{mode}: git should miss {oid}\n{text}");
+            }
+        }
+    }
+}
