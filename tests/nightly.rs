@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -38,6 +38,13 @@ const LABEL: &str = "azure-devops fabrikam";
 /// No single repovault or git run of these tests should take longer.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// Runs `cmd` with this file's time limit (see `support::run_with_timeout`).
+fn run(cmd: &mut Command) -> Output {
+    support::run_with_timeout(cmd, RUN_TIMEOUT)
+}
+
+use support::{describe, parse_json};
+
 // ---------------------------------------------------------------------------
 // Running processes
 // ---------------------------------------------------------------------------
@@ -47,60 +54,6 @@ fn tempdir(prefix: &str) -> TempDir {
         .prefix(prefix)
         .tempdir()
         .expect("create temp dir")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs `cmd` to completion (capturing stdout and stderr), killing it and
-/// failing the test when it runs longer than [`RUN_TIMEOUT`].
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} ran longer than {RUN_TIMEOUT:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().expect("stdout reader"),
-        stderr: err_reader.join().expect("stderr reader"),
-    }
-}
-
-fn parse_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", describe(out)))
 }
 
 fn strs(v: &Value) -> BTreeSet<String> {

@@ -10,12 +10,12 @@ mod support;
 
 use serde_json::Value;
 use std::ffi::OsStr;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{
     git, git_command, head_of, object_count, refs_of, GitDaemon, HttpGitServer, TestRepo,
 };
@@ -25,6 +25,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_repovault");
 
 /// No single repovault or git run of these tests should take longer.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Runs `cmd` with this file's time limit (see `support::run_with_timeout`).
+fn run(cmd: &mut Command) -> Output {
+    support::run_with_timeout(cmd, RUN_TIMEOUT)
+}
+
+use support::{describe, parse_json};
 
 const MIB: u64 = 1 << 20;
 
@@ -39,16 +46,6 @@ fn tempdir(prefix: &str) -> TempDir {
         .expect("create temp dir")
 }
 
-/// Exit status, stdout and stderr of a finished process, for assertion messages.
-fn describe(out: &Output) -> String {
-    format!(
-        "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// stdout and stderr together, for searching error messages.
 fn all_output(out: &Output) -> String {
     format!(
@@ -56,53 +53,6 @@ fn all_output(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Runs `cmd` to completion (capturing stdout and stderr), killing it and
-/// failing the test when it runs longer than [`RUN_TIMEOUT`].
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} ran longer than {RUN_TIMEOUT:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = out_reader.join().expect("stdout reader");
-    let stderr = err_reader.join().expect("stderr reader");
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-fn parse_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", describe(out)))
 }
 
 /// A store (initialised with `repovault init`) and a mirror cache, each in its own temporary directory.

@@ -32,9 +32,8 @@ mod support;
 use rusqlite::Connection;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use support::{git, refs_of, TestRepo};
@@ -45,60 +44,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_repovault");
 /// No single repovault or git run of these tests should take longer.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
+/// Runs `cmd` with this file's time limit (see `support::run_with_timeout`).
+fn run(cmd: &mut Command) -> Output {
+    support::run_with_timeout(cmd, RUN_TIMEOUT)
+}
+
+use support::{describe, parse_json};
+
 /// Exit code of verify when it finds damage.
 const DAMAGED: i32 = 12;
 
 // ---------------------------------------------------------------------------
 // Running processes
 // ---------------------------------------------------------------------------
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs `cmd` to completion, capturing its output; kills it after [`RUN_TIMEOUT`].
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} ran longer than {RUN_TIMEOUT:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().expect("stdout reader"),
-        stderr: err_reader.join().expect("stderr reader"),
-    }
-}
 
 /// `repovault --store STORE <args>` in the hermetic environment.
 fn rv(store: &Path, args: &[&str]) -> Output {
@@ -116,11 +74,6 @@ fn rv_ok(store: &Path, args: &[&str]) -> Output {
         describe(&out)
     );
     out
-}
-
-fn parse_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", describe(out)))
 }
 
 fn path_str(p: &Path) -> &str {
