@@ -543,7 +543,6 @@ fn sync_from_local_odb(
     had_snapshot: bool,
     start: Instant,
 ) -> Result<RepoReport, Error> {
-    use gix::prelude::Find;
     let merr = |e: &dyn std::fmt::Display| Error::Mirror {
         path: path.to_owned(),
         reason: e.to_string(),
@@ -584,41 +583,10 @@ fn sync_from_local_odb(
 
     let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
     let before = w.stats();
-    let mut missing = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut stack: Vec<ObjectId> = refs.iter().filter_map(|r| r.target).collect();
-    let mut batch = Vec::new();
-    let mut buf = Vec::new();
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) {
-            continue;
-        }
-        match repo.objects.try_find(&oid, &mut buf) {
-            Ok(Some(o)) => {
-                let kind: crate::ObjectKind = o.kind.into();
-                let data = o.data.to_vec();
-                if let Ok(r) = crate::object::references(kind, &data) {
-                    stack.extend(r);
-                }
-                batch.push(crate::store::NewObject {
-                    oid,
-                    kind,
-                    data,
-                    base: None,
-                });
-                if batch.len() >= 1024 {
-                    w.put(std::mem::take(&mut batch))?;
-                }
-            }
-            _ => {
-                if !w.contains(&oid)? {
-                    missing.push(oid);
-                }
-            }
-        }
-    }
-    w.put(batch)?;
-    w.flush()?;
+    // Every reachable object is read (not only those the store lacks): objects stored
+    // by an earlier failed attempt may themselves miss what they refer to.
+    let tips: Vec<ObjectId> = refs.iter().filter_map(|r| r.target).collect();
+    let mut missing = put_from_odb(&mut w, &repo, tips, false)?;
     missing.sort();
     let t = now();
     let repo_id = w
@@ -692,17 +660,30 @@ fn fill_from_mirror(
     mirror: &gix::Repository,
     missing: Vec<ObjectId>,
 ) -> Result<Vec<ObjectId>, Error> {
+    put_from_odb(w, mirror, missing, true)
+}
+
+/// Walks `repo`'s object database from `tips`, putting every object found and
+/// following what it references; returns the objects neither `repo` nor the
+/// store has. With `skip_stored`, objects already in the store are not walked.
+fn put_from_odb(
+    w: &mut Writer<'_>,
+    repo: &gix::Repository,
+    tips: Vec<ObjectId>,
+    skip_stored: bool,
+) -> Result<Vec<ObjectId>, Error> {
     use gix::prelude::Find;
-    let mut still = Vec::new();
-    let mut stack = missing;
+    let mut absent = Vec::new();
+    let mut stack = tips;
     let mut seen = std::collections::HashSet::new();
     let mut batch = Vec::new();
     let mut buf = Vec::new();
+    let mut found = 0u64;
     while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) || w.contains(&oid)? {
+        if !seen.insert(oid) || (skip_stored && w.contains(&oid)?) {
             continue;
         }
-        match mirror.objects.try_find(&oid, &mut buf) {
+        match repo.objects.try_find(&oid, &mut buf) {
             Ok(Some(o)) => {
                 let kind: crate::ObjectKind = o.kind.into();
                 let data = o.data.to_vec();
@@ -715,22 +696,26 @@ fn fill_from_mirror(
                     data,
                     base: None,
                 });
+                found += 1;
                 if batch.len() >= 1024 {
                     w.put(std::mem::take(&mut batch))?;
                 }
             }
-            _ => still.push(oid),
+            _ => {
+                if !w.contains(&oid)? {
+                    absent.push(oid);
+                }
+            }
         }
     }
-    if !batch.is_empty() {
-        tracing::info!(
-            objects = seen.len() - still.len(),
-            "stored objects the mirror had from before"
-        );
-    }
+    tracing::debug!(
+        objects = found,
+        absent = absent.len(),
+        "read objects from a local object database"
+    );
     w.put(batch)?;
     w.flush()?;
-    Ok(still)
+    Ok(absent)
 }
 
 /// Rebuilds a missing mirror from the store's last snapshot (through restore),
