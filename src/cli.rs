@@ -621,7 +621,7 @@ fn store_path(cli_store: &Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) -> Result<u8> {
-    use repovault::verify::{self, Subset, VerifyOptions, VerifyReport};
+    use repovault::verify::{self, Subset, VerifyOptions};
     let subset = a
         .read_data_subset
         .as_deref()
@@ -636,18 +636,7 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
         Ok(s) => s,
         Err(store::Error::Index(e)) => {
             // A lost or unreadable index is damage to report, not a usage error.
-            let report = VerifyReport {
-                mode: if opts.read_data { "read-data" } else { "quick" }.into(),
-                problems: vec![verify::Problem {
-                    kind: "index".into(),
-                    pack: None,
-                    offset: None,
-                    chunk: None,
-                    object: None,
-                    detail: format!("{e}; every snapshot is unrestorable until `repovault repair-index` rebuilds it"),
-                }],
-                ..Default::default()
-            };
+            let report = index_damage(opts, format!("{e}; every snapshot is unrestorable until `repovault repair-index` rebuilds it"));
             print_verify(&report, a.json)?;
             return Ok(exit::DAMAGED);
         }
@@ -673,20 +662,10 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
         Ok(r) => r,
         Err(verify::Error::Index(e)) => {
             // SQLite failing while reading the index is damage to report as well.
-            let report = VerifyReport {
-                mode: if opts.read_data { "read-data" } else { "quick" }.into(),
-                problems: vec![verify::Problem {
-                    kind: "index".into(),
-                    pack: None,
-                    offset: None,
-                    chunk: None,
-                    object: None,
-                    detail: format!(
-                        "{e}; run `repovault repair-index` to rebuild it from the packs"
-                    ),
-                }],
-                ..Default::default()
-            };
+            let report = index_damage(
+                opts,
+                format!("{e}; run `repovault repair-index` to rebuild it from the packs"),
+            );
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
@@ -704,6 +683,25 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
     } else {
         exit::DAMAGED
     })
+}
+
+/// A verify report holding one problem: the index itself.
+fn index_damage(
+    opts: repovault::verify::VerifyOptions,
+    detail: String,
+) -> repovault::verify::VerifyReport {
+    repovault::verify::VerifyReport {
+        mode: if opts.read_data { "read-data" } else { "quick" }.into(),
+        problems: vec![repovault::verify::Problem {
+            kind: "index".into(),
+            pack: None,
+            offset: None,
+            chunk: None,
+            object: None,
+            detail,
+        }],
+        ..Default::default()
+    }
 }
 
 fn print_verify(r: &repovault::verify::VerifyReport, json: bool) -> Result<()> {

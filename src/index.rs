@@ -589,38 +589,8 @@ impl Index {
                     ])
                     .map_err(e)?;
             }
-            let mut ins_obj = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO objects (oid, kind, size, nchunks, chunk, pack)
-                     VALUES (?1, ?2, ?3, ?4, (SELECT id FROM chunks WHERE hash = ?5), ?6)",
-                )
-                .map_err(e)?;
-            let mut ins_oc = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO object_chunks (oid, seq, chunk) VALUES (?1, ?2, (SELECT id FROM chunks WHERE hash = ?3))",
-                )
-                .map_err(e)?;
             for (p, pid) in packs.iter().zip(&pack_ids) {
-                for o in &p.objects {
-                    let first = o.chunks.first().expect("an object has at least one chunk");
-                    ins_obj
-                        .execute(params![
-                            o.oid.as_bytes(),
-                            o.kind.code(),
-                            to_i64(o.size),
-                            o.chunks.len() as i64,
-                            &first.0[..],
-                            pid
-                        ])
-                        .map_err(e)?;
-                    if o.chunks.len() > 1 {
-                        for (seq, c) in o.chunks.iter().enumerate() {
-                            ins_oc
-                                .execute(params![o.oid.as_bytes(), seq as i64, &c.0[..]])
-                                .map_err(e)?;
-                        }
-                    }
-                }
+                insert_object_records(&tx, &p.objects, *pid).map_err(e)?;
             }
         }
         tx.commit().map_err(e)
@@ -1263,43 +1233,49 @@ impl Index {
                     set_depth.execute(params![c, d]).map_err(e)?;
                 }
             }
-            let mut ins_obj = tx
-                .prepare(
-                    "INSERT OR IGNORE INTO objects (oid, kind, size, nchunks, chunk, pack)
-                     VALUES (?1, ?2, ?3, ?4, (SELECT id FROM chunks WHERE hash = ?5), ?6)",
-                )
-                .map_err(e)?;
-            let mut ins_oc = tx
-                .prepare("INSERT OR IGNORE INTO object_chunks (oid, seq, chunk) VALUES (?1, ?2, (SELECT id FROM chunks WHERE hash = ?3))")
-                .map_err(e)?;
             for ((_, _, c), pid) in packs.iter().zip(&pack_ids) {
-                for o in &c.objects {
-                    let Some(first) = o.chunks.first() else {
-                        continue;
-                    };
-                    ins_obj
-                        .execute(params![
-                            o.oid.as_bytes(),
-                            o.kind.code(),
-                            to_i64(o.size),
-                            o.chunks.len() as i64,
-                            &first.0[..],
-                            pid
-                        ])
-                        .map_err(e)?;
-                    if o.chunks.len() > 1 {
-                        for (seq, ch) in o.chunks.iter().enumerate() {
-                            ins_oc
-                                .execute(params![o.oid.as_bytes(), seq as i64, &ch.0[..]])
-                                .map_err(e)?;
-                        }
-                    }
-                }
+                insert_object_records(&tx, &c.objects, *pid).map_err(e)?;
             }
         }
         tx.commit().map_err(e)?;
         Ok(dropped)
     }
+}
+
+/// Inserts object records (from pack `pack`) and, for multi-chunk objects,
+/// their chunk lists; chunks are resolved by hash, so they must be inserted
+/// first. An object already indexed, or whose chunk is not indexed, is skipped.
+fn insert_object_records(
+    tx: &rusqlite::Transaction<'_>,
+    objects: &[crate::pack::ObjectRecord],
+    pack: i64,
+) -> rusqlite::Result<()> {
+    let mut ins_obj = tx.prepare_cached(
+        "INSERT OR IGNORE INTO objects (oid, kind, size, nchunks, chunk, pack)
+         VALUES (?1, ?2, ?3, ?4, (SELECT id FROM chunks WHERE hash = ?5), ?6)",
+    )?;
+    let mut ins_oc = tx.prepare_cached(
+        "INSERT OR IGNORE INTO object_chunks (oid, seq, chunk) VALUES (?1, ?2, (SELECT id FROM chunks WHERE hash = ?3))",
+    )?;
+    for o in objects {
+        let Some(first) = o.chunks.first() else {
+            continue;
+        };
+        ins_obj.execute(params![
+            o.oid.as_bytes(),
+            o.kind.code(),
+            to_i64(o.size),
+            o.chunks.len() as i64,
+            &first.0[..],
+            pack
+        ])?;
+        if o.chunks.len() > 1 {
+            for (seq, c) in o.chunks.iter().enumerate() {
+                ins_oc.execute(params![o.oid.as_bytes(), seq as i64, &c.0[..]])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A repository's row.
