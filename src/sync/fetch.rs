@@ -181,6 +181,9 @@ pub struct Fetched {
     pub objects_received: u64,
     /// Bytes of the pack received.
     pub bytes_received: u64,
+    /// The index of the pack received: gix computed every object's id from its
+    /// content while writing it, so ingest need not hash them again.
+    pub verified_pack: Option<std::path::PathBuf>,
 }
 
 /// Fetches every ref of `url` into the mirror and makes the mirror's refs and
@@ -203,6 +206,7 @@ pub fn fetch(
     let refs = refs_from_remote(&prepare.ref_map().remote_refs);
     let has_objects = refs.iter().any(|r| r.target.is_some());
     let (mut objects_received, mut bytes_received) = (0, 0);
+    let mut verified_pack = None;
     if has_objects {
         let outcome = prepare
             .with_write_packed_refs_only(true)
@@ -213,6 +217,7 @@ pub fn fetch(
         } = &outcome.status
         {
             objects_received = write_pack_bundle.index.num_objects as u64;
+            verified_pack = write_pack_bundle.index_path.clone();
             if let Some(p) = &write_pack_bundle.data_path {
                 bytes_received = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
             }
@@ -220,6 +225,7 @@ pub fn fetch(
     }
     mirror_refs(&repo, &refs)?;
     Ok(Fetched {
+        verified_pack,
         refs,
         objects_received,
         bytes_received,

@@ -101,13 +101,25 @@ const BATCH_OBJECTS: usize = 4096;
 pub fn ingest_packs(
     writer: &mut Writer<'_>,
     packs: &[PathBuf],
+    verified: Option<&Path>,
     interrupt: &AtomicBool,
     progress: &super::Progress<'_>,
 ) -> Result<Ingested, Error> {
     let mut seen: HashSet<ObjectId> = HashSet::new();
     let mut needed: HashSet<ObjectId> = HashSet::new();
     for idx in packs {
-        ingest_one(writer, idx, interrupt, &mut seen, &mut needed, progress)?;
+        // A pack gix indexed in this very fetch had every object hashed from its
+        // content; packs left from earlier runs are hashed again on the way in.
+        let trusted = verified.is_some_and(|v| v.file_name() == idx.file_name());
+        ingest_one(
+            writer,
+            idx,
+            trusted,
+            interrupt,
+            &mut seen,
+            &mut needed,
+            progress,
+        )?;
     }
     let mut missing = Vec::new();
     for oid in needed {
@@ -125,6 +137,7 @@ pub fn ingest_packs(
 fn ingest_one(
     writer: &mut Writer<'_>,
     idx_path: &Path,
+    trusted: bool,
     interrupt: &AtomicBool,
     seen: &mut HashSet<ObjectId>,
     needed: &mut HashSet<ObjectId>,
@@ -195,7 +208,11 @@ fn ingest_one(
                 &mut gix::progress::Discard,
                 interrupt,
                 pack::index::traverse::with_index::Options {
-                    check: pack::index::traverse::SafetyCheck::SkipFileChecksumVerification,
+                    check: if trusted {
+                        pack::index::traverse::SafetyCheck::SkipFileAndObjectChecksumVerification
+                    } else {
+                        pack::index::traverse::SafetyCheck::SkipFileChecksumVerification
+                    },
                     thread_limit: None,
                     alloc_limit_bytes: None,
                 },

@@ -378,7 +378,7 @@ pub fn sync_repo(
             if !pending_packs.is_empty() {
                 // Left by a sync killed after its snapshot (or after a fetch whose refs
                 // moved back): store what they hold, but the state is unchanged.
-                ingest::ingest_packs(&mut w, &pending_packs, interrupt, progress)?;
+                ingest::ingest_packs(&mut w, &pending_packs, None, interrupt, progress)?;
                 w.flush()?;
                 ingest::mark_ingested(&mirror_dir, &store_id, &pending_packs)?;
             }
@@ -431,7 +431,13 @@ pub fn sync_repo(
 
     let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
     let before = w.stats();
-    let ingested = ingest::ingest_packs(&mut w, &packs, interrupt, progress)?;
+    let ingested = ingest::ingest_packs(
+        &mut w,
+        &packs,
+        fetched.verified_pack.as_deref(),
+        interrupt,
+        progress,
+    )?;
     w.flush()?;
     let mut missing = ingested.missing;
     for r in &fetched.refs {
