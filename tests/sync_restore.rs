@@ -1510,13 +1510,17 @@ fn crash_by_kill_after_300ms() {
     let status = child.wait().unwrap();
     eprintln!("killed sync: {status:?}");
     assert_store_consistent(&v);
-    assert_eq!(
-        v.snapshots("crash")[..1],
-        first[..],
-        "the first snapshot survives"
-    );
+    let after_kill = v.snapshots("crash");
+    assert_eq!(after_kill[..1], first[..], "the first snapshot survives");
     let report = sync_and_check(&v, src, "crash", &bare);
-    assert_eq!(report["status"], "changed", "{report:#}");
+    // The kill may land after the killed sync recorded its snapshot (a fast machine
+    // finishes within 300 ms): then the source is unchanged since that snapshot.
+    let expected = if after_kill.len() == first.len() {
+        "changed"
+    } else {
+        "unchanged"
+    };
+    assert_eq!(report["status"], expected, "{report:#}");
 }
 
 // ---------------------------------------------------------------------------
