@@ -971,18 +971,9 @@ fn open_for_sync(store_arg: &Option<PathBuf>, config_store: Option<&Path>) -> Re
 
 fn failed_report(src: &Source, millis: u64, msg: String) -> RepoReport {
     RepoReport {
-        name: src.name.clone(),
-        url: src.url.clone(),
-        status: Status::Failed,
-        snapshot: None,
-        refs: 0,
-        objects_received: 0,
-        new_objects: 0,
-        new_chunks: 0,
-        new_bytes_stored: 0,
         millis,
-        incomplete: false,
         error: Some(msg),
+        ..RepoReport::new(src, Status::Failed)
     }
 }
 

@@ -255,6 +255,26 @@ pub struct RepoReport {
     pub error: Option<String>,
 }
 
+impl RepoReport {
+    /// A report for `source` with `status` and nothing counted yet.
+    pub fn new(source: &Source, status: Status) -> Self {
+        Self {
+            name: source.name.clone(),
+            url: source.url.clone(),
+            status,
+            snapshot: None,
+            refs: 0,
+            objects_received: 0,
+            new_objects: 0,
+            new_chunks: 0,
+            new_bytes_stored: 0,
+            millis: 0,
+            incomplete: false,
+            error: None,
+        }
+    }
+}
+
 fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
@@ -352,20 +372,7 @@ pub fn sync_repo(
         }
     }
     let mirror = fetch::open_mirror(&mirror_dir)?;
-    let mut report = RepoReport {
-        name: source.name.clone(),
-        url: source.url.clone(),
-        status: Status::Failed,
-        snapshot: None,
-        refs: 0,
-        objects_received: 0,
-        new_objects: 0,
-        new_chunks: 0,
-        new_bytes_stored: 0,
-        millis: 0,
-        incomplete: false,
-        error: None,
-    };
+    let mut report = RepoReport::new(source, Status::Failed);
 
     // Cheap check first: refs only, no pack.
     let pending_packs = ingest::packs_to_ingest(&mirror_dir, &store_id)?;
@@ -452,61 +459,16 @@ pub fn sync_repo(
         // from the store (a deleted branch that came back, say): store them again.
         missing = fill_from_mirror(&mut w, &mirror, missing)?;
     }
-    if !missing.is_empty() && !opts.allow_incomplete {
-        let refs = refs_needing(&mirror, &fetched.refs, &missing);
-        let sample = missing
-            .iter()
-            .take(5)
-            .map(|o| o.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let t = now();
-        let repo_id = w
-            .index()
-            .upsert_repo(&source.name, &source.url, t.as_second())?;
-        let err = Error::MissingObjects {
-            count: missing.len(),
-            sample,
-            refs: if refs.is_empty() {
-                "unknown refs".into()
-            } else {
-                refs.join(", ")
-            },
-        };
-        w.index().set_repo_status(
-            repo_id,
-            t.as_second(),
-            Status::Failed.as_str(),
-            Some(&err.to_string()),
-        )?;
-        return Err(err);
-    }
-    let t = now();
-    let mut snap = Snapshot {
-        id: String::new(),
-        repo: source.name.clone(),
-        url: source.url.clone(),
-        time: t,
-        checked_at: t,
-        refs: fetched.refs,
-        complete: missing.is_empty(),
+    let (snap, status) = record_snapshot(
+        store,
+        &mut w,
+        source,
+        fetched.refs,
         missing,
-    };
-    snap.id = Snapshot::compute_id(&snap.repo, &snap.time, &snap.refs);
-    crate::crash_point("before-snapshot");
-    write_snapshot_file(store, &snap)?;
-    crate::crash_point("snapshot-file-written");
-    let repo_id = w
-        .index()
-        .upsert_repo(&source.name, &source.url, t.as_second())?;
-    w.index().insert_snapshot(repo_id, &snap)?;
-    let status = if last.is_some() {
-        Status::Changed
-    } else {
-        Status::New
-    };
-    w.index()
-        .set_repo_status(repo_id, t.as_second(), status.as_str(), None)?;
+        &mirror,
+        opts.allow_incomplete,
+        last.is_some(),
+    )?;
     let after = w.stats();
     drop(w);
     crate::crash_point("snapshot-committed");
@@ -526,6 +488,74 @@ pub fn sync_repo(
         "snapshot recorded"
     );
     Ok(report)
+}
+
+/// Records a snapshot of `refs` (file first, then rows) and the repository's
+/// status. When objects are `missing` and `allow_incomplete` is off, records
+/// the failure instead and returns it, naming the missing objects and the refs
+/// (walked in `repo`) that need them.
+#[allow(clippy::too_many_arguments)]
+fn record_snapshot(
+    store: &Store,
+    w: &mut Writer<'_>,
+    source: &Source,
+    refs: Vec<RefEntry>,
+    missing: Vec<ObjectId>,
+    repo: &gix::Repository,
+    allow_incomplete: bool,
+    had_snapshot: bool,
+) -> Result<(Snapshot, Status), Error> {
+    let t = now();
+    let repo_id = w
+        .index()
+        .upsert_repo(&source.name, &source.url, t.as_second())?;
+    if !missing.is_empty() && !allow_incomplete {
+        let needing = refs_needing(repo, &refs, &missing);
+        let err = Error::MissingObjects {
+            count: missing.len(),
+            sample: missing
+                .iter()
+                .take(5)
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            refs: if needing.is_empty() {
+                "unknown refs".into()
+            } else {
+                needing.join(", ")
+            },
+        };
+        w.index().set_repo_status(
+            repo_id,
+            t.as_second(),
+            Status::Failed.as_str(),
+            Some(&err.to_string()),
+        )?;
+        return Err(err);
+    }
+    let mut snap = Snapshot {
+        id: String::new(),
+        repo: source.name.clone(),
+        url: source.url.clone(),
+        time: t,
+        checked_at: t,
+        complete: missing.is_empty(),
+        refs,
+        missing,
+    };
+    snap.id = Snapshot::compute_id(&snap.repo, &snap.time, &snap.refs);
+    crate::crash_point("before-snapshot");
+    write_snapshot_file(store, &snap)?;
+    crate::crash_point("snapshot-file-written");
+    w.index().insert_snapshot(repo_id, &snap)?;
+    let status = if had_snapshot {
+        Status::Changed
+    } else {
+        Status::New
+    };
+    w.index()
+        .set_repo_status(repo_id, t.as_second(), status.as_str(), None)?;
+    Ok((snap, status))
 }
 
 /// The repository path of a local source (a path or a `file://` URL).
@@ -594,68 +624,26 @@ fn sync_from_local_odb(
     let tips: Vec<ObjectId> = refs.iter().filter_map(|r| r.target).collect();
     let mut missing = put_from_odb(&mut w, &repo, tips, false)?;
     missing.sort();
-    let t = now();
-    let repo_id = w
-        .index()
-        .upsert_repo(&source.name, &source.url, t.as_second())?;
-    if !missing.is_empty() && !opts.allow_incomplete {
-        let needing = refs_needing(&repo, &refs, &missing);
-        let err = Error::MissingObjects {
-            count: missing.len(),
-            sample: missing
-                .iter()
-                .take(5)
-                .map(|o| o.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            refs: if needing.is_empty() {
-                "unknown refs".into()
-            } else {
-                needing.join(", ")
-            },
-        };
-        w.index().set_repo_status(
-            repo_id,
-            t.as_second(),
-            Status::Failed.as_str(),
-            Some(&err.to_string()),
-        )?;
-        return Err(err);
-    }
-    let mut snap = Snapshot {
-        id: String::new(),
-        repo: source.name.clone(),
-        url: source.url.clone(),
-        time: t,
-        checked_at: t,
-        complete: missing.is_empty(),
+    let (snap, status) = record_snapshot(
+        store,
+        &mut w,
+        source,
         refs,
         missing,
-    };
-    snap.id = Snapshot::compute_id(&snap.repo, &snap.time, &snap.refs);
-    write_snapshot_file(store, &snap)?;
-    w.index().insert_snapshot(repo_id, &snap)?;
-    let status = if had_snapshot {
-        Status::Changed
-    } else {
-        Status::New
-    };
-    w.index()
-        .set_repo_status(repo_id, t.as_second(), status.as_str(), None)?;
+        &repo,
+        opts.allow_incomplete,
+        had_snapshot,
+    )?;
     let after = w.stats();
     Ok(RepoReport {
-        name: source.name.clone(),
-        url: source.url.clone(),
-        status,
         snapshot: Some(snap.id.clone()),
         refs: snap.refs.len(),
-        objects_received: 0,
         new_objects: after.objects - before.objects,
         new_chunks: after.chunks - before.chunks,
         new_bytes_stored: after.stored_bytes - before.stored_bytes,
         millis: start.elapsed().as_millis() as u64,
         incomplete: !snap.complete,
-        error: None,
+        ..RepoReport::new(source, status)
     })
 }
 
