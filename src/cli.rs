@@ -1045,6 +1045,15 @@ fn run_jobs(
     reports.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Repositories that failed, or were never started (interrupted).
+fn failed_or_skipped(reports: &[RepoReport], planned: usize) -> usize {
+    reports
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count()
+        + planned.saturating_sub(reports.len())
+}
+
 fn exit_for(total: usize, failed: usize, interrupted: bool) -> u8 {
     if interrupted {
         exit::INTERRUPTED
@@ -1116,11 +1125,7 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
     let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
     w.commit()?;
     drop(w);
-    let failed = reports
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .count()
-        + (sources.len() - reports.len());
+    let failed = failed_or_skipped(&reports, sources.len());
     let doc = sync_summary(&reports, None, start.elapsed());
     emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
     Ok(exit_for(
@@ -1301,11 +1306,7 @@ fn cmd_sync_config(
     let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
     w.commit()?;
     drop(w);
-    let failed_repos = reports
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .count()
-        + (sources.len() - reports.len());
+    let failed_repos = failed_or_skipped(&reports, sources.len());
     let doc = sync_summary(&reports, Some(&summary), start.elapsed());
     emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
     if !a.json {

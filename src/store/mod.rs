@@ -291,6 +291,18 @@ pub struct Store {
     cache: Mutex<ChunkCache>,
 }
 
+/// Checks that `data` of `kind` hashes to `oid`.
+fn check_git_oid(oid: &ObjectId, kind: ObjectKind, data: &[u8]) -> Result<(), Error> {
+    let actual = git_oid(kind, data);
+    if actual != *oid {
+        return Err(Error::ObjectDamaged {
+            oid: *oid,
+            reason: format!("content hashes to {actual}"),
+        });
+    }
+    Ok(())
+}
+
 fn read_config(root: &Path) -> Result<StoreConfig, Error> {
     let path = root.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
@@ -633,13 +645,7 @@ impl Store {
                     .map_err(|e| damaged(format!("delta: {e}")))?;
                 codec::check(&data, &c.id, c.raw_len).map_err(damaged)?;
                 if check_oid {
-                    let actual = git_oid(row.kind, &data);
-                    if actual != *oid {
-                        return Err(Error::ObjectDamaged {
-                            oid: *oid,
-                            reason: format!("content hashes to {actual}"),
-                        });
-                    }
+                    check_git_oid(oid, row.kind, &data)?;
                 }
                 if data.len() <= CHUNK_CACHE_BYTES / 8 {
                     self.cache
@@ -707,13 +713,7 @@ impl Store {
             });
         }
         if check_oid {
-            let actual = git_oid(row.kind, &data);
-            if actual != *oid {
-                return Err(Error::ObjectDamaged {
-                    oid: *oid,
-                    reason: format!("content hashes to {actual}"),
-                });
-            }
+            check_git_oid(oid, row.kind, &data)?;
         }
         Ok(Object {
             kind: row.kind,
