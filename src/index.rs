@@ -326,6 +326,27 @@ impl Index {
         }
     }
 
+    /// Starts a read transaction unless one (or a write) is open: until
+    /// [`Index::end_read`], every query sees the same state of the index and
+    /// SQLite does not lock and unlock the WAL around each statement (which
+    /// costs more than a lookup by key). Returns whether it started one.
+    pub fn begin_read(&self) -> Result<bool, Error> {
+        if !self.conn.is_autocommit() {
+            return Ok(false);
+        }
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Ends the read transaction [`Index::begin_read`] started.
+    pub fn end_read(&self) {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            tracing::debug!("ending a read transaction: {e}");
+        }
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

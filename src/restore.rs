@@ -2,18 +2,18 @@
 //!
 //! The snapshot's reachable closure is walked through the store (commits,
 //! trees and tags are read and parsed; blobs only looked up). Objects are
-//! read back with every chunk's blake3 and every object's git id checked, and
-//! written as one pack: an object stored as a git delta against another
-//! object of the set is written as that delta (REF_DELTA), the rest in full.
-//! gix then indexes the pack (resolving every delta and hashing every object
-//! once more), and the refs are written as `packed-refs` plus `HEAD`. All of
-//! it happens in a temporary directory beside the destination, renamed into
-//! place at the end, so a failed restore leaves nothing at the destination.
+//! read back with every chunk's blake3 and every object's git id checked
+//! (in parallel), and written as one pack: an object stored as a git delta
+//! against another object of the set is written as that delta (REF_DELTA),
+//! the rest in full. Since every id is known and checked, the pack's index is
+//! written directly (as git's pack-objects does), without re-reading the pack.
+//! The refs are written as `packed-refs` plus `HEAD`. All of it happens in a
+//! temporary directory beside the destination, renamed into place at the end,
+//! so a failed restore leaves nothing at the destination.
 
 use crate::snapshot::Snapshot;
 use crate::store::{self, Store};
-use crate::{index, ObjectKind};
-use gix::odb::pack;
+use crate::{gitpack, index, ObjectKind};
 use gix::ObjectId;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -276,9 +276,35 @@ fn deflate_with(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
     })
 }
 
+/// Inputs up to this size are written as one stored deflate block, built by
+/// hand: deflating them saves a few bytes at the price of resetting and
+/// running a compressor (tree deltas, mostly ids, hardly shrink at all).
+const STORE_UP_TO: usize = 128;
+
+/// A zlib stream holding `data` in one stored block (`data.len()` < 64 KiB).
+fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    debug_assert!(data.len() <= 0xffff);
+    let len = data.len() as u16;
+    let mut out = Vec::with_capacity(data.len() + 11);
+    out.extend_from_slice(&[0x78, 0x01, 0x01]);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(data);
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in data {
+        a = (a + u32::from(x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    out.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    out
+}
+
 /// zlib-compresses one object for the restored pack: level 6 (git's default),
-/// or stored when a sample of a large object does not compress.
+/// stored when tiny, or stored when a sample of a large object does not compress.
 fn zlib(data: &[u8]) -> Result<Vec<u8>, String> {
+    if data.len() <= STORE_UP_TO {
+        return Ok(zlib_stored(data));
+    }
     if data.len() >= SAMPLE_FROM {
         let sample = &data[data.len() / 2..data.len() / 2 + SAMPLE];
         if deflate_with(1, sample)?.len() * 100 >= sample.len() * 97 {
@@ -321,6 +347,7 @@ pub fn restore(
             reason: e.to_string(),
         })?;
 
+    let _read = store.read_session()?;
     let (nodes, mut problems) = walk(store, snap)?;
     let werr = |e: &dyn std::fmt::Display| Error::Write(format!("{e:#}"));
 
@@ -331,29 +358,47 @@ pub fn restore(
         .map(|n| ((n.kind, n.chunk), n.oid))
         .collect();
 
-    // Read and encode every object (in parallel, in slices to bound memory).
-    let build = |n: &Node| -> Result<pack::data::output::Entry, String> {
+    // Read, check and encode every object (in parallel, in slices to bound memory).
+    struct Encoded {
+        oid: ObjectId,
+        kind: gitpack::EntryKind,
+        size: u64,
+        compressed: Vec<u8>,
+    }
+    let full = |oid: ObjectId, o: store::Object| -> Result<Encoded, String> {
+        Ok(Encoded {
+            oid,
+            kind: gitpack::EntryKind::Base(o.kind),
+            size: o.data.len() as u64,
+            compressed: zlib(&o.data)?,
+        })
+    };
+    let build = |n: &Node, written: &HashSet<ObjectId>| -> Result<Encoded, String> {
+        // Every chunk's blake3 and the object's git id are checked here.
         let o = store
-            .get_with_delta(&n.oid, false)
+            .get_with_delta(&n.oid, true)
             .map_err(|e| e.to_string())?;
         if let Some((base_chunk, delta)) = &o.delta {
             if let Some(base) = base_of.get(&(o.kind, *base_chunk)) {
-                if *base != n.oid {
-                    return Ok(pack::data::output::Entry {
-                        id: n.oid,
-                        kind: pack::data::output::entry::Kind::DeltaOid { id: *base },
-                        decompressed_size: delta.len(),
-                        compressed_data: zlib(delta)?,
+                // A delta whose base is not written (damaged, with --partial)
+                // would be unresolvable: such objects are written in full.
+                if *base != n.oid && written.contains(base) {
+                    return Ok(Encoded {
+                        oid: n.oid,
+                        kind: gitpack::EntryKind::RefDelta(*base),
+                        size: delta.len() as u64,
+                        compressed: zlib(delta)?,
                     });
                 }
             }
         }
-        Ok(pack::data::output::Entry {
-            id: n.oid,
-            kind: pack::data::output::entry::Kind::Base(o.kind.into()),
-            decompressed_size: o.data.len(),
-            compressed_data: zlib(&o.data)?,
-        })
+        full(
+            n.oid,
+            store::Object {
+                kind: o.kind,
+                data: o.data,
+            },
+        )
     };
 
     // With --partial, find the damaged objects first so the pack's object count is exact.
@@ -388,118 +433,51 @@ pub fn restore(
     let mut deltas = 0u64;
     let mut pack_bytes = 0u64;
     if !nodes.is_empty() {
-        let tmp_pack = tmp.path().join("restore.pack");
+        let tmp_pack = pack_dir.join("tmp_pack_repovault");
         let file = std::io::BufWriter::with_capacity(
             1 << 20,
             std::fs::File::create(&tmp_pack).map_err(|e| werr(&e))?,
         );
-        let first_error: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-        let delta_count = std::sync::atomic::AtomicU64::new(0);
-        let slices = nodes.chunks(1024).map(
-            |slice| -> Result<Vec<pack::data::output::Entry>, gix::Error> {
-                let v: Result<Vec<_>, String> = slice
-                    .par_iter()
-                    .map(|n| {
-                        let mut e = build(n)?;
-                        if let pack::data::output::entry::Kind::DeltaOid { id } = e.kind {
-                            if !written.contains(&id) {
-                                let o = store
-                                    .get_chunks_checked(&n.oid)
-                                    .map_err(|e| e.to_string())?;
-                                e = pack::data::output::Entry {
-                                    id: n.oid,
-                                    kind: pack::data::output::entry::Kind::Base(o.kind.into()),
-                                    decompressed_size: o.data.len(),
-                                    compressed_data: zlib(&o.data)?,
-                                };
-                            }
-                        }
-                        if let pack::data::output::entry::Kind::DeltaOid { .. } = e.kind {
-                            delta_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Ok(e)
-                    })
-                    .collect();
-                v.map_err(|e| {
-                    *first_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
-                    gix::error::ErrorExt::raise(gix::error::message!("{e}"))
-                })
-            },
-        );
-        let mut w = pack::data::output::bytes::FromEntriesIter::new(
-            slices,
-            file,
-            nodes.len() as u32,
-            pack::data::Version::V2,
-            gix::hash::Kind::Sha1,
-        );
-        for r in &mut w {
-            if let Err(e) = r {
-                let msg = first_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take()
-                    .unwrap_or_else(|| format!("{e:#}"));
-                return Err(Error::Damaged {
-                    snapshot: snap.id.clone(),
-                    count: 1,
-                    first: msg,
-                });
+        let count = u32::try_from(nodes.len())
+            .map_err(|_| Error::Write(format!("{} objects do not fit one pack", nodes.len())))?;
+        let mut w = gitpack::PackWriter::new(file, count).map_err(|e| werr(&e))?;
+        for slice in nodes.chunks(1024) {
+            if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Write("interrupted".into()));
+            }
+            let encoded: Result<Vec<Encoded>, String> =
+                slice.par_iter().map(|n| build(n, &written)).collect();
+            let encoded = encoded.map_err(|first| Error::Damaged {
+                snapshot: snap.id.clone(),
+                count: 1,
+                first,
+            })?;
+            for e in encoded {
+                if let gitpack::EntryKind::RefDelta(_) = e.kind {
+                    deltas += 1;
+                }
+                w.add(e.oid, e.kind, e.size, &e.compressed)
+                    .map_err(|e| werr(&e))?;
             }
         }
-        drop(w);
-        let out = pack::Bundle::write_to_directory(
-            &mut std::io::BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(&tmp_pack).map_err(|e| werr(&e))?,
-            ),
-            Some(&pack_dir),
-            &mut gix::progress::Discard,
-            interrupt,
-            None::<gix::objs::find::Never>,
-            gix::hash::Kind::Sha1,
-            pack::bundle::write::Options::default(),
-        )
-        .map_err(|e| werr(&e))?;
-        if out.index.num_objects as usize != nodes.len() {
-            return Err(Error::Write(format!(
-                "the pack holds {} objects instead of {}",
-                out.index.num_objects,
-                nodes.len()
-            )));
-        }
-        // gix computed every object's id from its content while indexing: the
-        // index must hold exactly the ids we meant to write, or content was damaged.
-        if let Some(idx_path) = &out.index_path {
-            let idx =
-                pack::index::File::at(idx_path, gix::hash::Kind::Sha1).map_err(|e| werr(&e))?;
-            let got: HashSet<ObjectId> = idx.iter().map(|e| e.oid).collect();
-            let bad: Vec<String> = written
-                .iter()
-                .filter(|o| !got.contains(*o))
-                .take(5)
-                .map(|o| o.to_string())
-                .collect();
-            if !bad.is_empty() || got.len() != written.len() {
-                return Err(Error::Damaged {
-                    snapshot: snap.id.clone(),
-                    count: written
-                        .len()
-                        .saturating_sub(got.intersection(&written).count()),
-                    first: format!(
-                        "object(s) {} did not hash to their ids when re-read",
-                        bad.join(", ")
-                    ),
-                });
-            }
-        }
-        pack_bytes = out
-            .data_path
-            .as_ref()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map_or(0, |m| m.len());
-        std::fs::remove_file(&tmp_pack).map_err(|e| werr(&e))?;
-        deltas = delta_count.load(std::sync::atomic::Ordering::Relaxed);
+        let (file, sum, mut entries) = w.finish().map_err(|e| werr(&e))?;
+        file.into_inner()
+            .map_err(|e| werr(&e.into_error()))?
+            .sync_all()
+            .map_err(|e| werr(&e))?;
+        let stem = pack_dir.join(format!("pack-{sum}"));
+        let idx_tmp = pack_dir.join("tmp_idx_repovault");
+        let mut idx =
+            std::io::BufWriter::new(std::fs::File::create(&idx_tmp).map_err(|e| werr(&e))?);
+        gitpack::write_index(&mut idx, &mut entries, &sum).map_err(|e| werr(&e))?;
+        idx.into_inner()
+            .map_err(|e| werr(&e.into_error()))?
+            .sync_all()
+            .map_err(|e| werr(&e))?;
+        // The pack first, then its index: git ignores a pack without an index.
+        std::fs::rename(&tmp_pack, stem.with_extension("pack")).map_err(|e| werr(&e))?;
+        std::fs::rename(&idx_tmp, stem.with_extension("idx")).map_err(|e| werr(&e))?;
+        pack_bytes = std::fs::metadata(stem.with_extension("pack")).map_or(0, |m| m.len());
     }
 
     // Refs: packed-refs for direct refs, loose files for symbolic ones, HEAD.
@@ -618,7 +596,8 @@ mod tests {
             .flat_map(|i| format!("line {} of some text\n", i % 977).into_bytes())
             .collect();
         for _ in 0..2 {
-            for data in [&b""[..], b"x", b"tree 123\0abc", &text, &random] {
+            let small: Vec<u8> = (0..=STORE_UP_TO as u32).map(|i| (i * 7) as u8).collect();
+            for data in [&b""[..], b"x", b"tree 123\0abc", &small, &text, &random] {
                 let z = zlib(data).unwrap();
                 assert_eq!(inflate(&z, data.len()), data);
                 if data.len() == random.len() {

@@ -282,6 +282,20 @@ impl ChunkCache {
     }
 }
 
+/// A read transaction on the store's index; see [`Store::read_session`].
+pub struct ReadSession<'s> {
+    store: &'s Store,
+    active: bool,
+}
+
+impl Drop for ReadSession<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            self.store.with_index(|i| i.end_read());
+        }
+    }
+}
+
 /// An open store.
 pub struct Store {
     root: PathBuf,
@@ -547,6 +561,18 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .insert(rowid, h.clone());
         Ok(h)
+    }
+
+    /// Opens a read session: until it is dropped, every index lookup of this
+    /// store sees one consistent state of the index and is cheaper (see
+    /// [`Index::begin_read`]). For long read-only walks (restore, verify).
+    /// Must not be held while writing through this store.
+    pub fn read_session(&self) -> Result<ReadSession<'_>, Error> {
+        let active = self.with_index(|i| i.begin_read())?;
+        Ok(ReadSession {
+            store: self,
+            active,
+        })
     }
 
     /// The plain bytes of the chunk with row id `rowid`, checked against its blake3.
