@@ -36,6 +36,7 @@ pub mod chunk;
 pub mod config;
 pub mod delta;
 pub mod discover;
+pub mod gitpack;
 pub mod index;
 pub mod lock;
 pub mod pack;
@@ -51,6 +52,12 @@ pub mod verify;
 mod object;
 
 pub use object::{git_oid, references, ObjectKind};
+
+/// The store's chunk encoding (`compress`: zstd at a level; `decode`: zstd,
+/// then a git delta against the plain base if there is one), public only for
+/// the benchmarks in `benches/`: not a stable API.
+#[doc(hidden)]
+pub use store::codec::{compress as codec_compress, decode as codec_decode};
 
 /// A git object id (SHA-1).
 pub use gix::ObjectId;

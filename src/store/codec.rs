@@ -10,7 +10,7 @@ thread_local! {
 }
 
 /// Compresses `data` with zstd at `level` (a compressor per thread is reused).
-pub(crate) fn compress(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn compress(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -59,7 +59,7 @@ pub(crate) fn decompress(stored: &[u8], max: usize) -> Result<Vec<u8>, String> {
 }
 
 /// Decodes stored bytes into plain bytes (`base` is the plain base for a delta).
-pub(crate) fn decode(stored: &[u8], raw_len: u32, base: Option<&[u8]>) -> Result<Vec<u8>, String> {
+pub fn decode(stored: &[u8], raw_len: u32, base: Option<&[u8]>) -> Result<Vec<u8>, String> {
     match base {
         None => decompress(stored, raw_len as usize),
         Some(base) => {
