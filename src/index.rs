@@ -1052,26 +1052,32 @@ impl Index {
         rows.into_iter().map(|t| self.to_chunk(t)).collect()
     }
 
-    /// Objects made of exactly the chunk `chunk`, with their kinds.
-    pub fn single_chunk_objects(&self, chunk: i64) -> Result<Vec<(ObjectId, ObjectKind)>, Error> {
+    /// The objects made of one chunk whose chunk lies in `pack`, by chunk row id
+    /// (one query instead of one per chunk).
+    pub fn single_chunk_objects_in_pack(
+        &self,
+        pack: i64,
+    ) -> Result<HashMap<i64, Vec<(ObjectId, ObjectKind)>>, Error> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT oid, kind FROM objects WHERE chunk = ?1 AND nchunks = 1")
+            .prepare_cached(
+                "SELECT o.chunk, o.oid, o.kind FROM chunks c JOIN objects o ON o.chunk = c.id \
+                 WHERE c.pack = ?1 AND o.nchunks = 1",
+            )
             .map_err(|e| self.err(e))?;
-        let rows: Vec<(Vec<u8>, u8)> = st
-            .query_map([chunk], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(|(o, k)| {
-                Ok((
-                    ObjectId::try_from(&o[..]).map_err(|_| self.corrupt("malformed object id"))?,
-                    ObjectKind::from_code(k)
-                        .ok_or_else(|| self.corrupt(format!("unknown kind {k}")))?,
-                ))
-            })
-            .collect()
+        let mut out: HashMap<i64, Vec<(ObjectId, ObjectKind)>> = HashMap::new();
+        let mut rows = st.query([pack]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let chunk: i64 = r.get(0).map_err(|e| self.err(e))?;
+            let oid: Vec<u8> = r.get(1).map_err(|e| self.err(e))?;
+            let kind: u8 = r.get(2).map_err(|e| self.err(e))?;
+            let oid =
+                ObjectId::try_from(&oid[..]).map_err(|_| self.corrupt("malformed object id"))?;
+            let kind = ObjectKind::from_code(kind)
+                .ok_or_else(|| self.corrupt(format!("object {oid} has unknown kind {kind}")))?;
+            out.entry(chunk).or_default().push((oid, kind));
+        }
+        Ok(out)
     }
 
     /// Objects made of more than one chunk.

@@ -200,6 +200,8 @@ pub fn verify(
     };
     let mut damage = Damage::default();
     let pack_dir = store.packs_dir();
+    // One consistent view of the index for the whole run (and no per-query locking).
+    let _read = store.read_session()?;
 
     // 1. The database itself.
     for complaint in store.with_index(|i| i.integrity_check())? {
@@ -628,53 +630,78 @@ fn read_pack(
             None,
         )),
     }
-    for c in &rows {
-        r.chunks += 1;
-        let end = c.offset as usize + c.stored_len as usize;
-        let result = (|| -> Result<Vec<u8>, String> {
-            let stored = buf
-                .get(c.offset as usize..end)
-                .ok_or("beyond the end of the file")?;
-            let base = match c.base {
-                Some(b) => Some(
-                    store
-                        .chunk_plain(b)
-                        .map_err(|e| format!("its delta base cannot be read: {e}"))?,
-                ),
-                None => None,
+    let users = store.with_index(|i| i.single_chunk_objects_in_pack(e.pack.rowid))?;
+    // Chunks are decoded and checked in parallel; a delta whose base was not
+    // decoded yet decodes it through the store (and its cache).
+    struct ChunkOutcome {
+        objects: u64,
+        problems: Vec<Problem>,
+        bad_chunk: Option<i64>,
+        bad_objects: Vec<(ObjectId, String)>,
+    }
+    let outcomes: Vec<ChunkOutcome> = rows
+        .par_iter()
+        .map(|c| {
+            let mut out = ChunkOutcome {
+                objects: 0,
+                problems: Vec::new(),
+                bad_chunk: None,
+                bad_objects: Vec::new(),
             };
-            let plain = codec::decode(stored, c.raw_len, base.as_deref().map(|b| &b[..]))?;
-            codec::check(&plain, &c.id, c.raw_len)?;
-            Ok(plain)
-        })();
-        match result {
-            Ok(plain) => {
-                for (oid, kind) in store.with_index(|i| i.single_chunk_objects(c.rowid))? {
-                    r.objects += 1;
-                    let actual = git_oid(kind, &plain);
-                    if actual != oid {
-                        let mut p = pack_problem(
-                            format!("object hashes to {actual}"),
-                            Some(c.offset),
-                            Some(&c.id),
-                        );
-                        p.kind = "object".into();
-                        p.object = Some(oid.to_string());
-                        r.problems.push(p);
-                        r.bad_objects
-                            .push((oid, format!("object {oid} hashes to {actual}")));
+            let end = c.offset as usize + c.stored_len as usize;
+            let result = (|| -> Result<Vec<u8>, String> {
+                let stored = buf
+                    .get(c.offset as usize..end)
+                    .ok_or("beyond the end of the file")?;
+                let base = match c.base {
+                    Some(b) => Some(
+                        store
+                            .chunk_plain(b)
+                            .map_err(|e| format!("its delta base cannot be read: {e}"))?,
+                    ),
+                    None => None,
+                };
+                let plain = codec::decode(stored, c.raw_len, base.as_deref().map(|b| &b[..]))?;
+                codec::check(&plain, &c.id, c.raw_len)?;
+                Ok(plain)
+            })();
+            match result {
+                Ok(plain) => {
+                    for &(oid, kind) in users.get(&c.rowid).into_iter().flatten() {
+                        out.objects += 1;
+                        let actual = git_oid(kind, &plain);
+                        if actual != oid {
+                            let mut p = pack_problem(
+                                format!("object hashes to {actual}"),
+                                Some(c.offset),
+                                Some(&c.id),
+                            );
+                            p.kind = "object".into();
+                            p.object = Some(oid.to_string());
+                            out.problems.push(p);
+                            out.bad_objects
+                                .push((oid, format!("object {oid} hashes to {actual}")));
+                        }
+                    }
+                    if plain.len() < (4 << 20) && (c.depth < 40 || kind_is_meta(e)) {
+                        store.cache_chunk(c.rowid, Arc::new(plain));
                     }
                 }
-                if plain.len() < (4 << 20) && (c.depth < 40 || kind_is_meta(e)) {
-                    store.cache_chunk(c.rowid, Arc::new(plain));
+                Err(detail) => {
+                    out.problems
+                        .push(pack_problem(detail, Some(c.offset), Some(&c.id)));
+                    out.bad_chunk = Some(c.rowid);
                 }
             }
-            Err(detail) => {
-                r.problems
-                    .push(pack_problem(detail, Some(c.offset), Some(&c.id)));
-                r.bad_chunks.push(c.rowid);
-            }
-        }
+            out
+        })
+        .collect();
+    for o in outcomes {
+        r.chunks += 1;
+        r.objects += o.objects;
+        r.problems.extend(o.problems);
+        r.bad_chunks.extend(o.bad_chunk);
+        r.bad_objects.extend(o.bad_objects);
     }
     Ok(r)
 }

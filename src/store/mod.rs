@@ -567,7 +567,7 @@ impl Store {
     /// store sees one consistent state of the index and is cheaper (see
     /// [`Index::begin_read`]). For long read-only walks (restore, verify).
     /// Must not be held while writing through this store.
-    pub fn read_session(&self) -> Result<ReadSession<'_>, Error> {
+    pub fn read_session(&self) -> Result<ReadSession<'_>, index::Error> {
         let active = self.with_index(|i| i.begin_read())?;
         Ok(ReadSession {
             store: self,
