@@ -228,6 +228,11 @@ impl PackWriter {
         self.len
     }
 
+    /// Chunks and object records added so far.
+    pub fn records(&self) -> usize {
+        self.entries.len() + self.objects.len()
+    }
+
     /// True when no chunk and no object record was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.objects.is_empty()

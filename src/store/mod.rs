@@ -757,6 +757,12 @@ struct Pending {
     base: Option<ChunkId>,
 }
 
+/// A pack also closes at this many chunk and object records, whatever its
+/// size: what the writer remembers until a pack is committed grows with the
+/// records (about 0.8 KiB each), and packs of small deltas (trees, commits,
+/// about 100 bytes each) would otherwise hold 300,000 of them.
+const PACK_MAX_RECORDS: usize = 100_000;
+
 /// Adds objects to the store. Holds the write lock until dropped.
 ///
 /// Objects become visible to readers when [`Writer::commit`] returns (or
@@ -1079,7 +1085,12 @@ impl<'s> Writer<'s> {
             self.stats.objects += 1;
             self.stats.raw_bytes += size;
             let target = self.store.config.pack_target_size;
-            if self.open.iter().flatten().any(|w| w.len() >= target) {
+            if self
+                .open
+                .iter()
+                .flatten()
+                .any(|w| w.len() >= target || w.records() >= PACK_MAX_RECORDS)
+            {
                 self.flush()?;
             }
         }
