@@ -7,7 +7,7 @@ use crate::store::{DeltaBase, NewObject, Writer};
 use crate::ObjectKind;
 use gix::odb::pack;
 use gix::ObjectId;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -81,7 +81,8 @@ struct Item {
     kind: ObjectKind,
     data: Vec<u8>,
     base: Option<(ObjectId, Vec<u8>)>,
-    refs: Vec<ObjectId>,
+    /// The objects it refers to that are not in its own pack.
+    external: Vec<ObjectId>,
 }
 
 /// What ingesting some packs found.
@@ -105,7 +106,10 @@ pub fn ingest_packs(
     interrupt: &AtomicBool,
     progress: &super::Progress<'_>,
 ) -> Result<Ingested, Error> {
-    let mut seen: HashSet<ObjectId> = HashSet::new();
+    // Memory stays proportional to what one pack's objects refer to outside
+    // that pack (usually few), not to the objects: a million-object pack
+    // must not need a set of a million ids.
+    let mut seen = 0u64;
     let mut needed: HashSet<ObjectId> = HashSet::new();
     for idx in packs {
         // A pack gix indexed in this very fetch had every object hashed from its
@@ -123,13 +127,13 @@ pub fn ingest_packs(
     }
     let mut missing = Vec::new();
     for oid in needed {
-        if !seen.contains(&oid) && !writer.contains(&oid)? {
+        if !writer.contains(&oid)? {
             missing.push(oid);
         }
     }
     missing.sort();
     Ok(Ingested {
-        objects_seen: seen.len() as u64,
+        objects_seen: seen,
         missing,
     })
 }
@@ -139,7 +143,7 @@ fn ingest_one(
     idx_path: &Path,
     trusted: bool,
     interrupt: &AtomicBool,
-    seen: &mut HashSet<ObjectId>,
+    seen: &mut u64,
     needed: &mut HashSet<ObjectId>,
     progress: &super::Progress<'_>,
 ) -> Result<(), Error> {
@@ -148,11 +152,17 @@ fn ingest_one(
         reason: format!("{e:#}"),
     };
     let bundle = pack::Bundle::at(idx_path, gix::hash::Kind::Sha1).map_err(|e| perr(&e))?;
-    let by_offset: HashMap<u64, ObjectId> = bundle
+    // Offset -> id, for OFS_DELTA bases (sorted, searched: 28 bytes an object).
+    let mut by_offset: Vec<(u64, ObjectId)> = bundle
         .index
         .iter()
         .map(|e| (e.pack_offset, e.oid))
         .collect();
+    by_offset.sort_unstable_by_key(|e| e.0);
+    // A second view of the index (traversal consumes the bundle's): which
+    // referenced objects are in this pack.
+    let lookup = pack::index::File::at(idx_path, gix::hash::Kind::Sha1).map_err(|e| perr(&e))?;
+    let index = &lookup;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Item, String>>(1024);
     let pack_file = &bundle.pack;
     let by_offset = &by_offset;
@@ -172,7 +182,11 @@ fn ingest_one(
                     use pack::data::entry::Header;
                     let base = match pe.header {
                         Header::OfsDelta { base_distance } => {
-                            by_offset.get(&(entry.pack_offset - base_distance)).copied()
+                            let at = entry.pack_offset - base_distance;
+                            by_offset
+                                .binary_search_by_key(&at, |e| e.0)
+                                .ok()
+                                .map(|i| by_offset[i].1)
                         }
                         Header::RefDelta { base_id } => Some(base_id),
                         _ => None,
@@ -188,14 +202,15 @@ fn ingest_one(
                         }
                         None => None,
                     };
-                    let refs = crate::object::references(kind, data)
+                    let mut external = crate::object::references(kind, data)
                         .map_err(|e| format!("object {} ({kind}) is malformed: {e}", entry.oid))?;
+                    external.retain(|r| index.lookup(r).is_none());
                     Ok(Item {
                         oid: entry.oid,
                         kind,
                         data: data.to_vec(),
                         base,
-                        refs,
+                        external,
                     })
                 })();
                 // A closed channel means the consumer failed; it reports why.
@@ -232,8 +247,8 @@ fn ingest_one(
                     break;
                 }
             };
-            seen.insert(item.oid);
-            needed.extend(item.refs);
+            *seen += 1;
+            needed.extend(item.external);
             batch_bytes += item.data.len();
             batch.push(NewObject {
                 oid: item.oid,
@@ -250,7 +265,7 @@ fn ingest_one(
                     break;
                 }
                 crate::crash_point("ingest-batch");
-                progress(format!("ingested {} objects", seen.len()));
+                progress(format!("ingested {seen} objects"));
                 batch_bytes = 0;
             }
         }
