@@ -250,7 +250,9 @@ fn bench_pack_write(c: &mut Criterion, entries: &[Entry]) {
         b.iter_batched(
             || tempfile::tempdir().expect("tempdir"),
             |dir| {
-                let mut w = PackWriter::create(dir.path(), PackKind::Data).expect("create");
+                let mut w =
+                    PackWriter::create(dir.path(), PackKind::Data, repovault::pack::VERSION)
+                        .expect("create");
                 for e in entries {
                     w.append(e.id, e.raw_len, None, &e.stored).expect("append");
                     w.add_object(ObjectRecord {

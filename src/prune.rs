@@ -355,7 +355,11 @@ pub fn prune(
                     reason: format!("chunk {} lies beyond the end of the file", c.id),
                 })?;
             if open[s].is_none() {
-                open[s] = Some(PackWriter::create(&dir, p.kind)?);
+                open[s] = Some(PackWriter::create(
+                    &dir,
+                    p.kind,
+                    store.config().pack_version(),
+                )?);
             }
             let w = open[s].as_mut().expect("just opened");
             let off = w.append(c.id, c.raw_len, c.base, stored)?;
@@ -377,7 +381,7 @@ pub fn prune(
             let k = PackKind::for_object(rec.kind);
             let s = slot(k);
             if open[s].is_none() {
-                open[s] = Some(PackWriter::create(&dir, k)?);
+                open[s] = Some(PackWriter::create(&dir, k, store.config().pack_version())?);
             }
             pending_objects[s].push(rec.oid);
             open[s].as_mut().expect("just opened").add_object(rec);

@@ -1800,7 +1800,7 @@ fn leftovers_of_a_killed_writer_are_not_damage() {
     // A complete pack whose index rows were never committed.
     let data = b"a blob only the unindexed pack holds\n";
     let stored = zstd::bulk::compress(data, 3).unwrap();
-    let mut w = PackWriter::create(&packs, PackKind::Data).unwrap();
+    let mut w = PackWriter::create(&packs, PackKind::Data, repovault::pack::VERSION).unwrap();
     let id = ChunkId::of(data);
     w.append(id, data.len() as u32, None, &stored).unwrap();
     w.add_object(ObjectRecord {
@@ -1870,4 +1870,83 @@ fn leftovers_of_a_killed_writer_are_not_damage() {
         c.restore_fails(&set(&[a2])).is_empty(),
         "alpha's second snapshot restores"
     );
+}
+
+/// The pack format version in the header of every pack of `store`.
+fn pack_versions(store: &Path) -> BTreeSet<u32> {
+    std::fs::read_dir(store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            assert_eq!(&bytes[..8], b"RVLTPACK", "{}", p.display());
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+        })
+        .collect()
+}
+
+/// A store created by an older repovault (format 1: version 1 pack trailers)
+/// keeps its format: new packs are written as version 1, and sync, verify,
+/// restore and repair-index work on it exactly as on a new (format 2) store.
+#[test]
+fn format_1_stores_stay_format_1_and_work_like_format_2() {
+    let base = tempfile::tempdir().unwrap();
+    let r = build_alpha();
+    let bare = base.path().join("alpha.git");
+    git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
+    publish(&r, &bare);
+    for version in [1u32, 2] {
+        let store = base.path().join(format!("store{version}"));
+        let cache = base.path().join(format!("cache{version}"));
+        rv_ok(&store, &["init"]);
+        if version == 1 {
+            let cfg_path = store.join("config.json");
+            let mut cfg: Value =
+                serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+            assert_eq!(cfg["format_version"], 2, "new stores are format 2");
+            cfg["format_version"] = serde_json::json!(1);
+            std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+        }
+        sync(&store, &cache, &bare, "alpha");
+        // A second sync adds packs whose deltas have bases in the first ones.
+        for i in 0..3 {
+            r.commit_file("src/lib.txt", &text(2, 200, 100 + i), &format!("more {i}"));
+        }
+        publish(&r, &bare);
+        sync(&store, &cache, &bare, "alpha");
+        assert_eq!(pack_versions(&store), BTreeSet::from([version]));
+
+        let verify = |what: &str| {
+            let out = rv(&store, &["verify", "--read-data", "--json"]);
+            assert!(out.status.success(), "{what}: {}", describe(&out));
+            assert_eq!(parse_json(&out)["clean"], true, "{what}");
+        };
+        verify("verify");
+        let dest = base.path().join(format!("restored{version}"));
+        rv_ok(
+            &store,
+            &["restore", "--repo", "alpha", "--latest", path_str(&dest)],
+        );
+        assert_eq!(refs_of(&dest), refs_of(&bare), "format {version}");
+        git(&dest, &["fsck", "--full", "--strict"]);
+
+        // The index rebuilt from the pack trailers is as good as the original.
+        std::fs::remove_file(store.join("index.sqlite")).unwrap();
+        for f in ["index.sqlite-wal", "index.sqlite-shm"] {
+            let _ = std::fs::remove_file(store.join(f));
+        }
+        rv_ok(&store, &["repair-index"]);
+        verify("verify after repair-index");
+        let dest = base.path().join(format!("restored{version}b"));
+        rv_ok(
+            &store,
+            &["restore", "--repo", "alpha", "--latest", path_str(&dest)],
+        );
+        assert_eq!(
+            refs_of(&dest),
+            refs_of(&bare),
+            "format {version} after repair"
+        );
+    }
 }

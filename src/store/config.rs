@@ -3,8 +3,10 @@
 use crate::chunk::ChunkerParams;
 use serde::{Deserialize, Serialize};
 
-/// The store format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The store format version this code writes into new stores. It reads
+/// stores of every version from 1 up to this one, and writes into an older
+/// store in that store's format (version 1 stores get version 1 packs).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Contents of `config.json`. Written once by `init`, never changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,8 +69,16 @@ impl StoreConfig {
         }
     }
 
+    /// The pack format version written into this store (equal to the store's format version).
+    pub fn pack_version(&self) -> u32 {
+        self.format_version
+    }
+
     /// Checks the parameters.
     pub fn validate(&self) -> Result<(), String> {
+        if self.format_version == 0 {
+            return Err("format_version 0 does not exist".into());
+        }
         self.chunker.validate()?;
         if !(1..=22).contains(&self.compression.level) {
             return Err(format!(

@@ -1034,7 +1034,11 @@ impl<'s> Writer<'s> {
                 let raw_len = p.ranges[job.chunk].len() as u32;
                 let s = slot(kind);
                 if self.open[s].is_none() {
-                    self.open[s] = Some(PackWriter::create(&self.store.packs_dir(), kind)?);
+                    self.open[s] = Some(PackWriter::create(
+                        &self.store.packs_dir(),
+                        kind,
+                        self.store.config.pack_version(),
+                    )?);
                 }
                 let w = self.open[s].as_mut().expect("just opened");
                 let offset = w.append(id, raw_len, base.map(|b| b.0), &stored)?;
@@ -1068,7 +1072,11 @@ impl<'s> Writer<'s> {
             }
             let s = slot(kind);
             if self.open[s].is_none() {
-                self.open[s] = Some(PackWriter::create(&self.store.packs_dir(), kind)?);
+                self.open[s] = Some(PackWriter::create(
+                    &self.store.packs_dir(),
+                    kind,
+                    self.store.config.pack_version(),
+                )?);
             }
             let size = p.obj.data.len() as u64;
             self.open[s]
