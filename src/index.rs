@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The schema version this code writes; older databases are migrated.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Migrations: entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -96,6 +96,12 @@ CREATE TABLE repo_records (
     record TEXT NOT NULL,
     PRIMARY KEY (repo, time)
 ) WITHOUT ROWID;
+"#,
+    // Which objects use a chunk is only asked when verify finds damage (one
+    // scan then) and per pack by verify --read-data (a join SQLite plans as
+    // one scan of `objects`): not worth an index of ~32 bytes an object.
+    r#"
+DROP INDEX IF EXISTS objects_chunk;
 "#,
 ];
 
@@ -490,23 +496,6 @@ impl Index {
             )));
         }
         Ok(v)
-    }
-
-    /// The git object ids whose single chunk is `chunk` (objects that can serve as a delta base).
-    pub fn objects_with_chunk(&self, chunk: i64) -> Result<Vec<ObjectId>, Error> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT oid FROM objects WHERE chunk = ?1 AND nchunks = 1")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([chunk], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let b = r.map_err(|e| self.err(e))?;
-            out.push(ObjectId::try_from(&b[..]).map_err(|_| self.corrupt("malformed object id"))?);
-        }
-        Ok(out)
     }
 
     /// The pack with row id `rowid`.
@@ -1052,30 +1041,34 @@ impl Index {
         rows.into_iter().map(|t| self.to_chunk(t)).collect()
     }
 
-    /// The objects made of one chunk whose chunk lies in `pack`, by chunk row id
-    /// (one query instead of one per chunk).
-    pub fn single_chunk_objects_in_pack(
+    /// Every object made of one chunk, as `(chunk row id, oid, kind)`, grouped
+    /// by the pack its chunk lies in and sorted by chunk: one scan of the
+    /// objects for all packs (about 32 bytes an object in memory).
+    pub fn single_chunk_objects_by_pack(
         &self,
-        pack: i64,
-    ) -> Result<HashMap<i64, Vec<(ObjectId, ObjectKind)>>, Error> {
+    ) -> Result<HashMap<i64, Vec<(i64, ObjectId, ObjectKind)>>, Error> {
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT o.chunk, o.oid, o.kind FROM chunks c JOIN objects o ON o.chunk = c.id \
-                 WHERE c.pack = ?1 AND o.nchunks = 1",
+            .prepare(
+                "SELECT c.pack, o.chunk, o.oid, o.kind FROM objects o JOIN chunks c ON c.id = o.chunk \
+                 WHERE o.nchunks = 1",
             )
             .map_err(|e| self.err(e))?;
-        let mut out: HashMap<i64, Vec<(ObjectId, ObjectKind)>> = HashMap::new();
-        let mut rows = st.query([pack]).map_err(|e| self.err(e))?;
+        let mut out: HashMap<i64, Vec<(i64, ObjectId, ObjectKind)>> = HashMap::new();
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let chunk: i64 = r.get(0).map_err(|e| self.err(e))?;
-            let oid: Vec<u8> = r.get(1).map_err(|e| self.err(e))?;
-            let kind: u8 = r.get(2).map_err(|e| self.err(e))?;
+            let pack: i64 = r.get(0).map_err(|e| self.err(e))?;
+            let chunk: i64 = r.get(1).map_err(|e| self.err(e))?;
+            let oid: Vec<u8> = r.get(2).map_err(|e| self.err(e))?;
+            let kind: u8 = r.get(3).map_err(|e| self.err(e))?;
             let oid =
                 ObjectId::try_from(&oid[..]).map_err(|_| self.corrupt("malformed object id"))?;
             let kind = ObjectKind::from_code(kind)
                 .ok_or_else(|| self.corrupt(format!("object {oid} has unknown kind {kind}")))?;
-            out.entry(chunk).or_default().push((oid, kind));
+            out.entry(pack).or_default().push((chunk, oid, kind));
+        }
+        for v in out.values_mut() {
+            v.sort_unstable_by_key(|e| e.0);
         }
         Ok(out)
     }
@@ -1110,20 +1103,34 @@ impl Index {
         Ok(v)
     }
 
-    /// Objects that use `chunk`.
-    pub fn objects_using(&self, chunk: i64) -> Result<Vec<ObjectId>, Error> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT oid FROM objects WHERE chunk = ?1 UNION SELECT oid FROM object_chunks WHERE chunk = ?1")
-            .map_err(|e| self.err(e))?;
-        let rows: Vec<Vec<u8>> = st
-            .query_map([chunk], |r| r.get(0))
-            .map_err(|e| self.err(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(|o| ObjectId::try_from(&o[..]).map_err(|_| self.corrupt("malformed object id")))
-            .collect()
+    /// The objects that use any of `chunks` (as their only or first chunk,
+    /// or in their chunk list), each with one such chunk: one scan of the
+    /// objects, whatever the number of chunks.
+    pub fn objects_using(
+        &self,
+        chunks: &std::collections::HashSet<i64>,
+    ) -> Result<Vec<(ObjectId, i64)>, Error> {
+        let mut out = Vec::new();
+        if chunks.is_empty() {
+            return Ok(out);
+        }
+        for sql in [
+            "SELECT oid, chunk FROM objects",
+            "SELECT oid, chunk FROM object_chunks",
+        ] {
+            let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+            let mut rows = st.query([]).map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let chunk: i64 = r.get(1).map_err(|e| self.err(e))?;
+                if chunks.contains(&chunk) {
+                    let oid: Vec<u8> = r.get(0).map_err(|e| self.err(e))?;
+                    let oid = ObjectId::try_from(&oid[..])
+                        .map_err(|_| self.corrupt("malformed object id"))?;
+                    out.push((oid, chunk));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

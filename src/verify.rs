@@ -350,11 +350,13 @@ pub fn verify(
         let objects = AtomicU64::new(0);
         let found: Mutex<(Vec<Problem>, HashSet<i64>, HashMap<ObjectId, String>)> =
             Mutex::default();
+        // Which objects each chunk is (one scan for all packs), to check their git ids.
+        let users = store.with_index(|i| i.single_chunk_objects_by_pack())?;
         selected.par_iter().try_for_each(|e| -> Result<(), Error> {
             if interrupt.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            let r = read_pack(store, e, &pack_dir)?;
+            let r = read_pack(store, e, &pack_dir, &users)?;
             bytes.fetch_add(r.bytes, Ordering::Relaxed);
             chunks.fetch_add(r.chunks, Ordering::Relaxed);
             objects.fetch_add(r.objects, Ordering::Relaxed);
@@ -400,13 +402,11 @@ pub fn verify(
             }
         }
     }
-    for c in &all_bad {
-        for oid in store.with_index(|i| i.objects_using(*c))? {
-            damage
-                .objects
-                .entry(oid)
-                .or_insert_with(|| format!("object {oid} uses damaged chunk row {c}"));
-        }
+    for (oid, c) in store.with_index(|i| i.objects_using(&all_bad))? {
+        damage
+            .objects
+            .entry(oid)
+            .or_insert_with(|| format!("object {oid} uses damaged chunk row {c}"));
     }
 
     // 7. Snapshot closures: in read-data mode always; otherwise only to attribute damage.
@@ -571,6 +571,7 @@ fn read_pack(
     store: &Store,
     e: &index::PackExtent,
     dir: &std::path::Path,
+    users: &HashMap<i64, Vec<(i64, ObjectId, crate::ObjectKind)>>,
 ) -> Result<PackResult, Error> {
     let path = pack::pack_path(dir, &e.pack.name);
     let mut r = PackResult {
@@ -630,7 +631,8 @@ fn read_pack(
             None,
         )),
     }
-    let users = store.with_index(|i| i.single_chunk_objects_in_pack(e.pack.rowid))?;
+    let users: &[(i64, ObjectId, crate::ObjectKind)] =
+        users.get(&e.pack.rowid).map_or(&[], |v| &v[..]);
     // Chunks are decoded and checked in parallel; a delta whose base was not
     // decoded yet decodes it through the store (and its cache).
     struct ChunkOutcome {
@@ -667,7 +669,8 @@ fn read_pack(
             })();
             match result {
                 Ok(plain) => {
-                    for &(oid, kind) in users.get(&c.rowid).into_iter().flatten() {
+                    let first = users.partition_point(|u| u.0 < c.rowid);
+                    for &(_, oid, kind) in users[first..].iter().take_while(|u| u.0 == c.rowid) {
                         out.objects += 1;
                         let actual = git_oid(kind, &plain);
                         if actual != oid {
