@@ -348,7 +348,13 @@ pub fn restore(
         })?;
 
     let _read = store.read_session()?;
+    let started = std::time::Instant::now();
     let (nodes, mut problems) = walk(store, snap)?;
+    tracing::debug!(
+        objects = nodes.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "snapshot walked"
+    );
     let werr = |e: &dyn std::fmt::Display| Error::Write(format!("{e:#}"));
 
     // Single-chunk objects of the set by (kind, chunk): the bases a delta can name.
@@ -461,6 +467,7 @@ pub fn restore(
             }
         }
         let (file, sum, mut entries) = w.finish().map_err(|e| werr(&e))?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "pack written");
         file.into_inner()
             .map_err(|e| werr(&e.into_error()))?
             .sync_all()
