@@ -152,17 +152,13 @@ fn ingest_one(
         reason: format!("{e:#}"),
     };
     let bundle = pack::Bundle::at(idx_path, gix::hash::Kind::Sha1).map_err(|e| perr(&e))?;
-    // Offset -> id, for OFS_DELTA bases (sorted, searched: 28 bytes an object).
-    let mut by_offset: Vec<(u64, ObjectId)> = bundle
-        .index
-        .iter()
-        .map(|e| (e.pack_offset, e.oid))
-        .collect();
-    by_offset.sort_unstable_by_key(|e| e.0);
     // A second view of the index (traversal consumes the bundle's): which
-    // referenced objects are in this pack.
+    // referenced objects are in this pack, and offset -> id for OFS_DELTA
+    // bases through a permutation of the entries by offset (4 bytes an object).
     let lookup = pack::index::File::at(idx_path, gix::hash::Kind::Sha1).map_err(|e| perr(&e))?;
     let index = &lookup;
+    let mut by_offset: Vec<u32> = (0..lookup.num_objects()).collect();
+    by_offset.sort_unstable_by_key(|&i| lookup.pack_offset_at_index(i));
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Item, String>>(1024);
     let pack_file = &bundle.pack;
     let by_offset = &by_offset;
@@ -184,9 +180,9 @@ fn ingest_one(
                         Header::OfsDelta { base_distance } => {
                             let at = entry.pack_offset - base_distance;
                             by_offset
-                                .binary_search_by_key(&at, |e| e.0)
+                                .binary_search_by_key(&at, |&i| index.pack_offset_at_index(i))
                                 .ok()
-                                .map(|i| by_offset[i].1)
+                                .map(|p| index.oid_at_index(by_offset[p]).to_owned())
                         }
                         Header::RefDelta { base_id } => Some(base_id),
                         _ => None,

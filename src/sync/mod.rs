@@ -435,6 +435,10 @@ pub fn sync_repo(
     );
     let packs = ingest::packs_to_ingest(&mirror_dir, &store_id)?;
     crate::crash_point("fetched");
+    // The mirror's object database keeps the packs it touched mapped; ingest
+    // maps them itself, so close it now (a million-object pack and its index
+    // mapped twice are ~200 MB of resident memory) and reopen it afterwards.
+    drop(mirror);
 
     let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
     let before = w.stats();
@@ -454,6 +458,7 @@ pub fn sync_repo(
             }
         }
     }
+    let mirror = fetch::open_mirror(&mirror_dir)?;
     if !missing.is_empty() {
         // The mirror may hold them in packs ingested before a prune dropped them
         // from the store (a deleted branch that came back, say): store them again.
