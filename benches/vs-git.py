@@ -198,7 +198,12 @@ def main():
     print("%-32s %14s   %-32s %14s %8s" % ("repovault", "value", "git / reference", "value", "ratio"))
     for name, v, ref, rv_ in rows:
         fmt = (lambda x: "%14.3f" % x) if isinstance(v, float) else (lambda x: "%14d" % x)
-        ratio = "%8.2fx" % (v / rv_) if rv_ else "%8s" % "-"
+        if not rv_:
+            ratio = "%8s" % "-"
+        elif v / rv_ < 0.1:
+            ratio = "%7.2f%%" % (100.0 * v / rv_)
+        else:
+            ratio = "%8.2fx" % (v / rv_)
         refs = ("%14.3f" % rv_ if isinstance(rv_, float) else "%14d" % rv_) if rv_ is not None else "%14s" % "-"
         print("%-32s %s   %-32s %s %s" % (name, fmt(v), ref, refs, ratio))
 
