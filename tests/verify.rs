@@ -1911,7 +1911,7 @@ fn format_1_stores_stay_format_1_and_work_like_format_2() {
         sync(&store, &cache, &bare, "alpha");
         // A second sync adds packs whose deltas have bases in the first ones.
         for i in 0..3 {
-            r.commit_file("src/lib.txt", &text(2, 200, 100 + i), &format!("more {i}"));
+            r.commit_file("src/lib.txt", text(2, 200, 100 + i), &format!("more {i}"));
         }
         publish(&r, &bare);
         sync(&store, &cache, &bare, "alpha");
