@@ -657,8 +657,12 @@ impl Store {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(c.rowid);
-                if let (Some(plain), false) = (cached, check_oid) {
-                    // Decoded and blake3-checked earlier in this process.
+                if let Some(plain) = cached {
+                    // Decoded and blake3-checked earlier in this process: its
+                    // base chain need not be decoded again.
+                    if check_oid {
+                        check_git_oid(oid, row.kind, &plain)?;
+                    }
                     return Ok(ObjectWithDelta {
                         kind: row.kind,
                         data: plain.to_vec(),
