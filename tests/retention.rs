@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
-use support::{git, head_of, refs_of, TestRepo};
+use support::{git, head_of, random_bytes, refs_of, Rng, TestRepo};
 use tempfile::TempDir;
 
 // ===========================================================================
@@ -137,36 +137,6 @@ fn expect_times(times: &[Timestamp], reasons: &[&str]) -> Expected {
     let mut e = Expected::new();
     add(&mut e, times, reasons);
     e
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut r = Rng(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
 }
 
 /// The input as given, reversed, and two shuffles.

@@ -4,6 +4,8 @@
 //! The crash test re-executes this test binary: the `#[ignore]`d test
 //! `crash_child` is the child that writes until it is killed.
 
+mod support;
+
 use proptest::prelude::*;
 use repovault::chunk::{ChunkId, ChunkerParams};
 use repovault::store::{DeltaBase, Error, InitOptions, NewObject, Store, Writer};
@@ -14,6 +16,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{random_bytes, Rng};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -21,46 +24,18 @@ const WAIT: Duration = Duration::from_secs(30);
 // Data generators (deterministic, fast even in debug builds)
 // ---------------------------------------------------------------------------
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// `len` pseudo-random (incompressible) bytes.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut r = Rng(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-/// A line of pseudo-text (words from a small vocabulary).
 fn text_line(r: &mut Rng, out: &mut Vec<u8>) {
     const SYL: [&str; 16] = [
         "ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "de", "pa", "gu", "xe", "bo", "fi", "ch",
         "st",
     ];
-    let words = 4 + r.below(10);
+    let words = 4 + r.below(10) as usize;
     for w in 0..words {
         if w > 0 {
             out.push(b' ');
         }
         for _ in 0..1 + r.below(4) {
-            out.extend_from_slice(SYL[r.below(SYL.len())].as_bytes());
+            out.extend_from_slice(SYL[r.below(SYL.len() as u64) as usize].as_bytes());
         }
     }
     out.push(b'\n');
@@ -86,14 +61,14 @@ fn edit_text(prev: &[u8], seed: u64) -> Vec<u8> {
             .rposition(|&b| b == b'\n')
             .map_or(0, |p| p + 1)
     };
-    let at = line_start(r.below(prev.len().max(1)));
+    let at = line_start(r.below(prev.len().max(1) as u64) as usize);
     let mut line = Vec::new();
     text_line(&mut r, &mut line);
     let mut out = Vec::with_capacity(prev.len() + line.len());
     out.extend_from_slice(&prev[..at]);
     out.extend_from_slice(&line);
     out.extend_from_slice(&prev[at..]);
-    let del = r.below(out.len().saturating_sub(20).max(1));
+    let del = r.below(out.len().saturating_sub(20).max(1) as u64) as usize;
     out.drain(del..del + 5.min(out.len() - del));
     out
 }
@@ -794,7 +769,7 @@ fn crash_batch(seed: u64, round: u64) -> Vec<NewObject> {
     let mut r = Rng(seed.wrapping_mul(0x1_0000_0001).wrapping_add(round));
     let mut v = Vec::new();
     for i in 0..24 {
-        let len = 1024 + r.below(15 << 10);
+        let len = 1024 + r.below(15 << 10) as usize;
         let data = if i % 2 == 0 {
             random_bytes(r.next(), len)
         } else {

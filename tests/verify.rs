@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::{git, refs_of, TestRepo};
+use support::{git, random_bytes, refs_of, Rng, TestRepo};
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_repovault");
@@ -88,34 +88,6 @@ fn cp_a(from: &Path, to: &Path) {
 // ---------------------------------------------------------------------------
 // Deterministic pseudo-random numbers
 // ---------------------------------------------------------------------------
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut r = Rng(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 const WORDS: &[&str] = &[
     "store", "pack", "chunk", "delta", "index", "snapshot", "restore", "verify", "commit", "tree",
