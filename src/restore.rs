@@ -253,23 +253,20 @@ fn deflate_with(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
         z.reset();
         // zlib's bound for stored blocks: 5 bytes per 16 KiB block plus header and checksum.
         let mut out = vec![0u8; data.len() + data.len() / 16_000 * 5 + 64];
-        let mut fed = 0usize;
         loop {
-            let before_in = z.total_in() as usize;
-            let before_out = z.total_out() as usize;
-            let produced = before_out;
+            // Where the stream stands: input consumed, output written so far.
+            let (fed, produced) = (z.total_in() as usize, z.total_out() as usize);
             if produced == out.len() {
                 out.resize(out.len() * 2, 0);
             }
             let st = z
                 .compress(&data[fed..], &mut out[produced..], FlushCompress::Finish)
                 .map_err(|e| format!("{e:#}"))?;
-            fed += z.total_in() as usize - before_in;
             if st == Status::StreamEnd {
                 out.truncate(z.total_out() as usize);
                 return Ok(out);
             }
-            if z.total_out() as usize == before_out && z.total_in() as usize == before_in {
+            if z.total_out() as usize == produced && z.total_in() as usize == fed {
                 out.resize(out.len() * 2, 0);
             }
         }
