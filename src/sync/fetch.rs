@@ -211,7 +211,7 @@ pub fn fetch(
         let outcome = prepare
             .with_write_packed_refs_only(true)
             .receive(gix::progress::Discard, interrupt)
-            .map_err(|e| classify(e, url))?;
+            .map_err(|e| classify_receive(e, url, repo.path()))?;
         if let gix::remote::fetch::Status::Change {
             write_pack_bundle, ..
         } = &outcome.status
@@ -284,6 +284,22 @@ fn mirror_refs(repo: &gix::Repository, remote_refs: &[RefEntry]) -> Result<(), E
         repo.edit_references(edits).map_err(|e| merr(&e))?;
     }
     Ok(())
+}
+
+/// Like [`classify`], for receiving a pack into the mirror: a failure on the
+/// local side (disk full, a stale lock, a path the file system refuses) is the
+/// mirror cache's ([`Error::Mirror`]), not the remote's.
+fn classify_receive(e: gix::Error, url: &str, mirror: &Path) -> Error {
+    match super::mirror::is_local_io_failure(&e) {
+        Some(kind) => Error::Mirror {
+            path: mirror.to_owned(),
+            reason: format!(
+                "writing into the mirror cache failed ({kind}): {}",
+                describe(&e)
+            ),
+        },
+        None => classify(e, url),
+    }
 }
 
 /// Turns a gix error into ours, telling auth failures apart.

@@ -10,6 +10,7 @@
 
 pub mod fetch;
 pub mod ingest;
+pub mod mirror;
 
 pub use fetch::{Auth, Secret};
 
@@ -366,12 +367,25 @@ pub fn sync_repo(
             None => Ok(None),
         }
     })?;
+    // One user of the mirror at a time; holding it, whatever a killed sync left
+    // there (lock files, half-written packs) is stale and goes, and a mirror
+    // that still cannot be read is rebuilt from the store.
+    let _mirror_lock = mirror::lock(&mirror_dir, interrupt)?;
+    mirror::recover(&mirror_dir)?;
+    if mirror_dir.join("HEAD").is_file() {
+        if let Err(why) = mirror::check(&mirror_dir) {
+            mirror::discard(
+                &mirror_dir,
+                &format!("the mirror cache cannot be read ({why})"),
+            )?;
+        }
+    }
     if !mirror_dir.join("HEAD").is_file() {
         if let Some(last) = last.as_ref().filter(|l| l.complete) {
             rebuild_mirror(store, last, &mirror_dir, &store_id, interrupt)?;
         }
     }
-    let mirror = fetch::open_mirror(&mirror_dir)?;
+    let mut mirror = fetch::open_mirror(&mirror_dir)?;
     let mut report = RepoReport::new(source, Status::Failed);
 
     // Cheap check first: refs only, no pack.
@@ -407,11 +421,34 @@ pub fn sync_repo(
     progress("fetching".into());
     let fetched = match fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt) {
         Ok(f) => f,
+        Err(e @ Error::Mirror { .. }) => {
+            // The cache failed (disk full, a path it refuses, damage): it is only a
+            // cache, so rebuild it from the store and fetch once more.
+            drop(mirror);
+            mirror::discard(
+                &mirror_dir,
+                &format!("fetching failed in the mirror cache ({e})"),
+            )?;
+            if let Some(last) = last.as_ref().filter(|l| l.complete) {
+                rebuild_mirror(store, last, &mirror_dir, &store_id, interrupt)?;
+            }
+            mirror = fetch::open_mirror(&mirror_dir)?;
+            match fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt) {
+                Ok(f) => f,
+                Err(again) => {
+                    return Err(Error::Mirror {
+                        path: mirror_dir.clone(),
+                        reason: format!(
+                            "fetching failed in the mirror cache, and again after rebuilding it from the store: {again}. Check the cache's file system (free space, permissions) or give another --cache; nothing was recorded"
+                        ),
+                    })
+                }
+            }
+        }
         Err(e @ Error::Fetch { .. }) => match local_path(&source.url) {
-            // A local repository whose server side cannot send a pack (a corrupt or
-            // partial repository): read its object database directly instead.
+            // A local repository whose server side cannot send a pack because it
+            // lacks objects (a corrupt or partial repository): read what it has.
             Some(path) => {
-                tracing::warn!("{e}; reading the local repository's objects directly");
                 return sync_from_local_odb(
                     store,
                     writer,
@@ -420,6 +457,10 @@ pub fn sync_repo(
                     opts,
                     last.is_some(),
                     start,
+                    e,
+                    &mirror,
+                    interrupt,
+                    progress,
                 );
             }
             None => return Err(e),
@@ -571,10 +612,15 @@ fn local_path(url: &str) -> Option<PathBuf> {
     (!url.contains("://") && Path::new(url).is_absolute()).then(|| PathBuf::from(url))
 }
 
-/// Backs up a local repository by reading its object database (used when its
-/// upload-pack fails): every object reachable from its refs that is present is
-/// stored; missing ones fail the sync, or with `allow_incomplete` are listed in
-/// an incomplete snapshot.
+/// Backs up a local repository whose upload-pack failed (`fetch_error`) by
+/// reading it directly, but only when it really lacks objects: an intact
+/// source fails with `fetch_error` (the fallback never stands in for a
+/// working fetch). The refs are the source's own advertisement (every ref,
+/// with peeled tag targets); objects are taken from its packs with git's
+/// deltas, then from its object database (loose objects, damaged packs). The
+/// missing objects fail the sync, or with `allow_incomplete` are listed in an
+/// incomplete snapshot.
+#[allow(clippy::too_many_arguments)]
 fn sync_from_local_odb(
     store: &Store,
     writer: &Mutex<Writer<'_>>,
@@ -583,52 +629,58 @@ fn sync_from_local_odb(
     opts: &SyncOptions,
     had_snapshot: bool,
     start: Instant,
+    fetch_error: Error,
+    mirror: &gix::Repository,
+    interrupt: &AtomicBool,
+    progress: &Progress<'_>,
 ) -> Result<RepoReport, Error> {
     let merr = |e: &dyn std::fmt::Display| Error::Mirror {
         path: path.to_owned(),
         reason: e.to_string(),
     };
+    let Ok(refs) = fetch::list_remote(mirror.clone(), &source.url, None) else {
+        return Err(fetch_error);
+    };
     let repo = gix::open(path).map_err(|e| merr(&e))?;
-    let mut refs: Vec<RefEntry> = Vec::new();
-    let platform = repo.references().map_err(|e| merr(&e))?;
-    let mut names: Vec<gix::refs::FullName> = Vec::new();
-    for r in platform.all().map_err(|e| merr(&e))? {
-        names.push(r.map_err(|e| merr(&e))?.name().to_owned());
+    let tips: Vec<ObjectId> = refs
+        .iter()
+        .flat_map(|r| [r.target, r.peeled])
+        .flatten()
+        .collect();
+    let lacking = absent_in_odb(&repo, tips.clone());
+    if lacking.is_empty() {
+        return Err(fetch_error);
     }
-    names.push("HEAD".try_into().map_err(|e| merr(&e))?);
-    for name in names {
-        let Ok(mut r) = repo.find_reference(name.as_ref()) else {
-            continue;
-        };
-        let symref = match r.target() {
-            gix::refs::TargetRef::Symbolic(t) => Some(t.as_bstr().to_vec()),
-            gix::refs::TargetRef::Object(_) => None,
-        };
-        let target = match &symref {
-            Some(_) => r
-                .follow()
-                .and_then(|x| x.ok())
-                .and_then(|x| x.target().try_id().map(|i| i.to_owned())),
-            None => r.target().try_id().map(|i| i.to_owned()),
-        };
-        let _ = &mut r;
-        refs.push(RefEntry {
-            name: name.as_bstr().to_vec(),
-            target,
-            symref,
-            peeled: None,
-        });
-    }
-    refs.sort();
-    refs.dedup_by(|a, b| a.name == b.name);
-
+    tracing::warn!(
+        "{fetch_error}; the source lacks {} object(s): reading its objects directly",
+        lacking.len()
+    );
     let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
     let before = w.stats();
-    // Every reachable object is read (not only those the store lacks): objects stored
-    // by an earlier failed attempt may themselves miss what they refer to.
-    let tips: Vec<ObjectId> = refs.iter().filter_map(|r| r.target).collect();
-    let mut missing = put_from_odb(&mut w, &repo, tips, false)?;
-    missing.sort();
+    let missing = if opts.allow_incomplete {
+        // Its packs first, with the deltas git chose (a damaged pack is left to
+        // the walk below), then every reachable object (loose ones, and objects
+        // stored by an earlier failed attempt may themselves miss what they refer to).
+        for idx in ingest::packs_to_ingest(repo.path(), "")? {
+            if let Err(e) = ingest::ingest_packs(
+                &mut w,
+                std::slice::from_ref(&idx),
+                None,
+                interrupt,
+                progress,
+            ) {
+                if matches!(e, Error::Interrupted) {
+                    return Err(e);
+                }
+                tracing::warn!("{e}; reading its objects one by one instead");
+            }
+        }
+        let mut missing = put_from_odb(&mut w, &repo, tips, false)?;
+        missing.sort();
+        missing
+    } else {
+        lacking
+    };
     let (snap, status) = record_snapshot(
         store,
         &mut w,
@@ -650,6 +702,30 @@ fn sync_from_local_odb(
         incomplete: !snap.complete,
         ..RepoReport::new(source, status)
     })
+}
+
+/// The objects reachable from `tips` that `repo` lacks (read-only walk).
+fn absent_in_odb(repo: &gix::Repository, tips: Vec<ObjectId>) -> Vec<ObjectId> {
+    use gix::prelude::Find;
+    let mut absent = Vec::new();
+    let mut stack = tips;
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = Vec::new();
+    while let Some(oid) = stack.pop() {
+        if !seen.insert(oid) {
+            continue;
+        }
+        match repo.objects.try_find(&oid, &mut buf) {
+            Ok(Some(o)) => {
+                if let Ok(refs) = crate::object::references(o.kind.into(), o.data) {
+                    stack.extend(refs);
+                }
+            }
+            _ => absent.push(oid),
+        }
+    }
+    absent.sort();
+    absent
 }
 
 /// Puts `missing` objects, and what they reference that the store lacks, from
