@@ -584,9 +584,18 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
         partial: a.partial,
     };
     let report = restore::restore(&s, &snap, &dest, opts, interrupt)?;
+    for sk in &snap.skipped {
+        tracing::warn!(
+            "snapshot {} is incomplete: ref {} of the source was not backed up ({})",
+            snap.short_id(),
+            sk.display_name(),
+            sk.reason
+        );
+    }
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["millis"] = serde_json::json!(start.elapsed().as_millis() as u64);
+        v["refs_not_backed_up"] = serde_json::to_value(&snap.skipped)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
@@ -913,7 +922,11 @@ fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
             sn.checked_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
             sn.refs.len(),
             sn.repo,
-            if sn.complete { "" } else { "  (incomplete)" }
+            match (sn.complete, sn.skipped.len()) {
+                (true, _) => String::new(),
+                (false, 0) => "  (incomplete)".into(),
+                (false, n) => format!("  (incomplete: {n} ref(s) not backed up)"),
+            }
         )?;
     }
     Ok(exit::OK)
@@ -1128,11 +1141,19 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
     let failed = failed_or_skipped(&reports, sources.len());
     let doc = sync_summary(&reports, None, start.elapsed());
     emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
-    Ok(exit_for(
-        sources.len(),
-        failed,
-        interrupt.load(Ordering::SeqCst),
+    Ok(partial_if_refs_skipped(
+        exit_for(sources.len(), failed, interrupt.load(Ordering::SeqCst)),
+        &reports,
     ))
+}
+
+/// A run whose repositories all synced but left refs out is partial (exit 3).
+fn partial_if_refs_skipped(code: u8, reports: &[RepoReport]) -> u8 {
+    if code == exit::OK && reports.iter().any(|r| !r.skipped_refs.is_empty()) {
+        exit::PARTIAL
+    } else {
+        code
+    }
 }
 
 /// Discovery results of a config run, for the summary.
@@ -1316,10 +1337,9 @@ fn cmd_sync_config(
     }
     let total = sources.len() + summary.sources_failed.len();
     let failed = failed_repos + summary.sources_failed.len();
-    Ok(exit_for(
-        total.max(1),
-        failed,
-        interrupt.load(Ordering::SeqCst),
+    Ok(partial_if_refs_skipped(
+        exit_for(total.max(1), failed, interrupt.load(Ordering::SeqCst)),
+        &reports,
     ))
 }
 
@@ -1463,6 +1483,14 @@ fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result
             write!(out, "  error: {e}")?;
         }
         writeln!(out)?;
+        for sk in &r.skipped_refs {
+            writeln!(
+                out,
+                "  ref not backed up: {}: {}",
+                sk.display_name(),
+                sk.reason
+            )?;
+        }
     }
     let d = &doc["discovery"];
     if !d.is_null() {

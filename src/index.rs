@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The schema version this code writes; older databases are migrated.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Migrations: entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -102,6 +102,11 @@ CREATE TABLE repo_records (
     // one scan of `objects`): not worth an index of ~32 bytes an object.
     r#"
 DROP INDEX IF EXISTS objects_chunk;
+"#,
+    // Refs a sync could not back up (a JSON array of {name, target, reason}),
+    // as in the snapshot file; NULL for snapshots without.
+    r#"
+ALTER TABLE snapshots ADD COLUMN skipped TEXT;
 "#,
 ];
 
@@ -718,15 +723,18 @@ impl Index {
                 .collect::<Vec<_>>()
                 .join(" ")
         });
+        let skipped = (!snap.skipped.is_empty())
+            .then(|| serde_json::to_string(&snap.skipped).expect("skipped refs serialize"));
         tx.execute(
-            "INSERT INTO snapshots (sid, repo, time, checked_at, complete, missing) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO snapshots (sid, repo, time, checked_at, complete, missing, skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 snap.id,
                 repo,
                 snap.time.as_microsecond(),
                 snap.checked_at.as_microsecond(),
                 snap.complete,
-                missing
+                missing,
+                skipped
             ],
         )
         .map_err(e)?;
@@ -765,12 +773,22 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT s.id, s.sid, r.name, r.url, s.time, s.checked_at, s.complete, s.missing
+                "SELECT s.id, s.sid, r.name, r.url, s.time, s.checked_at, s.complete, s.missing, s.skipped
                  FROM snapshots s JOIN repos r ON r.id = s.repo
                  WHERE ?1 IS NULL OR s.repo = ?1 ORDER BY s.time, s.id",
             )
             .map_err(|e| self.err(e))?;
-        type Row = (i64, String, String, String, i64, i64, bool, Option<String>);
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            bool,
+            Option<String>,
+            Option<String>,
+        );
         let rows: Vec<Row> = st
             .query_map([repo], |r| {
                 Ok((
@@ -782,13 +800,19 @@ impl Index {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
                 ))
             })
             .map_err(|e| self.err(e))?
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))?;
         let mut out = Vec::with_capacity(rows.len());
-        for (rowid, sid, name, url, time, checked, complete, missing) in rows {
+        for (rowid, sid, name, url, time, checked, complete, missing, skipped) in rows {
+            let skipped = match skipped {
+                Some(j) => serde_json::from_str(&j)
+                    .map_err(|_| self.corrupt(format!("snapshot {sid}: bad skipped refs")))?,
+                None => Vec::new(),
+            };
             let ts = |v: i64| {
                 jiff::Timestamp::from_microsecond(v)
                     .map_err(|_| self.corrupt(format!("snapshot {sid} has a bad time")))
@@ -810,6 +834,7 @@ impl Index {
                 checked_at: ts(checked)?,
                 complete,
                 missing,
+                skipped,
             });
         }
         Ok(out)

@@ -63,6 +63,40 @@ pub struct Snapshot {
     /// Objects the source lacked (only for incomplete snapshots).
     #[serde(with = "oid_hex::vec", default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<ObjectId>,
+    /// Refs the source advertised that could not be backed up (only for
+    /// incomplete snapshots; absent from files written before it existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedRef>,
+}
+
+/// A ref of the source that was left out of a snapshot, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SkippedRef {
+    /// Its full name as the source advertised it (`"hex:<hex>"` in JSON when not UTF-8).
+    #[serde(with = "bytes_as_str")]
+    pub name: Vec<u8>,
+    /// The object it pointed to, when the source said.
+    #[serde(
+        with = "oid_hex::opt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub target: Option<ObjectId>,
+    /// Why it could not be backed up.
+    pub reason: String,
+}
+
+impl SkippedRef {
+    /// The name, lossily as UTF-8 and shortened to 100 characters, for messages.
+    pub fn display_name(&self) -> String {
+        let s = String::from_utf8_lossy(&self.name);
+        if s.chars().count() > 100 {
+            let head: String = s.chars().take(60).collect();
+            format!("{head}... ({} bytes)", self.name.len())
+        } else {
+            s.into_owned()
+        }
+    }
 }
 
 impl Snapshot {
@@ -215,6 +249,7 @@ mod tests {
             refs,
             complete: true,
             missing: vec![],
+            skipped: vec![],
         };
         let j = serde_json::to_string(&s).unwrap();
         assert!(j.contains("hex:"));

@@ -457,7 +457,24 @@ pub fn verify(
         report.snapshots_checked = snapshots.len() as u64;
     }
 
-    for snap in snapshots.iter().filter(|s| !s.complete) {
+    for snap in snapshots.iter().filter(|s| !s.skipped.is_empty()) {
+        report.notes.push(format!(
+            "snapshot {} of {} is incomplete: {} ref(s) of the source were not backed up ({})",
+            snap.short_id(),
+            snap.repo,
+            snap.skipped.len(),
+            snap.skipped
+                .iter()
+                .take(3)
+                .map(|s| format!("{}: {}", s.display_name(), s.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    for snap in snapshots
+        .iter()
+        .filter(|s| !s.complete && !s.missing.is_empty())
+    {
         report.notes.push(format!(
             "snapshot {} of {} is incomplete: the source lacked {} object(s) when it was taken ({})",
             snap.short_id(),

@@ -482,3 +482,159 @@ fn kill_9_at_random_points_of_http_syncs() {
     }
     eprintln!("{locks_seen} of {RUNS} kills left lock files; every next sync completed");
 }
+
+// ---------------------------------------------------------------------------
+// Item 7: refs that cannot be mirrored are skipped, named and recorded
+// ---------------------------------------------------------------------------
+
+/// A source whose packed-refs holds `refs/heads/with space` (git ignores it
+/// and advertises it with a null id) and a 2000-character branch: over http
+/// and from a local path, every other ref is backed up, the two are named in
+/// the report and recorded in the snapshot (incomplete), the sync exits 3
+/// (also when nothing changed since), and snapshots, verify and restore show
+/// the snapshot as incomplete.
+#[test]
+fn refs_that_cannot_be_mirrored_are_skipped_and_recorded() {
+    let r = tagged_repo();
+    let base = tempdir("repovault-src-");
+    let bare = base.path().join("org/odd.git");
+    r.bare_clone_to(&bare);
+    let expected = source_refs(&bare);
+    let head = r.rev_parse("HEAD");
+    let long = format!("refs/heads/{}", "x".repeat(2000));
+    let mut packed = std::fs::OpenOptions::new()
+        .append(true)
+        .open(bare.join("packed-refs"))
+        .unwrap();
+    write!(packed, "{head} refs/heads/with space\n{head} {long}\n").unwrap();
+    drop(packed);
+    let server = HttpGitServer::start(base.path(), None);
+    let url = server.url("org/odd.git");
+
+    for (source, name) in [(url.as_str(), "odd-http"), (path_str(&bare), "odd-local")] {
+        let v = Vault::new();
+        let (out, report) = v.sync(source, name);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{source}: refs were left out, so the run is partial:\n{}",
+            describe(&out)
+        );
+        assert!(
+            !text.contains("[48, 48"),
+            "{source}: an error printed as a byte array:\n{text}"
+        );
+        assert_eq!(report["status"], "new", "{report:#}");
+        assert_eq!(report["incomplete"], true, "{report:#}");
+        let skipped: Vec<&str> = report["skipped_refs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            skipped,
+            vec!["refs/heads/with space", long.as_str()],
+            "{report:#}"
+        );
+
+        let snap = v.latest(name);
+        assert_eq!(snap["complete"], false, "{snap:#}");
+        let recorded: Vec<&str> = snap["skipped"]
+            .as_array()
+            .expect("the snapshot records the skipped refs")
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(recorded, skipped);
+        let want: Vec<_> = expected
+            .iter()
+            .filter(|(n, _, _)| *n != long)
+            .cloned()
+            .collect();
+        assert_eq!(
+            snapshot_refs(&snap),
+            want,
+            "{source}: every other ref is backed up"
+        );
+        // The snapshot file carries them too (repair-index rebuilds from it).
+        let file = v
+            .store
+            .join("snapshots")
+            .join(format!("{}.json", snap["id"].as_str().unwrap()));
+        let on_disk: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        assert_eq!(on_disk["skipped"], snap["skipped"]);
+
+        // Nothing changed: unchanged, still partial.
+        let (out, again) = v.sync(source, name);
+        assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+        assert_eq!(again["status"], "unchanged", "{again:#}");
+        assert_eq!(again["skipped_refs"], report["skipped_refs"]);
+
+        let listing = String::from_utf8_lossy(&v.ok(&["snapshots"]).stdout).into_owned();
+        assert!(
+            listing.contains("incomplete: 2 ref(s) not backed up"),
+            "{listing}"
+        );
+        let out = v.run(&["verify", "--json"]);
+        let doc = parse_json(&out);
+        assert!(out.status.success(), "{}", describe(&out));
+        let notes = doc["notes"].to_string();
+        assert!(
+            notes.contains("not backed up") && notes.contains("with space"),
+            "{notes}"
+        );
+        let dir = tempdir("repovault-restore-");
+        let dest = dir.path().join("r.git");
+        let out = v.run(&["restore", "--repo", name, "--latest", path_str(&dest)]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("incomplete") && err.contains("with space"),
+            "{err}"
+        );
+        assert_eq!(source_refs(&dest), want);
+        v.verify_read_data_clean();
+    }
+}
+
+/// An index of schema version 3 (before skipped refs were recorded) is
+/// migrated on open: its snapshots stay readable and new ones record skipped refs.
+#[test]
+fn index_of_schema_3_is_migrated() {
+    let r = tagged_repo();
+    let base = tempdir("repovault-src-");
+    let bare = base.path().join("m.git");
+    r.bare_clone_to(&bare);
+    let v = Vault::new();
+    v.sync_ok(path_str(&bare), "m");
+    {
+        let db = rusqlite::Connection::open(v.store.join("index.sqlite")).unwrap();
+        db.execute_batch("ALTER TABLE snapshots DROP COLUMN skipped; PRAGMA user_version = 3;")
+            .unwrap();
+    }
+    assert_snapshot_is_source(&v.latest("m"), &bare);
+    let head = r.rev_parse("HEAD");
+    let mut packed = std::fs::OpenOptions::new()
+        .append(true)
+        .open(bare.join("packed-refs"))
+        .unwrap();
+    writeln!(packed, "{head} refs/heads/with space").unwrap();
+    drop(packed);
+    let (out, report) = v.sync(path_str(&bare), "m");
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_eq!(report["status"], "changed", "{report:#}");
+    let snaps = v.snapshots("m");
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[1]["skipped"][0]["name"], "refs/heads/with space");
+    let db = rusqlite::Connection::open(v.store.join("index.sqlite")).unwrap();
+    let version: u32 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(version >= 4, "{version}");
+}

@@ -6,7 +6,7 @@
 //! in-memory configuration only: nothing is written to the mirror's config.
 
 use super::Error;
-use crate::snapshot::RefEntry;
+use crate::snapshot::{RefEntry, SkippedRef};
 use gix::bstr::ByteSlice;
 use gix::remote::Direction;
 use std::path::Path;
@@ -154,22 +154,54 @@ fn remote<'r>(repo: &'r gix::Repository, url: &str) -> Result<gix::Remote<'r>, E
         .map(|r| r.with_fetch_tags(gix::remote::fetch::Tags::None))
 }
 
+/// The refs a remote advertises: those a mirror can hold, and those skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The refs to back up, sorted by name.
+    pub refs: Vec<RefEntry>,
+    /// Refs that cannot be mirrored (see `sync::refs`), sorted.
+    pub skipped: Vec<SkippedRef>,
+}
+
 /// Lists the remote's refs (handshake and ls-refs only, no pack).
 pub fn list_remote(
     mirror: gix::Repository,
     url: &str,
     auth: Option<&Auth>,
-) -> Result<Vec<RefEntry>, Error> {
+) -> Result<Listing, Error> {
     let repo = with_auth(mirror, auth)?;
     let remote = remote(&repo, url)?;
-    let conn = remote
-        .connect(Direction::Fetch)
-        .map_err(|e| classify(e, url))?;
-    let (ref_map, _handshake) = conn
-        .with_credentials(|_| Ok(None))
-        .ref_map(gix::progress::Discard, ref_map_options())
-        .map_err(|e| classify(e, url))?;
-    Ok(refs_from_remote(&ref_map.remote_refs))
+    let listed = remote.connect(Direction::Fetch).and_then(|conn| {
+        conn.with_credentials(|_| Ok(None))
+            .ref_map(gix::progress::Discard, ref_map_options())
+    });
+    match listed {
+        Ok((ref_map, _handshake)) => {
+            let (refs, skipped) = super::refs::partition(refs_from_remote(&ref_map.remote_refs));
+            Ok(Listing { refs, skipped })
+        }
+        Err(e) => match tolerant_listing(&repo, &remote, url) {
+            Some(listing) => Ok(listing),
+            None => Err(classify(e, url)),
+        },
+    }
+}
+
+/// The listing read line by line, when gix refused it because of refs that
+/// cannot be mirrored (`None` when there are none: the failure was something else).
+fn tolerant_listing(
+    repo: &gix::Repository,
+    remote: &gix::Remote<'_>,
+    url: &str,
+) -> Option<Listing> {
+    match super::refs::list_tolerant(repo, remote, url) {
+        Ok((refs, skipped)) if !skipped.is_empty() => Some(Listing { refs, skipped }),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!("tolerant ref listing failed too: {e}");
+            None
+        }
+    }
 }
 
 /// What a fetch brought.
@@ -177,6 +209,8 @@ pub fn list_remote(
 pub struct Fetched {
     /// The remote's refs at the time of the fetch.
     pub refs: Vec<RefEntry>,
+    /// Refs of the remote that were not fetched because a mirror cannot hold them.
+    pub skipped: Vec<SkippedRef>,
     /// Objects in the pack received (0 when nothing was new).
     pub objects_received: u64,
     /// Bytes of the pack received.
@@ -187,7 +221,8 @@ pub struct Fetched {
 }
 
 /// Fetches every ref of `url` into the mirror and makes the mirror's refs and
-/// HEAD equal to the remote's.
+/// HEAD equal to the remote's. Refs a mirror cannot hold are left out (the
+/// server is asked only for ref prefixes that avoid them) and reported.
 pub fn fetch(
     mirror: gix::Repository,
     url: &str,
@@ -196,14 +231,47 @@ pub fn fetch(
 ) -> Result<Fetched, Error> {
     let repo = with_auth(mirror, auth)?;
     let remote = remote(&repo, url)?;
-    let conn = remote
-        .connect(Direction::Fetch)
-        .map_err(|e| classify(e, url))?;
-    let conn = conn.with_credentials(|_| Ok(None));
-    let prepare = conn
-        .prepare_fetch(gix::progress::Discard, ref_map_options())
-        .map_err(|e| classify(e, url))?;
-    let refs = refs_from_remote(&prepare.ref_map().remote_refs);
+    let prepared = remote.connect(Direction::Fetch).and_then(|conn| {
+        conn.with_credentials(|_| Ok(None))
+            .prepare_fetch(gix::progress::Discard, ref_map_options())
+    });
+    let (prepare, skipped) = match prepared {
+        Ok(prepare) => {
+            let (good, skipped) =
+                super::refs::partition(refs_from_remote(&prepare.ref_map().remote_refs));
+            if skipped.is_empty() {
+                (prepare, skipped)
+            } else {
+                drop(prepare);
+                let good: Vec<Vec<u8>> = good.into_iter().map(|r| r.name).collect();
+                (prepare_excluding(&remote, url, &good, &skipped)?, skipped)
+            }
+        }
+        Err(e) => match tolerant_listing(&repo, &remote, url) {
+            Some(listing) => {
+                let good: Vec<Vec<u8>> = listing.refs.iter().map(|r| r.name.clone()).collect();
+                (
+                    prepare_excluding(&remote, url, &good, &listing.skipped)?,
+                    listing.skipped,
+                )
+            }
+            None => return Err(classify(e, url)),
+        },
+    };
+    for s in &skipped {
+        tracing::warn!(reference = %s.display_name(), "not backed up: {}", s.reason);
+    }
+    let (refs, still_bad) =
+        super::refs::partition(refs_from_remote(&prepare.ref_map().remote_refs));
+    if let Some(bad) = still_bad.first() {
+        return Err(Error::Fetch {
+            reason: format!(
+                "the server sent ref {} although it was not asked for ({}): it cannot be left out",
+                bad.display_name(),
+                bad.reason
+            ),
+        });
+    }
     let has_objects = refs.iter().any(|r| r.target.is_some());
     let (mut objects_received, mut bytes_received) = (0, 0);
     let mut verified_pack = None;
@@ -227,9 +295,65 @@ pub fn fetch(
     Ok(Fetched {
         verified_pack,
         refs,
+        skipped,
         objects_received,
         bytes_received,
     })
+}
+
+/// Prepares a fetch that asks the server only for ref prefixes covering the
+/// `good` refs and none of the `skipped` ones.
+fn prepare_excluding<'a, 'r>(
+    remote: &'a gix::Remote<'r>,
+    url: &str,
+    good: &[Vec<u8>],
+    skipped: &[SkippedRef],
+) -> Result<
+    gix::remote::fetch::Prepare<
+        'a,
+        'r,
+        Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+    >,
+    Error,
+> {
+    let good_names: Vec<&[u8]> = good.iter().map(|n| &n[..]).collect();
+    let bad_names: Vec<&[u8]> = skipped.iter().map(|s| &s.name[..]).collect();
+    let cover = super::refs::prefix_cover(&good_names, &bad_names).map_err(|g| Error::Fetch {
+        reason: format!(
+            "ref {} cannot be fetched without refs that cannot be mirrored ({}): rename one of them in the source",
+            String::from_utf8_lossy(&g),
+            skipped
+                .iter()
+                .map(|s| s.display_name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })?;
+    let mut extra: Vec<gix::refspec::RefSpec> = Vec::with_capacity(cover.len() + 1);
+    for p in &cover {
+        let spec = super::refs::glob_spec(p)
+            .or_else(|| super::refs::exact_spec(p))
+            .ok_or_else(|| Error::Fetch {
+                reason: format!(
+                    "cannot ask for refs starting with {}",
+                    String::from_utf8_lossy(p)
+                ),
+            })?;
+        extra.push(spec);
+    }
+    extra.extend(super::refs::exact_spec(b"HEAD"));
+    let opts = gix::remote::ref_map::Options {
+        prefix_from_spec_as_filter_on_remote: true,
+        extra_refspecs: extra,
+        ..Default::default()
+    };
+    remote
+        .connect(Direction::Fetch)
+        .and_then(|conn| {
+            conn.with_credentials(|_| Ok(None))
+                .prepare_fetch(gix::progress::Discard, opts)
+        })
+        .map_err(|e| classify(e, url))
 }
 
 /// Deletes mirror refs the remote does not have, and points HEAD where the remote's does.

@@ -11,11 +11,12 @@
 pub mod fetch;
 pub mod ingest;
 pub mod mirror;
+pub mod refs;
 
 pub use fetch::{Auth, Secret};
 
 use crate::index;
-use crate::snapshot::{RefEntry, Snapshot};
+use crate::snapshot::{RefEntry, SkippedRef, Snapshot};
 use crate::store::{self, Store, Writer};
 use gix::ObjectId;
 use std::path::{Path, PathBuf};
@@ -250,8 +251,10 @@ pub struct RepoReport {
     pub new_bytes_stored: u64,
     /// Wall time in milliseconds.
     pub millis: u64,
-    /// Whether the snapshot lacks objects.
+    /// Whether the snapshot lacks objects or refs.
     pub incomplete: bool,
+    /// Refs of the source that could not be backed up (the snapshot names them too).
+    pub skipped_refs: Vec<SkippedRef>,
     /// The error, for a failed sync.
     pub error: Option<String>,
 }
@@ -271,6 +274,7 @@ impl RepoReport {
             new_bytes_stored: 0,
             millis: 0,
             incomplete: false,
+            skipped_refs: Vec::new(),
             error: None,
         }
     }
@@ -393,7 +397,7 @@ pub fn sync_repo(
     if let Some(last) = &last {
         progress("listing refs".into());
         let remote = fetch::list_remote(mirror.clone(), &source.url, source.auth.as_ref())?;
-        if remote == last.refs {
+        if remote.refs == last.refs && remote.skipped == last.skipped {
             let t = now();
             let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
             if !pending_packs.is_empty() {
@@ -412,7 +416,12 @@ pub fn sync_repo(
             report.status = Status::Unchanged;
             report.snapshot = Some(last.id.clone());
             report.refs = last.refs.len();
+            report.incomplete = !last.complete;
+            report.skipped_refs = last.skipped.clone();
             report.millis = start.elapsed().as_millis() as u64;
+            for s in &last.skipped {
+                tracing::warn!(reference = %s.display_name(), "not backed up: {}", s.reason);
+            }
             tracing::info!("unchanged");
             return Ok(report);
         }
@@ -510,6 +519,7 @@ pub fn sync_repo(
         &mut w,
         source,
         fetched.refs,
+        fetched.skipped,
         missing,
         &mirror,
         opts.allow_incomplete,
@@ -526,6 +536,7 @@ pub fn sync_repo(
     report.new_chunks = after.chunks - before.chunks;
     report.new_bytes_stored = after.stored_bytes - before.stored_bytes;
     report.incomplete = !snap.complete;
+    report.skipped_refs = snap.skipped.clone();
     report.millis = start.elapsed().as_millis() as u64;
     tracing::info!(
         snapshot = snap.short_id(),
@@ -546,6 +557,7 @@ fn record_snapshot(
     w: &mut Writer<'_>,
     source: &Source,
     refs: Vec<RefEntry>,
+    skipped: Vec<SkippedRef>,
     missing: Vec<ObjectId>,
     repo: &gix::Repository,
     allow_incomplete: bool,
@@ -585,9 +597,10 @@ fn record_snapshot(
         url: source.url.clone(),
         time: t,
         checked_at: t,
-        complete: missing.is_empty(),
+        complete: missing.is_empty() && skipped.is_empty(),
         refs,
         missing,
+        skipped,
     };
     snap.id = Snapshot::compute_id(&snap.repo, &snap.time, &snap.refs);
     crate::crash_point("before-snapshot");
@@ -638,7 +651,9 @@ fn sync_from_local_odb(
         path: path.to_owned(),
         reason: e.to_string(),
     };
-    let Ok(refs) = fetch::list_remote(mirror.clone(), &source.url, None) else {
+    let Ok(fetch::Listing { refs, skipped }) =
+        fetch::list_remote(mirror.clone(), &source.url, None)
+    else {
         return Err(fetch_error);
     };
     let repo = gix::open(path).map_err(|e| merr(&e))?;
@@ -686,6 +701,7 @@ fn sync_from_local_odb(
         &mut w,
         source,
         refs,
+        skipped,
         missing,
         &repo,
         opts.allow_incomplete,
@@ -693,6 +709,7 @@ fn sync_from_local_odb(
     )?;
     let after = w.stats();
     Ok(RepoReport {
+        skipped_refs: snap.skipped.clone(),
         snapshot: Some(snap.id.clone()),
         refs: snap.refs.len(),
         new_objects: after.objects - before.objects,
