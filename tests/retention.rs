@@ -801,6 +801,7 @@ fn snap(repo: &str, id: &str, time: &str) -> Snapshot {
         refs: Vec::new(),
         complete: true,
         missing: Vec::new(),
+        skipped: Vec::new(),
     }
 }
 

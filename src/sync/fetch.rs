@@ -457,7 +457,7 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
                 None => break,
             }
         }
-        let t = t.lines().next().unwrap_or("").trim().to_owned();
+        let t = bytes_as_text(t.lines().next().unwrap_or("").trim());
         if !t.is_empty() && !parts.iter().any(|p| p.contains(&t)) {
             parts.push(t);
         }
@@ -466,6 +466,47 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// gix prints some byte strings with `{:?}` of a byte slice (`[48, 48, 32, ...]`):
+/// shows such a list of 4 or more bytes as the quoted text it holds.
+fn bytes_as_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let bytes = after.find(']').and_then(|close| {
+            let list: Option<Vec<u8>> = after[..close]
+                .split(", ")
+                .map(|n| n.parse::<u8>().ok())
+                .collect();
+            list.filter(|l| l.len() >= 4).map(|l| (l, close))
+        });
+        match bytes {
+            Some((b, close)) => {
+                out.push_str(&format!("{:?}", String::from_utf8_lossy(&b)));
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_lists_in_messages_become_text() {
+        assert_eq!(
+            super::bytes_as_text("line [48, 48, 32, 114, 101, 102] could not be parsed [1]"),
+            "line \"00 ref\" could not be parsed [1]"
+        );
+    }
 }

@@ -73,10 +73,7 @@ fn parse_v2_line(line: &BStr) -> Result<Ref, SkippedRef> {
         None => (trimmed, &b""[..]),
     };
     let mut name = rest;
-    loop {
-        let Some(i) = name.rfind_byte(b' ') else {
-            break;
-        };
+    while let Some(i) = name.rfind_byte(b' ') {
         let attr = &name[i + 1..];
         if attr.starts_with(b"peeled:") || attr.starts_with(b"symref-target:") {
             name = &name[..i];
@@ -274,7 +271,7 @@ mod tests {
     fn cover_separates_good_from_bad() {
         let good: Vec<&[u8]> = vec![
             b"refs/heads/main",
-            b"refs/heads/wit",
+            b"refs/heads/wiz",
             b"refs/tags/v1",
             b"HEAD",
         ];
