@@ -57,19 +57,33 @@ pub fn open_mirror(dir: &Path) -> Result<gix::Repository, Error> {
     })
 }
 
+/// The `Authorization` header's value for `a`.
+fn authorization(a: &Auth) -> String {
+    use base64::Engine;
+    if a.bearer {
+        format!("Bearer {}", a.token.expose())
+    } else {
+        let cred = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            a.user,
+            a.token.expose()
+        ));
+        format!("Basic {cred}")
+    }
+}
+
+/// `url`, or where its same-host redirects lead when a token is sent (gix
+/// follows no redirect then; see `redirect.rs`).
+fn resolve_url(url: &str, auth: Option<&Auth>) -> Result<String, Error> {
+    match auth {
+        Some(a) => super::redirect::resolve(url, &authorization(a)),
+        None => Ok(url.to_owned()),
+    }
+}
+
 fn with_auth(mut repo: gix::Repository, auth: Option<&Auth>) -> Result<gix::Repository, Error> {
     if let Some(a) = auth {
-        use base64::Engine;
-        let header = if a.bearer {
-            format!("Authorization: Bearer {}", a.token.expose())
-        } else {
-            let cred = base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                a.user,
-                a.token.expose()
-            ));
-            format!("Authorization: Basic {cred}")
-        };
+        let header = format!("Authorization: {}", authorization(a));
         let mut cfg = repo.config_snapshot_mut();
         cfg.set_value(&gix::config::tree::Http::EXTRA_HEADER, header.as_str())
             .map_err(|e| Error::Fetch {
@@ -161,7 +175,8 @@ pub fn list_remote(
     auth: Option<&Auth>,
 ) -> Result<Vec<RefEntry>, Error> {
     let repo = with_auth(mirror, auth)?;
-    let remote = remote(&repo, url)?;
+    let resolved = resolve_url(url, auth)?;
+    let remote = remote(&repo, &resolved)?;
     let conn = remote
         .connect(Direction::Fetch)
         .map_err(|e| classify(e, url))?;
@@ -195,7 +210,8 @@ pub fn fetch(
     interrupt: &AtomicBool,
 ) -> Result<Fetched, Error> {
     let repo = with_auth(mirror, auth)?;
-    let remote = remote(&repo, url)?;
+    let resolved = resolve_url(url, auth)?;
+    let remote = remote(&repo, &resolved)?;
     let conn = remote
         .connect(Direction::Fetch)
         .map_err(|e| classify(e, url))?;
