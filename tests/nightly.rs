@@ -2108,6 +2108,22 @@ fn the_token_goes_only_to_the_sources_hosts_and_same_host_redirects_are_followed
 
     let out = w.sync(&v, &["--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    // First of all: neither the other host nor the other port ever saw the token.
+    let b64 = base64_encode(format!("pat:{TOKEN}").as_bytes());
+    for (what, f) in [("127.0.0.2", &stranger), ("the other port", &other_port)] {
+        for seen in f.log() {
+            assert_eq!(
+                seen.authorization(),
+                None,
+                "{what} got credentials: {seen:?}"
+            );
+            assert!(
+                !seen.head.contains(TOKEN) && !seen.head.contains(&b64),
+                "{what} got the token: {seen:?}"
+            );
+        }
+    }
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let doc = parse_json(&out);
     for name in ["home", "moved"] {
         let r = report_of(&doc, &w.name("P", name));
@@ -2134,21 +2150,6 @@ fn the_token_goes_only_to_the_sources_hosts_and_same_host_redirects_are_followed
     );
     assert_eq!(doc["totals"]["failed"], 3, "{doc:#}");
 
-    // Neither the other host nor the other port ever saw the token.
-    let b64 = base64_encode(format!("pat:{TOKEN}").as_bytes());
-    for (what, f) in [("127.0.0.2", &stranger), ("the other port", &other_port)] {
-        for seen in f.log() {
-            assert_eq!(
-                seen.authorization(),
-                None,
-                "{what} got credentials: {seen:?}"
-            );
-            assert!(
-                !seen.head.contains(TOKEN) && !seen.head.contains(&b64),
-                "{what} got the token: {seen:?}"
-            );
-        }
-    }
     // The front redirected /old/ to itself, and served the repository there.
     let log = front.log();
     assert!(
