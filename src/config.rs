@@ -4,6 +4,7 @@
 //! store = "/var/backups/repovault"   # --store and REPOVAULT_STORE override it
 //! cache = "/var/cache/repovault"     # optional: the mirror cache
 //! jobs = 4                           # optional
+//! discovery_timeout = 1800           # optional: seconds per source's listing
 //!
 //! [[sources]]
 //! kind = "azure-devops"
@@ -11,6 +12,7 @@
 //! url = "https://dev.azure.com"      # optional; Azure DevOps Server: https://host/tfs/Collection
 //! token_env = "AZDO_PAT"             # or token_file = "/etc/repovault/azdo.pat"
 //! include = ["*"]                    # optional globs on "<project>/<repo>"; exclude = [...]
+//! git_hosts = ["git.example.com"]    # optional: more hosts the token may go to for git
 //!
 //! [retention]
 //! keep_daily = 7

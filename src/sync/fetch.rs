@@ -72,13 +72,23 @@ fn authorization(a: &Auth) -> String {
     }
 }
 
-/// `url`, or where its same-host redirects lead when a token is sent (gix
-/// follows no redirect then; see `redirect.rs`).
-fn resolve_url(url: &str, auth: Option<&Auth>) -> Result<String, Error> {
-    match auth {
-        Some(a) => super::redirect::resolve(url, &authorization(a)),
-        None => Ok(url.to_owned()),
+/// gix follows no redirect once the token is a configured header. When it
+/// refuses one, this is where the same-host redirects of `url` lead
+/// (`redirect.rs`; another host is an error): `None` when `result` is not
+/// such a refusal, or the redirects lead nowhere new.
+fn redirected<T>(
+    result: &Result<T, Error>,
+    url: &str,
+    auth: Option<&Auth>,
+) -> Result<Option<String>, Error> {
+    let (Err(Error::Fetch { reason }), Some(a)) = (result, auth) else {
+        return Ok(None);
+    };
+    if !reason.contains("refusing to follow redirect") {
+        return Ok(None);
     }
+    let resolved = super::redirect::resolve(url, &authorization(a))?;
+    Ok((resolved != url).then_some(resolved))
 }
 
 fn with_auth(mut repo: gix::Repository, auth: Option<&Auth>) -> Result<gix::Repository, Error> {
@@ -174,9 +184,22 @@ pub fn list_remote(
     url: &str,
     auth: Option<&Auth>,
 ) -> Result<Vec<RefEntry>, Error> {
+    let result = list_remote_at(mirror.clone(), url, url, auth);
+    match redirected(&result, url, auth)? {
+        Some(at) => list_remote_at(mirror, &at, url, auth),
+        None => result,
+    }
+}
+
+/// [`list_remote`] of `url`, connecting to `at`.
+fn list_remote_at(
+    mirror: gix::Repository,
+    at: &str,
+    url: &str,
+    auth: Option<&Auth>,
+) -> Result<Vec<RefEntry>, Error> {
     let repo = with_auth(mirror, auth)?;
-    let resolved = resolve_url(url, auth)?;
-    let remote = remote(&repo, &resolved)?;
+    let remote = remote(&repo, at)?;
     let conn = remote
         .connect(Direction::Fetch)
         .map_err(|e| classify(e, url))?;
@@ -209,9 +232,23 @@ pub fn fetch(
     auth: Option<&Auth>,
     interrupt: &AtomicBool,
 ) -> Result<Fetched, Error> {
+    let result = fetch_at(mirror.clone(), url, url, auth, interrupt);
+    match redirected(&result, url, auth)? {
+        Some(at) => fetch_at(mirror, &at, url, auth, interrupt),
+        None => result,
+    }
+}
+
+/// [`fetch`] of `url`, connecting to `at`.
+fn fetch_at(
+    mirror: gix::Repository,
+    at: &str,
+    url: &str,
+    auth: Option<&Auth>,
+    interrupt: &AtomicBool,
+) -> Result<Fetched, Error> {
     let repo = with_auth(mirror, auth)?;
-    let resolved = resolve_url(url, auth)?;
-    let remote = remote(&repo, &resolved)?;
+    let remote = remote(&repo, at)?;
     let conn = remote
         .connect(Direction::Fetch)
         .map_err(|e| classify(e, url))?;

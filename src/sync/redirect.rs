@@ -1,7 +1,7 @@
-//! Same-host redirects of an http(s) remote, found before gix connects.
+//! Same-host redirects of an http(s) remote that gix refused.
 //!
 //! gix follows no redirect once a request header is configured, and the
-//! token is one. So before connecting with a token, repovault asks
+//! token is one. When it refuses one, repovault asks
 //! `GET <url>/info/refs?service=git-upload-pack` itself, with the token and
 //! without following redirects: a redirect to the same host (scheme, host
 //! and port; or http to https on the default ports) is followed, up to 5
