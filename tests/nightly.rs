@@ -317,6 +317,8 @@ struct AzState {
     /// A project whose repository list says its true count but lists none
     /// (`{"count":N,"value":[]}`).
     emptied_project: Option<String>,
+    /// Project-list requests are redirected (302) to this base, once.
+    redirect_projects_to: Option<String>,
 }
 
 struct FakeAzure {
@@ -334,6 +336,7 @@ impl FakeAzure {
             gone_project: None,
             failing_page: None,
             emptied_project: None,
+            redirect_projects_to: None,
             page_size,
             git_port,
         }));
@@ -421,6 +424,19 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
         None => return not_found("no such organisation"),
     };
     if rest == "_apis/projects" {
+        if let (Some(to), None) = (&st.redirect_projects_to, seen.q("redirected")) {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &seen.query {
+                q.append_pair(k, v);
+            }
+            q.append_pair("redirected", "1");
+            let location = format!("{to}{}?{}", seen.path, q.finish());
+            return Reply {
+                status: 302,
+                headers: vec![("Location".into(), location)],
+                body: Vec::new(),
+            };
+        }
         if let Mode::Throttle(n) = st.mode {
             if n > 0 {
                 st.mode = Mode::Throttle(n - 1);
@@ -2149,6 +2165,34 @@ fn the_token_goes_only_to_the_sources_hosts_and_same_host_redirects_are_followed
         "{e}"
     );
     assert_eq!(doc["totals"]["failed"], 3, "{doc:#}");
+
+    // The API: a same-host redirect is followed (with the token), one to
+    // another host is not (and the repositories earlier runs knew are synced).
+    w.az.with(|s| s.redirect_projects_to = Some(w.az.base()));
+    w.az.clear_log();
+    let out = w.sync(&v, &["--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let doc = parse_json(&out);
+    assert_eq!(doc["discovery"]["sources_failed"], json!([]), "{doc:#}");
+    assert_eq!(doc["totals"]["unchanged"], 2, "{doc:#}");
+    assert!(
+        w.az.log()
+            .iter()
+            .any(|s| s.q("redirected") == Some("1") && s.authorization.is_some()),
+        "{:#?}",
+        w.az.log()
+    );
+    w.az.with(|s| s.redirect_projects_to = Some(stranger.base()));
+    let out = w.sync(&v, &["--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let doc = parse_json(&out);
+    assert_eq!(
+        doc["discovery"]["sources_failed"].as_array().unwrap().len(),
+        1,
+        "{doc:#}"
+    );
+    assert_eq!(doc["totals"]["unchanged"], 2, "{doc:#}");
+    assert_eq!(stranger.log().len(), 0, "{:#?}", stranger.log());
 
     // The front redirected /old/ to itself, and served the repository there.
     let log = front.log();
