@@ -108,10 +108,7 @@ pub fn repair_index(root: &Path, lock_wait: Duration) -> Result<RepairReport, Er
 /// lags the store's files (see [`lag::FileState::lags`]), rebuilds it under
 /// the write lock. Returns why and what the rebuild did, or `None` when the
 /// index is current (or cannot be opened: the command then reports that).
-pub fn catch_up(
-    root: &Path,
-    lock_wait: Duration,
-) -> Result<Option<(String, RepairReport)>, Error> {
+pub fn catch_up(root: &Path, lock_wait: Duration) -> Result<Option<(String, RepairReport)>, Error> {
     let idx_path = root.join(INDEX_FILE);
     if !root.join(store::CONFIG_FILE).is_file() || !idx_path.is_file() {
         return Ok(None);
@@ -301,7 +298,9 @@ impl Salvager<'_> {
         let f = self.files.get(&p)?;
         let plain = pack::read_at(f, &path, x.offset, x.stored_len)
             .ok()
-            .and_then(|stored| codec::decode(&stored, x.raw_len, base.as_deref().map(|b| &b[..])).ok())
+            .and_then(|stored| {
+                codec::decode(&stored, x.raw_len, base.as_deref().map(|b| &b[..])).ok()
+            })
             .filter(|plain| codec::check(plain, &x.id, x.raw_len).is_ok())
             .map(Arc::new);
         // Entries of intact packs are not remembered: their checksum vouches for them.

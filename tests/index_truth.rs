@@ -45,7 +45,12 @@ fn p(path: &Path) -> &str {
 }
 
 fn cp_a(from: &Path, to: &Path) {
-    let out = Command::new("cp").arg("-a").arg(from).arg(to).output().unwrap();
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "cp -a: {}", describe(&out));
 }
 
@@ -53,7 +58,15 @@ fn cp_a(from: &Path, to: &Path) {
 fn sync(store: &Path, cache: &Path, source: &Path, name: &str) -> (String, Output) {
     let out = rv_ok(
         store,
-        &["sync", p(source), "--cache", p(cache), "--name", name, "--json"],
+        &[
+            "sync",
+            p(source),
+            "--cache",
+            p(cache),
+            "--name",
+            name,
+            "--json",
+        ],
     );
     let doc = parse_json(&out);
     let status = doc["repos"][0]["status"].as_str().unwrap().to_owned();
@@ -68,11 +81,11 @@ fn publish(r: &TestRepo, bare: &Path) {
 fn repo(seed: u64) -> TestRepo {
     let r = TestRepo::new();
     for i in 0..6u64 {
-        r.write("a.txt", format!("{seed} line {i}\n").repeat(40 + i as usize));
         r.write(
-            &format!("bin/{i}.dat"),
-            random_bytes(seed * 100 + i, 3000),
+            "a.txt",
+            format!("{seed} line {i}\n").repeat(40 + i as usize),
         );
+        r.write(&format!("bin/{i}.dat"), random_bytes(seed * 100 + i, 3000));
         r.commit(&format!("commit {i} of {seed}"));
         if i == 2 {
             r.tag_annotated("v1", "HEAD", "release 1");
@@ -217,7 +230,10 @@ fn an_older_index_put_back_loses_nothing() {
     assert_eq!(status, "unchanged", "{}", describe(&out));
     assert_eq!(sync(&store, &cache, &bare_b, "b").0, "unchanged");
 
-    let out = rv_ok(&store, &["forget", "--keep-last", "10", "--prune", "--json"]);
+    let out = rv_ok(
+        &store,
+        &["forget", "--keep-last", "10", "--prune", "--json"],
+    );
     let doc = parse_json(&out);
     assert_eq!(doc["removed"], 0, "{doc:#}");
     assert_eq!(doc["prune"]["packs_deleted"], 0, "{doc:#}");
@@ -303,7 +319,9 @@ fn prune_refuses_while_a_snapshot_file_is_unknown() {
     git(base.path(), &["init", "-q", "--bare", p(&bare)]);
     publish(&a, &bare);
     sync(&store, &cache, &bare, "a");
-    let bogus = store.join("snapshots").join(format!("{}.json", "ab".repeat(32)));
+    let bogus = store
+        .join("snapshots")
+        .join(format!("{}.json", "ab".repeat(32)));
     std::fs::write(&bogus, b"{ not json").unwrap();
     let packs_before = std::fs::read_dir(store.join("packs")).unwrap().count();
     let out = rv(&store, &["prune"]);
@@ -446,7 +464,11 @@ fn repair_salvages_a_pack_with_one_flipped_byte() {
     assert_eq!(out.status.code(), Some(PARTIAL), "{}", describe(&out));
     let rep = parse_json(&out);
     assert_eq!(rep["skipped_packs"], serde_json::json!([]), "{rep:#}");
-    assert_eq!(rep["salvaged_packs"].as_array().unwrap().len(), 1, "{rep:#}");
+    assert_eq!(
+        rep["salvaged_packs"].as_array().unwrap().len(),
+        1,
+        "{rep:#}"
+    );
     assert!(
         rep["salvaged_packs"][0].as_str().unwrap().contains(&pack),
         "{rep:#}"
