@@ -11,6 +11,7 @@
 pub mod fetch;
 pub mod ingest;
 pub mod mirror;
+mod redirect;
 pub mod refs;
 
 pub use fetch::{Auth, Secret};
