@@ -177,3 +177,35 @@ pub fn diff(
         missing: graph.missing(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str) -> Snapshot {
+        let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        Snapshot {
+            id: id.into(),
+            repo: "r".into(),
+            url: "/r".into(),
+            time,
+            checked_at: time,
+            refs: vec![],
+            complete: true,
+            missing: vec![],
+        }
+    }
+
+    #[test]
+    fn ids_are_named_by_unique_prefixes() {
+        let snaps = [snap("abc123"), snap("abd456"), snap("ff0000")];
+        assert_eq!(select_by_id(&snaps, "abc").unwrap().id, "abc123");
+        assert_eq!(select_by_id(&snaps, "FF").unwrap().id, "ff0000");
+        let amb = select_by_id(&snaps, "ab").unwrap_err().to_string();
+        assert!(amb.contains("ambiguous (2 snapshots match)"), "{amb}");
+        let none = select_by_id(&snaps, "0").unwrap_err().to_string();
+        assert!(none.contains("no snapshot has id 0"), "{none}");
+        assert!(select_by_id(&snaps, "").is_err());
+        assert!(select_by_id(&snaps, "xyz").is_err());
+    }
+}

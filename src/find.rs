@@ -145,11 +145,8 @@ pub fn find(
             .with_index(|i| i.objects_with_prefix(q, 2))
             .map_err(store::Error::from)?;
         match found[..] {
-            [] => {
-                if q.len() == 40 {
-                    absent = ObjectId::from_hex(q.as_bytes()).ok();
-                }
-            }
+            [] if q.len() == 40 => absent = ObjectId::from_hex(q.as_bytes()).ok(),
+            [] => {}
             [(oid, kind)] => match kind {
                 ObjectKind::Commit => commit = Some(oid),
                 ObjectKind::Tag => commit = graph.peel_to_commit(oid)?,
