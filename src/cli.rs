@@ -27,6 +27,163 @@ pub mod exit {
     pub const DAMAGED: u8 = 12;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: u8 = 130;
+    /// A bad command line: an unknown option, a missing or malformed value.
+    pub const USAGE: u8 = 2;
+}
+
+/// Results go to stdout through here. A closed stdout (`repovault snapshots |
+/// head`) is not an error: output stops quietly and the command still ends
+/// with its own exit code; any other write error is reported (exit 1) once
+/// the command has run. `println!` in this file is [`output::line`], not std's
+/// (which panics on a closed pipe).
+mod output {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// Set once stdout's reader has gone (EPIPE): later output is dropped.
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    /// The first write error other than EPIPE.
+    static FAILED: Mutex<Option<String>> = Mutex::new(None);
+
+    /// Writes one line to stdout.
+    pub fn line(args: std::fmt::Arguments<'_>) {
+        let mut out = stdout();
+        let r = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = r {
+            let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert_with(|| e.to_string());
+            CLOSED.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Why writing to stdout failed (not counting a closed pipe), if it did.
+    pub fn failure() -> Option<String> {
+        FAILED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Locked stdout whose writes treat a closed pipe as the quiet end of the
+    /// output (they succeed and write nothing); other errors are returned.
+    pub fn stdout() -> Stdout {
+        Stdout(std::io::stdout().lock())
+    }
+
+    /// See [`stdout`].
+    pub struct Stdout(std::io::StdoutLock<'static>);
+
+    fn quiet_end<T>(r: std::io::Result<T>, ok: T) -> std::io::Result<T> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                CLOSED.store(true, Ordering::SeqCst);
+                Ok(ok)
+            }
+            r => r,
+        }
+    }
+
+    impl Write for Stdout {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if CLOSED.load(Ordering::SeqCst) {
+                return Ok(buf.len());
+            }
+            quiet_end(self.0.write(buf), buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if CLOSED.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            quiet_end(self.0.flush(), ())
+        }
+    }
+}
+
+/// `println!` that never panics: see [`output`].
+macro_rules! println {
+    ($($arg:tt)*) => {
+        crate::cli::output::line(format_args!($($arg)*))
+    };
+}
+
+/// An error whose exit code is decided where it happens (a bad value on the
+/// command line: [`exit::USAGE`]), not by the type of its cause.
+#[derive(Debug)]
+struct ExitWith {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+impl std::error::Error for ExitWith {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// A bad command line (exit code 2), with its message.
+fn usage(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    with_code(exit::USAGE, error)
+}
+
+fn with_code(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(ExitWith {
+        code,
+        error: error.into(),
+    })
+}
+
+/// A clap value parser from a `FromStr` whose error is a message: the value
+/// is checked while parsing, so a bad one exits 2 with clap's usage error,
+/// and the argument keeps the text.
+fn checked<T>(s: &str) -> Result<String, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A percentage, 0 to 100.
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
+}
+
+/// Makes everything this process creates private to its user (directories
+/// 0700, files 0600) whatever the umask, as restic does: the store, the
+/// mirror cache (written by gix), the index (SQLite) and every temporary file.
+/// Returns the user's umask, which restore puts back for the repository it
+/// creates.
+fn private_umask() -> nix::sys::stat::Mode {
+    use nix::sys::stat::{umask, Mode};
+    umask(Mode::from_bits_truncate(0o077))
+}
+
+/// The umask the user ran repovault with.
+static USER_UMASK: std::sync::OnceLock<nix::sys::stat::Mode> = std::sync::OnceLock::new();
+
+/// Creates `dir` (and its parents) private to the user, and makes an existing
+/// one private (a cache made by an older repovault was world-readable).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the mirror cache {}", dir.display()))?;
+    let private = std::fs::Permissions::from_mode(0o700);
+    if let Err(e) = std::fs::set_permissions(dir, private) {
+        tracing::warn!(dir = %dir.display(), "cannot make the mirror cache private (mode 0700): {e}");
+    }
+    Ok(())
 }
 
 #[derive(Parser)]
@@ -80,7 +237,7 @@ enum Command {
 #[derive(Args)]
 struct InitArgs {
     /// zstd compression level (1-22)
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     compression_level: i32,
     /// Pack files are closed at this size (MiB)
     #[arg(long, default_value_t = 32)]
@@ -141,7 +298,7 @@ struct ForgetArgs {
     )]
     keep_yearly: i32,
     /// Keep every snapshot within this duration of the newest (e.g. 1y6m, 14d, 36h)
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = checked::<repovault::retention::Within>)]
     keep_within: Option<String>,
     /// Take the policy from this config file's [retention] (when no --keep-* option is given)
     #[arg(long, value_name = "FILE")]
@@ -163,7 +320,7 @@ struct ForgetArgs {
 #[derive(Args)]
 struct PruneArgs {
     /// Repack packs whose live data is below this percentage of their bytes
-    #[arg(long, default_value_t = 80.0, value_name = "PERCENT")]
+    #[arg(long, default_value_t = 80.0, value_name = "PERCENT", value_parser = percent)]
     repack_below: f64,
     /// Report what would be freed without changing anything
     #[arg(long)]
@@ -191,7 +348,7 @@ struct VerifyArgs {
     #[arg(long)]
     read_data: bool,
     /// Read only part of the packs: N/M (part N of M) or P% (a random P percent); implies --read-data
-    #[arg(long, value_name = "N/M|P%")]
+    #[arg(long, value_name = "N/M|P%", value_parser = checked::<repovault::verify::Subset>)]
     read_data_subset: Option<String>,
     /// Print the report as one JSON document
     #[arg(long)]
@@ -290,8 +447,10 @@ struct SyncArgs {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    let _ = USER_UMASK.set(private_umask());
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    let json = wants_json(&cli.command);
     let interrupt = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupt.clone();
@@ -302,7 +461,12 @@ pub fn main() -> ExitCode {
             eprintln!("repovault: interrupted; finishing the current step (press Ctrl-C again to stop at once)");
         });
     }
-    match run(cli, &interrupt) {
+    let result = run(cli, &interrupt);
+    if let Some(e) = output::failure() {
+        eprintln!("repovault: error: cannot write the output: {e}");
+        return ExitCode::from(exit::ERROR);
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             if interrupt.load(Ordering::SeqCst) {
@@ -316,9 +480,36 @@ pub fn main() -> ExitCode {
                     }
                 }
             }
-            eprintln!("repovault: error: {}", error_line(&err));
-            ExitCode::from(exit_code_of(&err))
+            let line = error_line(&err);
+            let code = exit_code_of(&err);
+            if json {
+                // A script reading --json output gets a document even when the command fails.
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "error": line, "exit_code": code })
+                    )
+                    .unwrap_or_default()
+                );
+            }
+            eprintln!("repovault: error: {line}");
+            ExitCode::from(code)
         }
+    }
+}
+
+/// Whether the command was asked for JSON output.
+fn wants_json(c: &Command) -> bool {
+    match c {
+        Command::Init(_) => false,
+        Command::Sync(a) => a.json,
+        Command::Restore(a) => a.json,
+        Command::Snapshots(a) => a.json,
+        Command::Repos(a) | Command::Stats(a) | Command::RepairIndex(a) => a.json,
+        Command::Forget(a) => a.json,
+        Command::Prune(a) => a.json,
+        Command::Config(ConfigCommand::Check { json, .. }) => *json,
+        Command::Verify(a) => a.json,
     }
 }
 
@@ -348,11 +539,16 @@ fn one_line(s: &str) -> String {
 
 fn exit_code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ExitWith>() {
+            return e.code;
+        }
         if let Some(e) = cause.downcast_ref::<store::Error>() {
             return match e {
                 store::Error::NotFound { .. }
                 | store::Error::NotAStore { .. }
-                | store::Error::NotADirectory { .. } => exit::NO_STORE,
+                | store::Error::NotADirectory { .. }
+                | store::Error::BadConfig { .. }
+                | store::Error::NewerFormat { .. } => exit::NO_STORE,
                 store::Error::Lock(repovault::lock::Error::Locked { .. }) => exit::LOCKED,
                 _ => exit::ERROR,
             };
@@ -417,7 +613,8 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
                 pack_target_size: a.pack_size_mib.max(1) << 20,
                 ..Default::default()
             };
-            let s = Store::init(&path, opts)?;
+            // Whatever is in the way (a store, a file, a non-empty directory), init fails with 1.
+            let s = Store::init(&path, opts).map_err(|e| with_code(exit::ERROR, e))?;
             println!(
                 "created store {} (id {})",
                 path.display(),
@@ -538,7 +735,9 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
     let repo = resolve_repo(&s, &a.repo)?;
     let sel = match (&a.snapshot, &a.at) {
         (Some(id), _) => Selector::Id(id.clone()),
-        (None, Some(t)) => Selector::At(restore::parse_time(t).map_err(anyhow::Error::msg)?),
+        (None, Some(t)) => {
+            Selector::At(restore::parse_time(t).map_err(|e| usage(anyhow::Error::msg(e)))?)
+        }
         (None, None) => Selector::Latest,
     };
     let snaps = s.with_index(|i| i.snapshots(Some(repo.id)))?;
@@ -548,7 +747,7 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
             println!("{}", serde_json::to_string_pretty(&snap)?);
             return Ok(exit::OK);
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = output::stdout();
         writeln!(
             out,
             "# snapshot {} of {} taken {}",
@@ -583,6 +782,12 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
         force: a.force,
         partial: a.partial,
     };
+    // The restored repository is the user's: it follows their umask (store
+    // files the reader may create, the index's -wal/-shm and the readers lock,
+    // get their modes from the store's own files or explicitly).
+    if let Some(m) = USER_UMASK.get() {
+        nix::sys::stat::umask(*m);
+    }
     let report = restore::restore(&s, &snap, &dest, opts, interrupt)?;
     if a.json {
         let mut v = serde_json::to_value(&report)?;
@@ -711,7 +916,7 @@ fn print_verify(r: &repovault::verify::VerifyReport, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "verify ({}): {} packs, {} chunks, {} objects, {} snapshots checked; {} read in {:.1}s ({:.1} MB/s, {:.0} objects/s)",
@@ -833,7 +1038,7 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     let mut last_repo = "";
     for d in &decisions {
         if d.repo != last_repo {
@@ -898,7 +1103,7 @@ fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&snaps)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "{:<8}  {:<20}  {:<20}  {:>5}  repository",
@@ -926,7 +1131,7 @@ fn cmd_repos(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&repos)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "{:<10}  {:<20}  {:>9}  repository",
@@ -1073,13 +1278,13 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
     if a.sources.is_empty() {
         bail!("nothing to sync: give SOURCE URLs or paths, or --config FILE");
     }
-    let store = open_for_sync(store_arg, None)?;
     if a.name.is_some() && a.sources.len() > 1 {
-        bail!(
+        return Err(usage(anyhow::anyhow!(
             "--name names one repository, but {} sources were given: sync them one by one",
             a.sources.len()
-        );
+        )));
     }
+    let store = open_for_sync(store_arg, None)?;
     let auth = match &a.token_env {
         Some(var) => {
             let token = std::env::var(var).map_err(|_| {
@@ -1105,8 +1310,7 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
         .cache
         .clone()
         .unwrap_or_else(|| sync::default_cache(&store));
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    create_private_dir(&cache)?;
     let opts = SyncOptions {
         cache,
         allow_incomplete: a.allow_incomplete,
@@ -1247,8 +1451,7 @@ fn cmd_sync_config(
         .clone()
         .or(config.cache.clone())
         .unwrap_or_else(|| sync::default_cache(&store));
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    create_private_dir(&cache)?;
     let opts = SyncOptions {
         cache,
         allow_incomplete: a.allow_incomplete,
@@ -1329,7 +1532,7 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
     let listed = discover_all(&resolved);
     let mut failed = 0;
     let mut doc = Vec::new();
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     if !json {
         writeln!(
             out,
@@ -1442,7 +1645,7 @@ fn emit_summary(
 }
 
 fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     for r in reports {
         let snap = r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-");
         write!(

@@ -185,7 +185,14 @@ pub struct PruneReport {
     pub bytes_after: u64,
     /// True for a dry run.
     pub dry_run: bool,
+    /// Pack files no longer needed but not deleted because readers (restore,
+    /// verify) still ran after [`READERS_WAIT`]: the next prune deletes them.
+    pub packs_left_for_next_prune: u64,
 }
+
+/// How long prune waits for running readers before it leaves the pack files
+/// it would delete to the next prune.
+pub const READERS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn walk_live(
     store: &Store,
@@ -410,7 +417,23 @@ pub fn prune(
         .commit_prune(&commit, jiff::Timestamp::now().as_second())?;
     crate::crash_point("prune-index-committed");
 
-    // 3. Only now delete files: dropped packs, then leftovers of killed runs.
+    // 3. Only now delete files: dropped packs, then leftovers of killed runs,
+    // and only while no reader runs (a restore or verify that started before
+    // the commit still reads the old packs). Readers that outlast the wait
+    // keep them: they are leftovers (unindexed) that the next prune deletes.
+    let Some(_no_readers) = store.exclude_readers(READERS_WAIT)? else {
+        let n = delete.len() + repack.len() + leftovers.len();
+        tracing::warn!(
+            "a restore or verify is still reading the store: {n} pack file(s) no longer needed are left for the next prune"
+        );
+        report.packs_left_for_next_prune = n as u64;
+        report.bytes_after = store
+            .with_index(|i| i.packs())?
+            .iter()
+            .map(|p| p.size)
+            .sum();
+        return Ok(report);
+    };
     let mut first = true;
     for p in delete.iter().chain(&repack) {
         let path = pack::pack_path(&dir, &p.name);
