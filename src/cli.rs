@@ -1305,7 +1305,8 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
         .sources
         .iter()
         .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
     let cache = a
         .cache
         .clone()

@@ -630,6 +630,19 @@ fn bad_values_on_the_command_line_exit_2() {
             ],
             "--name",
         ),
+        (
+            vec!["sync", "/no/such/repo", "--cache", cache.to_str().unwrap()],
+            "/no/such/repo",
+        ),
+        (
+            vec![
+                "sync",
+                "https://u:secret@example.invalid/r.git",
+                "--cache",
+                cache.to_str().unwrap(),
+            ],
+            "password",
+        ),
     ] {
         let out = env.run(&args);
         assert_code(&out, 2, &format!("{args:?}"));
