@@ -482,20 +482,21 @@ pub fn main() -> ExitCode {
             }
             let line = error_line(&err);
             let code = exit_code_of(&err);
-            if json {
-                // A script reading --json output gets a document even when the command fails.
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "error": line, "exit_code": code })
-                    )
-                    .unwrap_or_default()
-                );
-            }
             eprintln!("repovault: error: {line}");
+            if json {
+                print_json_error(&line, code);
+            }
             ExitCode::from(code)
         }
     }
+}
+
+/// Under `--json`, an error is also printed on stdout as one JSON object:
+/// `{"error": {"message": "...", "exit_code": N}}`, so a script reading the
+/// output gets a document even when the command fails.
+fn print_json_error(message: &str, code: u8) {
+    let doc = serde_json::json!({ "error": { "message": message, "exit_code": code } });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
 
 /// Whether the command was asked for JSON output.

@@ -552,8 +552,11 @@ fn lock_held_by_another_program_names_it() {
     // 12.12: sync --json that fails on the lock still prints one JSON document.
     assert_eq!(out_json.status.code(), Some(11), "{}", describe(&out_json));
     let v = parse_json(&out_json);
-    assert_eq!(v["exit_code"], 11, "{v}");
-    assert!(v["error"].as_str().unwrap().contains(&who), "{v}");
+    assert_eq!(v["error"]["exit_code"], 11, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(&who),
+        "{v}"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -1271,7 +1271,7 @@ fn cli_refuses_bad_store_paths() {
             // Under --json the error is also one JSON document on stdout.
             let v: serde_json::Value = serde_json::from_slice(&out.stdout)
                 .unwrap_or_else(|e| panic!("{what}: stdout is not JSON: {e}"));
-            assert_eq!(v["exit_code"], 10, "{what}: {v}");
+            assert_eq!(v["error"]["exit_code"], 10, "{what}: {v}");
         } else {
             assert!(out.stdout.is_empty(), "{what}: wrote to stdout");
         }
