@@ -1403,6 +1403,11 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
 struct DiscoverySummary {
     sources: usize,
     sources_failed: Vec<String>,
+    /// Sources whose listing was incomplete (`label: first problem`).
+    sources_incomplete: Vec<String>,
+    /// Repositories synced although this run's listing missed them: known
+    /// from earlier runs of a source whose listing failed or was incomplete.
+    from_earlier_runs: Vec<String>,
     discovered: usize,
     new: Vec<String>,
     renamed: Vec<(String, String)>,
@@ -1411,41 +1416,92 @@ struct DiscoverySummary {
     warnings: Vec<String>,
 }
 
+/// What one source of a config listed.
+struct SourceListing {
+    label: String,
+    result: Result<Found, String>,
+    /// How to sync the source's repositories known from earlier runs when
+    /// its listing failed or was incomplete; `None` after a rejected token
+    /// (they would only fail the same way) and for `git` sources.
+    known: Option<KnownAccess>,
+}
+
+/// A listing that worked (maybe only in part).
+struct Found {
+    /// Every listed repository, refused ones included (all are registered).
+    repos: Vec<(Source, repovault::index::Registration)>,
+    complete: bool,
+    warnings: Vec<String>,
+    /// Listed repositories not synced because their clone URL leaves the
+    /// source's hosts, with the message saying so.
+    refused: Vec<(Source, String)>,
+}
+
+/// Credentials and hosts of a provider source.
+struct KnownAccess {
+    token: Option<Secret>,
+    bearer: bool,
+    git_user: &'static str,
+    hosts: repovault::discover::CredentialHosts,
+}
+
+impl KnownAccess {
+    /// The source for `name` at `url` with the token, or the refusal
+    /// message when `url` leaves the source's hosts.
+    fn source(&self, label: &str, name: &str, url: &str) -> Result<Source, String> {
+        if self.token.is_some() && !self.hosts.allows(url) {
+            let host = repovault::discover::host_of(url);
+            return Err(format!(
+                "not synced: its clone URL {url} is on {host}, not a host of source {label} ({}), and the token is only sent there; if {host} is yours, add \"{host}\" to git_hosts of the source",
+                self.hosts.describe()
+            ));
+        }
+        Ok(Source {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            auth: self.token.clone().map(|t| Auth {
+                user: self.git_user.to_owned(),
+                token: t,
+                bearer: self.bearer,
+            }),
+        })
+    }
+}
+
 /// Lists every source of a config (no store involved).
-fn discover_all(
-    resolved: &[repovault::config::Resolved],
-) -> Vec<(
-    String,
-    Result<
-        (
-            Vec<(Source, repovault::index::Registration)>,
-            bool,
-            Vec<String>,
-        ),
-        String,
-    >,
-)> {
+fn discover_all(resolved: &[repovault::config::Resolved]) -> Vec<SourceListing> {
     use repovault::config::Resolved;
-    use repovault::discover::{discover_blocking, HttpOptions};
+    use repovault::discover::{discover_blocking, git_user, CredentialHosts, HttpOptions};
     let mut out = Vec::new();
     for r in resolved {
         let label = r.label();
-        let result = match r {
+        let listing = match r {
             Resolved::Provider {
                 source,
                 token,
                 bearer,
-            } => match discover_blocking(source, &HttpOptions::default()) {
-                Ok(listing) => {
-                    let repos = listing
-                        .repos
-                        .into_iter()
-                        .map(|d| {
-                            let auth = token.clone().map(|t| Auth {
-                                user: d.git_user.clone(),
-                                token: t,
-                                bearer: *bearer,
-                            });
+            } => {
+                let access = match CredentialHosts::for_source(source) {
+                    Ok(hosts) => KnownAccess {
+                        token: token.clone(),
+                        bearer: *bearer,
+                        git_user: git_user(source.provider),
+                        hosts,
+                    },
+                    Err(e) => {
+                        out.push(SourceListing {
+                            label,
+                            result: Err(e),
+                            known: None,
+                        });
+                        continue;
+                    }
+                };
+                match discover_blocking(source, &HttpOptions::default()) {
+                    Ok(listing) => {
+                        let mut repos = Vec::new();
+                        let mut refused = Vec::new();
+                        for d in listing.repos {
                             let reg = repovault::index::Registration {
                                 key: d.key.clone(),
                                 name: d.name.clone(),
@@ -1453,20 +1509,40 @@ fn discover_all(
                                 disabled: d.disabled,
                                 record: d.record.clone(),
                             };
-                            (
-                                Source {
-                                    url: d.clone_url,
-                                    name: d.name,
-                                    auth,
-                                },
-                                reg,
-                            )
-                        })
-                        .collect();
-                    Ok((repos, listing.complete, listing.warnings))
+                            let src = match access.source(&label, &d.name, &d.clone_url) {
+                                Ok(s) => s,
+                                Err(why) => {
+                                    let bare = Source {
+                                        url: d.clone_url.clone(),
+                                        name: d.name.clone(),
+                                        auth: None,
+                                    };
+                                    if !d.disabled {
+                                        refused.push((bare.clone(), why));
+                                    }
+                                    bare
+                                }
+                            };
+                            repos.push((src, reg));
+                        }
+                        SourceListing {
+                            label,
+                            result: Ok(Found {
+                                repos,
+                                complete: listing.complete,
+                                warnings: listing.warnings,
+                                refused,
+                            }),
+                            known: Some(access),
+                        }
+                    }
+                    Err(e) => SourceListing {
+                        label,
+                        known: (!e.is_auth()).then_some(access),
+                        result: Err(e.to_string()),
+                    },
                 }
-                Err(e) => Err(e.to_string()),
-            },
+            }
             Resolved::Git { urls, auth, .. } => {
                 let mut repos = Vec::new();
                 let mut err = None;
@@ -1485,15 +1561,67 @@ fn discover_all(
                         Err(e) => err = Some(e.to_string()),
                     }
                 }
-                match err {
-                    Some(e) => Err(e),
-                    None => Ok((repos, true, Vec::new())),
+                SourceListing {
+                    label,
+                    result: match err {
+                        Some(e) => Err(e),
+                        None => Ok(Found {
+                            repos,
+                            complete: true,
+                            warnings: Vec::new(),
+                            refused: Vec::new(),
+                        }),
+                    },
+                    known: None,
                 }
             }
         };
-        out.push((label, result));
+        out.push(listing);
     }
     out
+}
+
+/// The repositories of `label` known from earlier runs (active, not disabled
+/// or deleted upstream) that this run's listing lacks, as sources; those
+/// whose URL leaves the source's hosts come back refused.
+fn known_from_earlier_runs(
+    index: &repovault::index::Index,
+    label: &str,
+    listed: &std::collections::HashSet<String>,
+    access: &KnownAccess,
+) -> Result<(Vec<Source>, Vec<(Source, String)>)> {
+    let mut sources = Vec::new();
+    let mut refused = Vec::new();
+    for row in index.repos()? {
+        let key = match &row.key {
+            Some(k) if row.origin.as_deref() == Some(label) && row.state == "active" => k,
+            _ => continue,
+        };
+        if listed.contains(key) {
+            continue;
+        }
+        match access.source(label, &row.name, &row.url) {
+            Ok(s) => sources.push(s),
+            Err(why) => refused.push((
+                Source {
+                    url: row.url.clone(),
+                    name: row.name.clone(),
+                    auth: None,
+                },
+                why,
+            )),
+        }
+    }
+    Ok((sources, refused))
+}
+
+/// `first` and how many more there are, for a one-line message.
+fn first_and_more(items: &[String]) -> String {
+    match items {
+        [] => "no details".to_owned(),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first}; and {} more", rest.len()),
+    }
 }
 
 fn cmd_sync_config(
@@ -1516,41 +1644,66 @@ fn cmd_sync_config(
         allow_incomplete: a.allow_incomplete,
     };
     let start = Instant::now();
+    // Discovery first, without the store lock: a slow or stalled API must not
+    // keep other writers out (each source has its own deadline).
+    let listed = discover_all(&resolved);
     let writer = Mutex::new(store.writer_for(Duration::from_secs(a.lock_wait), "sync")?);
     let mut summary = DiscoverySummary {
         sources: resolved.len(),
         ..Default::default()
     };
     let mut sources = Vec::new();
+    let mut refused: Vec<(Source, String)> = Vec::new();
     let now = jiff::Timestamp::now().as_second();
-    for (label, result) in discover_all(&resolved) {
+    for SourceListing {
+        label,
+        result,
+        known,
+    } in listed
+    {
+        let mut listed_keys = std::collections::HashSet::new();
+        let mut problem = None;
+        let mut incomplete = false;
         match result {
-            Ok((repos, complete, warnings)) => {
-                summary.discovered += repos.len();
+            Ok(found) => {
+                summary.discovered += found.repos.len();
                 summary
                     .warnings
-                    .extend(warnings.into_iter().map(|w| format!("{label}: {w}")));
-                if !complete {
+                    .extend(found.warnings.iter().map(|w| format!("{label}: {w}")));
+                if !found.complete {
+                    incomplete = true;
                     summary.warnings.push(format!(
                         "{label}: the listing was incomplete; no repository was marked deleted"
                     ));
+                    problem = Some(format!(
+                        "{label}: the listing is incomplete ({})",
+                        first_and_more(&found.warnings)
+                    ));
                 }
-                let regs: Vec<_> = repos.iter().map(|(_, r)| r.clone()).collect();
+                let regs: Vec<_> = found.repos.iter().map(|(_, r)| r.clone()).collect();
                 let ch = writer
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .index()
-                    .register(&label, &regs, complete, now)?;
+                    .register(&label, &regs, found.complete, now)?;
                 summary.new.extend(ch.new);
                 summary.renamed.extend(ch.renamed);
                 summary.deleted.extend(ch.deleted);
                 summary.disabled.extend(ch.disabled);
+                let refused_names: std::collections::HashSet<String> =
+                    found.refused.iter().map(|(s, _)| s.name.clone()).collect();
+                listed_keys.extend(found.repos.iter().map(|(_, r)| r.key.clone()));
                 sources.extend(
-                    repos
+                    found
+                        .repos
                         .into_iter()
-                        .filter(|(_, r)| !r.disabled)
+                        .filter(|(s, r)| !r.disabled && !refused_names.contains(&s.name))
                         .map(|(s, _)| s),
                 );
+                refused.extend(found.refused);
+                if found.complete {
+                    continue;
+                }
             }
             Err(e) => {
                 tracing::error!(source = %label, "{e}");
@@ -1559,25 +1712,60 @@ fn cmd_sync_config(
                 } else {
                     format!("{label}: {e}")
                 };
-                summary.sources_failed.push(named);
+                problem = Some(named);
             }
+        }
+        // The listing failed or is incomplete: what earlier runs knew of this
+        // source is still backed up tonight.
+        let mut earlier = 0;
+        if let Some(access) = &known {
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let (more, more_refused) =
+                known_from_earlier_runs(w.index(), &label, &listed_keys, access)?;
+            drop(w);
+            earlier = more.len();
+            summary
+                .from_earlier_runs
+                .extend(more.iter().map(|s| s.name.clone()));
+            sources.extend(more);
+            refused.extend(more_refused);
+        }
+        let mut line = problem.unwrap_or_default();
+        if earlier > 0 {
+            line.push_str(&format!(
+                "; {earlier} repositories known from earlier runs are synced anyway"
+            ));
+        }
+        if incomplete {
+            summary.sources_incomplete.push(line);
+        } else {
+            summary.sources_failed.push(line);
         }
     }
     let jobs = a.jobs.or(config.jobs).unwrap_or(4);
-    let reports = run_jobs(&store, &writer, &sources, &opts, jobs, true, interrupt);
+    let mut reports = run_jobs(&store, &writer, &sources, &opts, jobs, true, interrupt);
+    for (src, why) in &refused {
+        tracing::error!(repo = %src.name, "{why}");
+        sync::record_failure(&writer, src, why);
+        reports.push(failed_report(src, 0, why.clone()));
+    }
     let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
     w.commit()?;
     drop(w);
-    let failed_repos = failed_or_skipped(&reports, sources.len());
+    let failed_repos = failed_or_skipped(&reports, sources.len() + refused.len());
     let doc = sync_summary(&reports, Some(&summary), start.elapsed());
     emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
     if !a.json {
         for f in &summary.sources_failed {
             eprintln!("repovault: error: source {f}");
         }
+        for f in &summary.sources_incomplete {
+            eprintln!("repovault: error: source {f}");
+        }
     }
-    let total = sources.len() + summary.sources_failed.len();
-    let failed = failed_repos + summary.sources_failed.len();
+    let troubled = summary.sources_failed.len() + summary.sources_incomplete.len();
+    let total = sources.len() + refused.len() + troubled;
+    let failed = failed_repos + troubled;
     Ok(exit_for(
         total.max(1),
         failed,
@@ -1603,14 +1791,21 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
             writeln!(out, "store: {}", s.display())?;
         }
     }
-    for (label, result) in listed {
+    for SourceListing { label, result, .. } in listed {
         match result {
-            Ok((repos, complete, warnings)) => {
+            Ok(Found {
+                repos,
+                complete,
+                warnings,
+                refused,
+            }) => {
                 if json {
                     doc.push(serde_json::json!({
                         "source": label,
                         "complete": complete,
                         "warnings": warnings,
+                        "refused": refused.iter().map(|(s, why)| serde_json::json!({
+                            "name": s.name, "url": s.url, "reason": why })).collect::<Vec<_>>(),
                         "repos": repos.iter().map(|(s, r)| serde_json::json!({
                             "name": s.name, "url": s.url, "key": r.key, "disabled": r.disabled })).collect::<Vec<_>>(),
                     }));
@@ -1641,6 +1836,9 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
                 }
                 for w in warnings {
                     writeln!(out, "  warning: {w}")?;
+                }
+                for (s, why) in &refused {
+                    writeln!(out, "  refused: {}: {why}", s.name)?;
                 }
             }
             Err(e) => {
