@@ -23,6 +23,9 @@ pub enum Error {
     /// No snapshot, or several, match an id prefix.
     #[error("{0}")]
     NoSnapshot(String),
+    /// What was given as a snapshot id is not hex digits.
+    #[error("{0:?} is not a snapshot id: give the id (or a unique prefix of it) that `repovault snapshots` shows")]
+    BadId(String),
     /// Walking the commits failed.
     #[error(transparent)]
     Commits(#[from] commits::Error),
@@ -32,9 +35,7 @@ pub enum Error {
 pub fn select_by_id<'a>(snaps: &'a [Snapshot], prefix: &str) -> Result<&'a Snapshot, Error> {
     let p = prefix.trim().to_lowercase();
     if p.is_empty() || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::NoSnapshot(format!(
-            "{prefix:?} is not a snapshot id: give the id (or a unique prefix of it) that `repovault snapshots` shows"
-        )));
+        return Err(Error::BadId(prefix.to_owned()));
     }
     let hits: Vec<&Snapshot> = snaps.iter().filter(|s| s.id.starts_with(&p)).collect();
     match hits.len() {

@@ -376,9 +376,15 @@ fn snapshot_ids_are_named_by_unique_prefixes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no snapshot has id ffffffffffff"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // Not an id at all: a bad command line (exit 2), as a JSON error under --json.
     let out = h.v.run(&["diff", "not-hex", &h.snap2]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a snapshot id"));
+    let out = h.v.run(&["diff", "not-hex", &h.snap2, "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(parse_json(&out)["error"]["exit_code"], 2);
+    let out = h.v.run(&["find", " "]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     // Any unique prefix works, and case does not matter.
     let d = h.v.json(&[
         "diff",
