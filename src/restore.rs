@@ -77,7 +77,7 @@ pub enum Selector {
 pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
     use jiff::fmt::temporal::Pieces;
     use jiff::tz::TimeZone;
-    const FORMS: &str = "write 2026-12-02T21:09:21Z, 2026-12-02T22:09:21+01:00, 2026-12-02 21:09:21.123456 (without a zone: UTC) or 2026-12-02 (the end of that day, UTC)";
+    const FORMS: &str = "give an RFC 3339 time (2026-12-02T21:09:21Z, 2026-12-02T22:09:21+01:00), a date and time without a zone (UTC: 2026-12-02 21:09:21.123456, as `snapshots` prints it) or a date (2026-12-02: the end of that day, UTC)";
     let text = s.trim();
     let bad = |e: &dyn std::fmt::Display| format!("{s:?} is not a time ({e}): {FORMS}");
     let pieces = Pieces::parse(text).map_err(|e| bad(&e))?;
@@ -609,14 +609,26 @@ mod tests {
         assert_eq!(ok("2026-12-02 21:09:21"), "2026-12-02T21:09:21Z");
         assert_eq!(ok("2026-12-02T21:09:21"), "2026-12-02T21:09:21Z");
         assert_eq!(ok("2026-12-02 00:00"), "2026-12-02T00:00:00Z");
-        assert_eq!(ok("2026-12-02 21:09:21.123456"), "2026-12-02T21:09:21.123456Z");
+        assert_eq!(
+            ok("2026-12-02 21:09:21.123456"),
+            "2026-12-02T21:09:21.123456Z"
+        );
         assert_eq!(ok("2026-12-02T21:09:21Z"), "2026-12-02T21:09:21Z");
         assert_eq!(ok("2026-12-02T22:09:21+01:00"), "2026-12-02T21:09:21Z");
         assert_eq!(ok("2026-12-02 22:09:21+01:00"), "2026-12-02T21:09:21Z");
         assert_eq!(ok("2026-12-02"), "2026-12-02T23:59:59.999999999Z");
-        for bad in ["garbage", "", "2026-13-02", "2026-12-02 21:09:21 x", "yesterday"] {
+        for bad in [
+            "garbage",
+            "",
+            "2026-13-02",
+            "2026-12-02 21:09:21 x",
+            "yesterday",
+        ] {
             let e = t(bad).unwrap_err();
-            assert!(e.contains("is not a time") && !e.contains('\n'), "{bad:?}: {e}");
+            assert!(
+                e.contains("is not a time") && !e.contains('\n'),
+                "{bad:?}: {e}"
+            );
         }
     }
 

@@ -174,7 +174,10 @@ fn url_name(u: &gix::Url, with_port: bool) -> String {
             } else {
                 h.to_owned()
             };
-            match u.port.filter(|p| with_port && Some(*p) != u.scheme.default_port()) {
+            match u
+                .port
+                .filter(|p| with_port && Some(*p) != u.scheme.default_port())
+            {
                 Some(port) => clean_name(&format!("{host}:{port}/{path}")),
                 None => clean_name(&format!("{host}/{path}")),
             }
