@@ -10,6 +10,7 @@
 
 pub mod fetch;
 pub mod ingest;
+mod redirect;
 
 pub use fetch::{Auth, Secret};
 
