@@ -164,7 +164,7 @@ fn command_line(pid: u32) -> Option<String> {
     let words: Vec<String> = raw
         .split(|b| *b == 0)
         .filter(|w| !w.is_empty())
-        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .map(|w| redact_userinfo(&String::from_utf8_lossy(w)))
         .collect();
     let line = words.join(" ");
     if line.is_empty() {
@@ -175,6 +175,20 @@ fn command_line(pid: u32) -> Option<String> {
     } else {
         line
     })
+}
+
+/// `scheme://user:token@host/...` -> `scheme://***@host/...`: another
+/// program's command line may carry a credential in a URL.
+fn redact_userinfo(word: &str) -> String {
+    let Some(i) = word.find("://") else {
+        return word.to_owned();
+    };
+    let rest = &word[i + 3..];
+    let authority = rest.find('/').map_or(rest, |j| &rest[..j]);
+    match authority.rfind('@') {
+        Some(at) => format!("{}://***{}", &word[..i], &rest[at..]),
+        None => word.to_owned(),
+    }
 }
 
 /// The store a lock file belongs to, for messages.
@@ -398,6 +412,16 @@ mod tests {
         }
         drop(held);
         WriteLock::acquire(&p, Duration::ZERO, "prune").unwrap();
+    }
+
+    #[test]
+    fn credentials_in_another_holders_command_line_are_hidden() {
+        assert_eq!(
+            redact_userinfo("https://u:tok3n@example.com/a@b.git"),
+            "https://***@example.com/a@b.git"
+        );
+        assert_eq!(redact_userinfo("/srv/store/lock"), "/srv/store/lock");
+        assert_eq!(redact_userinfo("git://h/x"), "git://h/x");
     }
 
     #[test]

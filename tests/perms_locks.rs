@@ -505,7 +505,13 @@ fn lock_held_by_another_program_names_it() {
     let lock = env.store().join("lock");
     let mut flock = Command::new("flock")
         .arg(&lock)
-        .args(["sleep", "60"])
+        // A credential in the holder's command line must not be repeated.
+        .args([
+            "sh",
+            "-c",
+            "sleep 60",
+            "https://u:s3cret@example.invalid/r.git",
+        ])
         .stdin(Stdio::null())
         .spawn()
         .expect("flock(1) from util-linux");
@@ -543,12 +549,16 @@ fn lock_held_by_another_program_names_it() {
     assert_eq!(out.status.code(), Some(11), "{}", describe(&out));
     let err = stderr(&out);
     let who = format!(
-        "pid {} (`flock {} sleep 60`, not repovault)",
+        "pid {} (`flock {} sh -c sleep 60 https://***@example.invalid/r.git`, not repovault)",
         flock.id(),
         lock.display()
     );
     assert!(err.contains(&who), "{who:?} not in {err}");
     assert!(!err.contains("pid 0") && !err.contains("unknown"), "{err}");
+    assert!(
+        !err.contains("s3cret") && !String::from_utf8_lossy(&out_json.stdout).contains("s3cret"),
+        "{err}"
+    );
     // 12.12: sync --json that fails on the lock still prints one JSON document.
     assert_eq!(out_json.status.code(), Some(11), "{}", describe(&out_json));
     let v = parse_json(&out_json);
