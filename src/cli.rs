@@ -27,6 +27,163 @@ pub mod exit {
     pub const DAMAGED: u8 = 12;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: u8 = 130;
+    /// A bad command line: an unknown option, a missing or malformed value.
+    pub const USAGE: u8 = 2;
+}
+
+/// Results go to stdout through here. A closed stdout (`repovault snapshots |
+/// head`) is not an error: output stops quietly and the command still ends
+/// with its own exit code; any other write error is reported (exit 1) once
+/// the command has run. `println!` in this file is [`output::line`], not std's
+/// (which panics on a closed pipe).
+mod output {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// Set once stdout's reader has gone (EPIPE): later output is dropped.
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    /// The first write error other than EPIPE.
+    static FAILED: Mutex<Option<String>> = Mutex::new(None);
+
+    /// Writes one line to stdout.
+    pub fn line(args: std::fmt::Arguments<'_>) {
+        let mut out = stdout();
+        let r = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = r {
+            let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert_with(|| e.to_string());
+            CLOSED.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Why writing to stdout failed (not counting a closed pipe), if it did.
+    pub fn failure() -> Option<String> {
+        FAILED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Locked stdout whose writes treat a closed pipe as the quiet end of the
+    /// output (they succeed and write nothing); other errors are returned.
+    pub fn stdout() -> Stdout {
+        Stdout(std::io::stdout().lock())
+    }
+
+    /// See [`stdout`].
+    pub struct Stdout(std::io::StdoutLock<'static>);
+
+    fn quiet_end<T>(r: std::io::Result<T>, ok: T) -> std::io::Result<T> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                CLOSED.store(true, Ordering::SeqCst);
+                Ok(ok)
+            }
+            r => r,
+        }
+    }
+
+    impl Write for Stdout {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if CLOSED.load(Ordering::SeqCst) {
+                return Ok(buf.len());
+            }
+            quiet_end(self.0.write(buf), buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if CLOSED.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            quiet_end(self.0.flush(), ())
+        }
+    }
+}
+
+/// `println!` that never panics: see [`output`].
+macro_rules! println {
+    ($($arg:tt)*) => {
+        crate::cli::output::line(format_args!($($arg)*))
+    };
+}
+
+/// An error whose exit code is decided where it happens (a bad value on the
+/// command line: [`exit::USAGE`]), not by the type of its cause.
+#[derive(Debug)]
+struct ExitWith {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+impl std::error::Error for ExitWith {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// A bad command line (exit code 2), with its message.
+fn usage(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    with_code(exit::USAGE, error)
+}
+
+fn with_code(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(ExitWith {
+        code,
+        error: error.into(),
+    })
+}
+
+/// A clap value parser from a `FromStr` whose error is a message: the value
+/// is checked while parsing, so a bad one exits 2 with clap's usage error,
+/// and the argument keeps the text.
+fn checked<T>(s: &str) -> Result<String, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A percentage, 0 to 100.
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
+}
+
+/// Makes everything this process creates private to its user (directories
+/// 0700, files 0600) whatever the umask, as restic does: the store, the
+/// mirror cache (written by gix), the index (SQLite) and every temporary file.
+/// Returns the user's umask, which restore puts back for the repository it
+/// creates.
+fn private_umask() -> nix::sys::stat::Mode {
+    use nix::sys::stat::{umask, Mode};
+    umask(Mode::from_bits_truncate(0o077))
+}
+
+/// The umask the user ran repovault with.
+static USER_UMASK: std::sync::OnceLock<nix::sys::stat::Mode> = std::sync::OnceLock::new();
+
+/// Creates `dir` (and its parents) private to the user, and makes an existing
+/// one private (a cache made by an older repovault was world-readable).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the mirror cache {}", dir.display()))?;
+    let private = std::fs::Permissions::from_mode(0o700);
+    if let Err(e) = std::fs::set_permissions(dir, private) {
+        tracing::warn!(dir = %dir.display(), "cannot make the mirror cache private (mode 0700): {e}");
+    }
+    Ok(())
 }
 
 #[derive(Parser)]
@@ -60,11 +217,15 @@ enum Command {
     Restore(RestoreArgs),
     /// List snapshots
     Snapshots(SnapshotsArgs),
-    /// List backed-up repositories with their last sync
-    Repos(JsonArg),
+    /// Compare two snapshots: refs added, removed and moved; commits gained and lost
+    Diff(DiffArgs),
+    /// Which snapshots hold a ref (by name) or a commit (reachable from one of their refs)
+    Find(FindArgs),
+    /// List backed-up repositories with their last sync (or remove one without snapshots)
+    Repos(ReposArgs),
     /// Show what the store holds
     Stats(JsonArg),
-    /// Remove snapshots by a retention policy (keeps the newest of each repository)
+    /// Remove snapshots by keep rules (the newest of each repository stays), or those named by id
     Forget(ForgetArgs),
     /// Delete data no remaining snapshot needs, and repack sparse or small packs
     Prune(PruneArgs),
@@ -80,7 +241,7 @@ enum Command {
 #[derive(Args)]
 struct InitArgs {
     /// zstd compression level (1-22)
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     compression_level: i32,
     /// Pack files are closed at this size (MiB)
     #[arg(long, default_value_t = 32)]
@@ -89,6 +250,13 @@ struct InitArgs {
 
 #[derive(Args)]
 struct ForgetArgs {
+    /// Remove exactly these snapshots (ids or unique prefixes), instead of applying keep rules
+    #[arg(
+        value_name = "SNAPSHOT-ID",
+        conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly",
+            "keep_monthly", "keep_yearly", "keep_within", "config", "allow_empty"]
+    )]
+    snapshots: Vec<String>,
     /// Only this repository (a name or any unique suffix of one)
     #[arg(long)]
     repo: Option<String>,
@@ -141,7 +309,7 @@ struct ForgetArgs {
     )]
     keep_yearly: i32,
     /// Keep every snapshot within this duration of the newest (e.g. 1y6m, 14d, 36h)
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = checked::<repovault::retention::Within>)]
     keep_within: Option<String>,
     /// Take the policy from this config file's [retention] (when no --keep-* option is given)
     #[arg(long, value_name = "FILE")]
@@ -163,7 +331,7 @@ struct ForgetArgs {
 #[derive(Args)]
 struct PruneArgs {
     /// Repack packs whose live data is below this percentage of their bytes
-    #[arg(long, default_value_t = 80.0, value_name = "PERCENT")]
+    #[arg(long, default_value_t = 80.0, value_name = "PERCENT", value_parser = percent)]
     repack_below: f64,
     /// Report what would be freed without changing anything
     #[arg(long)]
@@ -191,7 +359,7 @@ struct VerifyArgs {
     #[arg(long)]
     read_data: bool,
     /// Read only part of the packs: N/M (part N of M) or P% (a random P percent); implies --read-data
-    #[arg(long, value_name = "N/M|P%")]
+    #[arg(long, value_name = "N/M|P%", value_parser = checked::<repovault::verify::Subset>)]
     read_data_subset: Option<String>,
     /// Print the report as one JSON document
     #[arg(long)]
@@ -206,10 +374,60 @@ struct JsonArg {
 }
 
 #[derive(Args)]
+struct ReposArgs {
+    /// Remove these repositories, which must have no snapshot (a failed sync of a
+    /// mistyped URL, or one whose snapshots were all forgotten)
+    #[arg(long, value_name = "REPO")]
+    remove: Vec<String>,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct SnapshotsArgs {
     /// Only this repository (a name or any unique suffix of one)
     #[arg(long)]
     repo: Option<String>,
+    /// Only the newest snapshot of each repository
+    #[arg(long)]
+    latest: bool,
+    /// Also list each snapshot's refs
+    #[arg(long)]
+    refs: bool,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The older snapshot: its id or any unique prefix of it
+    #[arg(value_name = "SNAP1")]
+    from: String,
+    /// The newer snapshot: its id or any unique prefix of it
+    #[arg(value_name = "SNAP2")]
+    to: String,
+    /// Read at most N commits from the store to count commits gained and lost
+    #[arg(long, value_name = "N", default_value_t = repovault::commits::DEFAULT_MAX_COMMITS)]
+    max_commits: u64,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FindArgs {
+    /// A ref name (v0.1.0, main, refs/heads/main) or a commit id (4 to 40 hex digits):
+    /// a commit is held by the snapshots in which it is reachable from a ref
+    #[arg(value_name = "REF-OR-COMMIT")]
+    query: String,
+    /// Only this repository's snapshots (a name or any unique suffix of one)
+    #[arg(long)]
+    repo: Option<String>,
+    /// Read at most N commits from the store when looking for a commit
+    #[arg(long, value_name = "N", default_value_t = repovault::commits::DEFAULT_MAX_COMMITS)]
+    max_commits: u64,
     /// Print one JSON document
     #[arg(long)]
     json: bool,
@@ -224,9 +442,11 @@ struct RestoreArgs {
     /// The snapshot id, or any unique prefix of it
     #[arg(long)]
     snapshot: Option<String>,
-    /// The newest snapshot taken at or before TIME (RFC 3339, or a date: the end of that day, UTC)
-    #[arg(long, value_name = "TIME")]
-    at: Option<String>,
+    /// The newest snapshot taken at or before TIME: 2026-12-02T21:09:21Z, with an offset
+    /// (+01:00), without a zone (2026-12-02 21:09:21.123456, as `snapshots` prints it: UTC),
+    /// or a date (2026-12-02: the end of that day, UTC)
+    #[arg(long, value_name = "TIME", value_parser = repovault::restore::parse_time)]
+    at: Option<jiff::Timestamp>,
     /// The newest snapshot
     #[arg(long)]
     latest: bool,
@@ -290,8 +510,10 @@ struct SyncArgs {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    let _ = USER_UMASK.set(private_umask());
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    let json = wants_json(&cli.command);
     let interrupt = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupt.clone();
@@ -302,7 +524,12 @@ pub fn main() -> ExitCode {
             eprintln!("repovault: interrupted; finishing the current step (press Ctrl-C again to stop at once)");
         });
     }
-    match run(cli, &interrupt) {
+    let result = run(cli, &interrupt);
+    if let Some(e) = output::failure() {
+        eprintln!("repovault: error: cannot write the output: {e}");
+        return ExitCode::from(exit::ERROR);
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             if interrupt.load(Ordering::SeqCst) {
@@ -316,9 +543,40 @@ pub fn main() -> ExitCode {
                     }
                 }
             }
-            eprintln!("repovault: error: {}", error_line(&err));
-            ExitCode::from(exit_code_of(&err))
+            let line = error_line(&err);
+            let code = exit_code_of(&err);
+            eprintln!("repovault: error: {line}");
+            if json {
+                print_json_error(&line, code);
+            }
+            ExitCode::from(code)
         }
+    }
+}
+
+/// Under `--json`, an error is also printed on stdout as one JSON object:
+/// `{"error": {"message": "...", "exit_code": N}}`, so a script reading the
+/// output gets a document even when the command fails.
+fn print_json_error(message: &str, code: u8) {
+    let doc = serde_json::json!({ "error": { "message": message, "exit_code": code } });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
+
+/// Whether the command was asked for JSON output.
+fn wants_json(c: &Command) -> bool {
+    match c {
+        Command::Init(_) => false,
+        Command::Sync(a) => a.json,
+        Command::Restore(a) => a.json,
+        Command::Snapshots(a) => a.json,
+        Command::Diff(a) => a.json,
+        Command::Find(a) => a.json,
+        Command::Repos(a) => a.json,
+        Command::Stats(a) | Command::RepairIndex(a) => a.json,
+        Command::Forget(a) => a.json,
+        Command::Prune(a) => a.json,
+        Command::Config(ConfigCommand::Check { json, .. }) => *json,
+        Command::Verify(a) => a.json,
     }
 }
 
@@ -348,11 +606,16 @@ fn one_line(s: &str) -> String {
 
 fn exit_code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ExitWith>() {
+            return e.code;
+        }
         if let Some(e) = cause.downcast_ref::<store::Error>() {
             return match e {
                 store::Error::NotFound { .. }
                 | store::Error::NotAStore { .. }
-                | store::Error::NotADirectory { .. } => exit::NO_STORE,
+                | store::Error::NotADirectory { .. }
+                | store::Error::BadConfig { .. }
+                | store::Error::NewerFormat { .. } => exit::NO_STORE,
                 store::Error::Lock(repovault::lock::Error::Locked { .. }) => exit::LOCKED,
                 _ => exit::ERROR,
             };
@@ -417,7 +680,8 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
                 pack_target_size: a.pack_size_mib.max(1) << 20,
                 ..Default::default()
             };
-            let s = Store::init(&path, opts)?;
+            // Whatever is in the way (a store, a file, a non-empty directory), init fails with 1.
+            let s = Store::init(&path, opts).map_err(|e| with_code(exit::ERROR, e))?;
             println!(
                 "created store {} (id {})",
                 path.display(),
@@ -428,6 +692,8 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
         Command::Sync(a) => cmd_sync(&cli.store, a, interrupt),
         Command::Restore(a) => cmd_restore(&cli.store, a, interrupt),
         Command::Snapshots(a) => cmd_snapshots(&cli.store, a),
+        Command::Diff(a) => cmd_diff(&cli.store, a),
+        Command::Find(a) => cmd_find(&cli.store, a),
         Command::Repos(a) => cmd_repos(&cli.store, a),
         Command::Stats(a) => cmd_stats(&cli.store, a),
         Command::Verify(a) => cmd_verify(&cli.store, a, interrupt),
@@ -509,6 +775,18 @@ fn resolve_repo(s: &Store, name: &str) -> Result<repovault::index::RepoRow> {
     if let Some(r) = repos.iter().find(|r| r.name == name) {
         return Ok(r.clone());
     }
+    // The path or URL that was synced.
+    match sync::repos_synced_from(&repos, name).as_slice() {
+        [one] => return Ok((*one).clone()),
+        [] => {}
+        many => bail!(
+            "{name:?} was synced as several repositories ({}): give the name",
+            many.iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
     let suffix = format!("/{}", name.trim_matches('/'));
     let mut hits: Vec<_> = repos.iter().filter(|r| r.name.ends_with(&suffix)).collect();
     if hits.is_empty() {
@@ -541,17 +819,17 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
     let repo = resolve_repo(&s, &a.repo)?;
     let sel = match (&a.snapshot, &a.at) {
         (Some(id), _) => Selector::Id(id.clone()),
-        (None, Some(t)) => Selector::At(restore::parse_time(t).map_err(anyhow::Error::msg)?),
+        (None, Some(t)) => Selector::At(*t),
         (None, None) => Selector::Latest,
     };
     let snaps = s.with_index(|i| i.snapshots(Some(repo.id)))?;
     let snap = restore::select(&snaps, &repo.name, &sel)?;
     if a.list {
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&snap)?);
+            print_json(&snap)?;
             return Ok(exit::OK);
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = output::stdout();
         writeln!(
             out,
             "# snapshot {} of {} taken {}",
@@ -586,6 +864,12 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
         force: a.force,
         partial: a.partial,
     };
+    // The restored repository is the user's: it follows their umask (store
+    // files the reader may create, the index's -wal/-shm and the readers lock,
+    // get their modes from the store's own files or explicitly).
+    if let Some(m) = USER_UMASK.get() {
+        nix::sys::stat::umask(*m);
+    }
     let report = restore::restore(&s, &snap, &dest, opts, interrupt)?;
     for sk in &snap.skipped {
         tracing::warn!(
@@ -723,7 +1007,7 @@ fn print_verify(r: &repovault::verify::VerifyReport, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "verify ({}): {} packs, {} chunks, {} objects, {} snapshots checked; {} read in {:.1}s ({:.1} MB/s, {:.0} objects/s)",
@@ -812,8 +1096,10 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
             policy = c.retention.unwrap_or_default();
         }
     }
-    if policy.is_empty() && !a.allow_empty {
-        return Err(prune::Error::EmptyPolicy.into());
+    // Without a rule nothing is removed, whatever --allow-empty says: removing
+    // snapshots on purpose is `forget SNAPSHOT-ID...`.
+    if policy.is_empty() && a.snapshots.is_empty() {
+        return Err(usage(prune::Error::EmptyPolicy));
     }
     if !a.dry_run {
         catch_up_index(&store_path(store)?)?;
@@ -821,7 +1107,11 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
     let s = open_store(store)?;
     let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
     let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
-    let decisions = prune::plan_forget(&snaps, &policy, a.allow_empty);
+    let decisions = if a.snapshots.is_empty() {
+        prune::plan_forget(&snaps, &policy, a.allow_empty)
+    } else {
+        prune::plan_forget_ids(&snaps, &a.snapshots)?
+    };
     let removed = decisions.iter().filter(|d| !d.keep).count();
     let mut prune_report = None;
     if !a.dry_run {
@@ -840,7 +1130,7 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     let mut last_repo = "";
     for d in &decisions {
         if d.repo != last_repo {
@@ -856,17 +1146,20 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
             d.reasons.join(", ")
         )?;
     }
-    writeln!(
+    write!(
         out,
-        "{} snapshots {}, {} kept",
+        "{} snapshots {}",
         removed,
         if a.dry_run {
             "would be removed"
         } else {
             "removed"
-        },
-        decisions.len() - removed
+        }
     )?;
+    if a.snapshots.is_empty() {
+        write!(out, ", {} kept", decisions.len() - removed)?;
+    }
+    writeln!(out)?;
     drop(out);
     if let Some(r) = prune_report {
         print_prune(&r, false)?;
@@ -897,27 +1190,63 @@ fn print_prune(r: &repovault::prune::PruneReport, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// One snapshot as `snapshots --json` lists it (its refs only with `--refs`).
+#[derive(serde::Serialize)]
+struct SnapshotListing<'a> {
+    id: &'a str,
+    repo: &'a str,
+    url: &'a str,
+    time: jiff::Timestamp,
+    checked_at: jiff::Timestamp,
+    ref_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refs: Option<&'a [repovault::snapshot::RefEntry]>,
+    complete: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<String>,
+}
+
 fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
     let s = open_store(store)?;
     let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
-    let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&snaps)?);
-        return Ok(exit::OK);
+    let mut snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    if a.latest {
+        // Oldest first: the last of each repository is its newest.
+        let mut seen = std::collections::HashSet::new();
+        snaps.reverse();
+        snaps.retain(|sn| seen.insert(sn.repo.clone()));
+        snaps.reverse();
     }
-    let mut out = std::io::stdout().lock();
+    if a.json {
+        let doc: Vec<SnapshotListing> = snaps
+            .iter()
+            .map(|sn| SnapshotListing {
+                id: &sn.id,
+                repo: &sn.repo,
+                url: &sn.url,
+                time: sn.time,
+                checked_at: sn.checked_at,
+                ref_count: sn.refs.len(),
+                refs: a.refs.then_some(&sn.refs[..]),
+                complete: sn.complete,
+                missing: sn.missing.iter().map(|o| o.to_string()).collect(),
+            })
+            .collect();
+        return print_json(&doc).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
     writeln!(
         out,
-        "{:<8}  {:<20}  {:<20}  {:>5}  repository",
-        "id", "time (UTC)", "checked at", "refs"
+        "{:<8}  {:<26}  {:<26}  {:>5}  repository",
+        "id", "time (UTC)", "checked at (UTC)", "refs"
     )?;
     for sn in &snaps {
         writeln!(
             out,
-            "{:<8}  {:<20}  {:<20}  {:>5}  {}{}",
+            "{:<8}  {:<26}  {:<26}  {:>5}  {}{}",
             sn.short_id(),
-            sn.time.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-            sn.checked_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            utc_micros(sn.time),
+            utc_micros(sn.checked_at),
             sn.refs.len(),
             sn.repo,
             match (sn.complete, sn.skipped.len()) {
@@ -926,18 +1255,242 @@ fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
                 (false, n) => format!("  (incomplete: {n} ref(s) not backed up)"),
             }
         )?;
+        if a.refs {
+            for r in &sn.refs {
+                writeln!(out, "          {}  {}", ref_target(r), r.name_lossy())?;
+            }
+        }
     }
     Ok(exit::OK)
 }
 
-fn cmd_repos(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
+/// Writes `doc` as pretty JSON and a newline to stdout (through [`output`]:
+/// a closed pipe ends the output quietly).
+fn print_json(doc: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(doc)?);
+    Ok(())
+}
+
+/// What a ref points to, for listings: an id, `-> REF` for a symbolic ref,
+/// `(unborn)` for a symbolic ref to a branch that does not exist yet.
+fn ref_target(r: &repovault::snapshot::RefEntry) -> String {
+    match (&r.symref, r.target) {
+        (Some(t), _) => format!("-> {}", String::from_utf8_lossy(t)),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "(unborn)".into(),
+    }
+}
+
+fn cmd_diff(store: &Option<PathBuf>, a: DiffArgs) -> Result<u8> {
+    use repovault::diff;
     let s = open_store(store)?;
+    let snaps = s.with_index(|i| i.snapshots(None))?;
+    let pick = |id: &str| {
+        diff::select_by_id(&snaps, id).map_err(|e| match e {
+            diff::Error::BadId(_) => usage(e),
+            e => e.into(),
+        })
+    };
+    let (from, to) = (pick(&a.from)?, pick(&a.to)?);
+    let d = diff::diff(&s, from, to, a.max_commits)?;
+    if a.json {
+        return print_json(&d).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
+    for (label, sn) in [("from", &d.from), ("to", &d.to)] {
+        writeln!(
+            out,
+            "{label:<4} {}  {}  {}",
+            &sn.id[..8.min(sn.id.len())],
+            utc_micros(sn.time),
+            sn.repo
+        )?;
+    }
+    let width = d
+        .added
+        .iter()
+        .chain(&d.removed)
+        .map(|r| r.name_lossy().len())
+        .chain(d.moved.iter().map(|m| m.name_lossy().len()))
+        .max()
+        .unwrap_or(0);
+    for r in &d.added {
+        writeln!(
+            out,
+            "added    {:<width$}  {}",
+            r.name_lossy(),
+            ref_target(r)
+        )?;
+    }
+    for r in &d.removed {
+        writeln!(
+            out,
+            "removed  {:<width$}  {}",
+            r.name_lossy(),
+            ref_target(r)
+        )?;
+    }
+    for m in &d.moved {
+        writeln!(
+            out,
+            "moved    {:<width$}  {} => {}",
+            m.name_lossy(),
+            ref_target(&m.old),
+            ref_target(&m.new)
+        )?;
+    }
+    writeln!(
+        out,
+        "refs: {} added, {} removed, {} moved; commits: {} gained, {} lost",
+        d.added.len(),
+        d.removed.len(),
+        d.moved.len(),
+        d.commits.gained,
+        d.commits.lost
+    )?;
+    if !d.missing.is_empty() {
+        writeln!(
+            out,
+            "note: {} object(s) the walk met are not in the store (incomplete snapshots): the commit counts stop there",
+            d.missing.len()
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_find(store: &Option<PathBuf>, a: FindArgs) -> Result<u8> {
+    let s = open_store(store)?;
+    let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
+    let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    let r = repovault::find::find(&s, &snaps, &a.query, a.max_commits).map_err(|e| match e {
+        repovault::find::Error::Empty => usage(e),
+        e => e.into(),
+    })?;
+    if a.json {
+        return print_json(&r).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
+    let short = |id: &str| id[..8.min(id.len())].to_owned();
+    if !r.refs.is_empty() {
+        writeln!(out, "ref {}:", r.query)?;
+        for h in &r.refs {
+            writeln!(
+                out,
+                "  {}  {}  {}  {}  {}",
+                short(&h.snapshot.id),
+                utc_micros(h.snapshot.time),
+                h.snapshot.repo,
+                h.entry.name_lossy(),
+                ref_target(&h.entry)
+            )?;
+        }
+    }
+    if let Some(c) = r.commit {
+        writeln!(out, "commit {c}:")?;
+        for h in &r.commit_snapshots {
+            let more = h.refs.len().saturating_sub(3);
+            writeln!(
+                out,
+                "  {}  {}  {}  reachable from {}{}",
+                short(&h.snapshot.id),
+                utc_micros(h.snapshot.time),
+                h.snapshot.repo,
+                h.refs
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+    }
+    let held = r.refs.len() + r.commit_snapshots.len();
+    if held == 0 {
+        writeln!(
+            out,
+            "no ref named {q:?}{} in any of {} snapshot(s)",
+            if r.commit.is_some() {
+                " and no ref reaching that commit"
+            } else {
+                ""
+            },
+            r.snapshots_searched,
+            q = r.query
+        )?;
+    } else {
+        writeln!(out, "searched {} snapshot(s)", r.snapshots_searched)?;
+    }
+    if !r.missing.is_empty() {
+        writeln!(
+            out,
+            "note: {} object(s) the walk met are not in the store (incomplete snapshots): history behind them was not searched",
+            r.missing.len()
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+/// A time as `snapshots` prints it: UTC to the microsecond (the precision
+/// snapshots are recorded with), in a form `restore --at` reads back exactly.
+fn utc_micros(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+/// `repos --remove`: drops repositories that have no snapshot, under the write lock.
+fn remove_repos(s: &Store, names: &[String], json: bool) -> Result<u8> {
+    let targets = names
+        .iter()
+        .map(|n| resolve_repo(s, n))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(r) = targets.iter().find(|r| r.snapshots > 0) {
+        bail!(
+            "repository {} has {} snapshot(s); `repos --remove` only removes a repository without snapshots: forget them first (repovault forget --repo {} SNAPSHOT-ID...)",
+            r.name,
+            r.snapshots,
+            r.name
+        );
+    }
+    let mut w = s.writer_for(Duration::from_secs(60), "repos --remove")?;
+    let mut removed = Vec::new();
+    for r in &targets {
+        if !w.index().remove_empty_repo(r.id)? {
+            bail!(
+                "repository {} got a snapshot meanwhile: not removed",
+                r.name
+            );
+        }
+        removed.push(r.name.clone());
+    }
+    drop(w);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "removed": removed }))?
+        );
+    } else {
+        for n in &removed {
+            println!("removed repository {n} (it had no snapshot)");
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_repos(store: &Option<PathBuf>, a: ReposArgs) -> Result<u8> {
+    let s = open_store(store)?;
+    if !a.remove.is_empty() {
+        return remove_repos(&s, &a.remove, a.json);
+    }
     let repos = s.with_index(|i| i.repos())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&repos)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "{:<10}  {:<20}  {:>9}  repository",
@@ -1143,13 +1696,13 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
     if a.sources.is_empty() {
         bail!("nothing to sync: give SOURCE URLs or paths, or --config FILE");
     }
-    let store = open_for_sync(store_arg, None)?;
     if a.name.is_some() && a.sources.len() > 1 {
-        bail!(
+        return Err(usage(anyhow::anyhow!(
             "--name names one repository, but {} sources were given: sync them one by one",
             a.sources.len()
-        );
+        )));
     }
+    let store = open_for_sync(store_arg, None)?;
     let auth = match &a.token_env {
         Some(var) => {
             let token = std::env::var(var).map_err(|_| {
@@ -1166,17 +1719,20 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
         }
         None => None,
     };
-    let sources: Vec<Source> = a
+    let mut sources: Vec<Source> = a
         .sources
         .iter()
         .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
+    if a.name.is_none() {
+        keep_existing_names(&store, &mut sources)?;
+    }
     let cache = a
         .cache
         .clone()
         .unwrap_or_else(|| sync::default_cache(&store));
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    create_private_dir(&cache)?;
     let opts = SyncOptions {
         cache,
         allow_incomplete: a.allow_incomplete,
@@ -1211,6 +1767,18 @@ fn partial_if_refs_skipped(code: u8, reports: &[RepoReport]) -> u8 {
     } else {
         code
     }
+}
+
+/// Sources already in the store under a name from before ports were part of
+/// names keep that name (see [`sync::existing_name`]).
+fn keep_existing_names(store: &Store, sources: &mut [Source]) -> Result<()> {
+    let known = store.with_index(|i| i.repos())?;
+    for src in sources {
+        if let Some(n) = sync::existing_name(&known, src)? {
+            src.name = n;
+        }
+    }
+    Ok(())
 }
 
 /// Discovery results of a config run, for the summary.
@@ -1396,6 +1964,40 @@ fn discover_all(resolved: &[repovault::config::Resolved]) -> Vec<SourceListing> 
     out
 }
 
+/// [`keep_existing_names`] for the `git` sources of a config (whose key is
+/// their name); a source whose name a different repository holds is left out
+/// and reported as failed.
+fn keep_existing_git_names(
+    writer: &Mutex<repovault::store::Writer<'_>>,
+    label: &str,
+    repos: Vec<(Source, repovault::index::Registration)>,
+    summary: &mut DiscoverySummary,
+) -> Result<Vec<(Source, repovault::index::Registration)>> {
+    let known = writer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .index()
+        .repos()?;
+    let mut out = Vec::with_capacity(repos.len());
+    for (mut src, mut reg) in repos {
+        if reg.key != format!("git:{}", src.name) {
+            out.push((src, reg));
+            continue;
+        }
+        match sync::existing_name(&known, &src) {
+            Ok(Some(n)) => {
+                reg.key = format!("git:{n}");
+                reg.name = n.clone();
+                src.name = n;
+                out.push((src, reg));
+            }
+            Ok(None) => out.push((src, reg)),
+            Err(e) => summary.sources_failed.push(format!("{label}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
 /// The repositories of `label` known from earlier runs (active, not disabled
 /// or deleted upstream) that this run's listing lacks, as sources; those
 /// whose URL leaves the source's hosts come back refused.
@@ -1453,8 +2055,7 @@ fn cmd_sync_config(
         .clone()
         .or(config.cache.clone())
         .unwrap_or_else(|| sync::default_cache(&store));
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    create_private_dir(&cache)?;
     let opts = SyncOptions {
         cache,
         allow_incomplete: a.allow_incomplete,
@@ -1481,7 +2082,8 @@ fn cmd_sync_config(
         let mut problem = None;
         let mut incomplete = false;
         match result {
-            Ok(found) => {
+            Ok(mut found) => {
+                found.repos = keep_existing_git_names(&writer, &label, found.repos, &mut summary)?;
                 summary.discovered += found.repos.len();
                 summary
                     .warnings
@@ -1594,7 +2196,7 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
     let listed = discover_all(&resolved);
     let mut failed = 0;
     let mut doc = Vec::new();
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     if !json {
         writeln!(
             out,
@@ -1717,7 +2319,7 @@ fn emit_summary(
 }
 
 fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     for r in reports {
         let snap = r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-");
         write!(
