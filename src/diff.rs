@@ -194,6 +194,7 @@ mod tests {
             refs: vec![],
             complete: true,
             missing: vec![],
+            skipped: vec![],
         }
     }
 
