@@ -1204,6 +1204,8 @@ struct SnapshotListing<'a> {
     complete: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     missing: Vec<String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    skipped: &'a [repovault::snapshot::SkippedRef],
 }
 
 fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
@@ -1230,6 +1232,7 @@ fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
                 refs: a.refs.then_some(&sn.refs[..]),
                 complete: sn.complete,
                 missing: sn.missing.iter().map(|o| o.to_string()).collect(),
+                skipped: &sn.skipped,
             })
             .collect();
         return print_json(&doc).map(|()| exit::OK);

@@ -92,7 +92,7 @@ impl Vault {
     }
 
     fn snapshots(&self, repo: &str) -> Vec<Value> {
-        let out = self.ok(&["snapshots", "--repo", repo, "--json"]);
+        let out = self.ok(&["snapshots", "--repo", repo, "--json", "--refs"]);
         parse_json(&out).as_array().unwrap().clone()
     }
 
