@@ -38,6 +38,7 @@ pub mod delta;
 pub mod discover;
 pub mod gitpack;
 pub mod index;
+pub mod jsontime;
 pub mod lock;
 pub mod pack;
 pub mod prune;
@@ -47,6 +48,7 @@ pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
+pub mod usage;
 pub mod verify;
 
 mod object;

@@ -31,6 +31,9 @@ pub enum Error {
     /// Interrupted.
     #[error("interrupted")]
     Interrupted,
+    /// The repository's closure could not be walked.
+    #[error("cannot walk the repository's snapshots: {0}")]
+    Scope(String),
     /// A bad `--read-data-subset`.
     #[error("--read-data-subset {0:?}: give N/M (1 <= N <= M) or P% (0 < P <= 100)")]
     BadSubset(String),
@@ -193,6 +196,67 @@ pub fn verify(
     progress: &(dyn Fn(u64) + Sync),
     interrupt: &AtomicBool,
 ) -> Result<VerifyReport, Error> {
+    verify_scoped(store, opts, None, progress, interrupt)
+}
+
+/// What `verify --repo` checks: one repository's snapshots, the packs its
+/// objects are stored in and those objects (the index itself is checked whole).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// The repository's name.
+    pub repo: String,
+    /// The objects its snapshots reach.
+    pub objects: HashSet<ObjectId>,
+    /// The chunks they need (row ids, delta bases included).
+    pub chunks: HashSet<i64>,
+    /// The packs holding those chunks (row ids).
+    pub packs: HashSet<i64>,
+}
+
+impl Scope {
+    /// Walks the closure of `repo`'s snapshots to find what it needs.
+    pub fn of_repo(store: &Store, repo: &str) -> Result<Scope, Error> {
+        let snaps: Vec<Snapshot> = store
+            .with_index(|i| i.snapshots(None))?
+            .into_iter()
+            .filter(|s| s.repo == repo)
+            .collect();
+        let walked = |e: crate::usage::Error| match e {
+            crate::usage::Error::Index(e) => Error::Index(e),
+            crate::usage::Error::Store(crate::store::Error::Index(e)) => Error::Index(e),
+            crate::usage::Error::Store(e) => Error::Scope(e.to_string()),
+        };
+        let closure = crate::usage::closure(store, &snaps).map_err(walked)?;
+        let chunks = crate::usage::chunks(store, &closure).map_err(walked)?;
+        Ok(Scope {
+            repo: repo.to_owned(),
+            objects: closure.objects.keys().copied().collect(),
+            packs: chunks.values().map(|c| c.pack).collect(),
+            chunks: chunks.into_keys().collect(),
+        })
+    }
+
+    fn has_finding(&self, store: &Store, f: &Finding) -> bool {
+        match f {
+            Finding::ObjectChunks { oid, .. } => self.objects.contains(oid),
+            Finding::Chunk { id, .. } => matches!(
+                store.with_index(|i| i.chunk_by_hash(id)),
+                Ok(Some(row)) if self.chunks.contains(&row.rowid)
+            ),
+            Finding::RefTarget { repo, .. } => *repo == self.repo,
+            Finding::Orphan { .. } => true,
+        }
+    }
+}
+
+/// Verifies the store, or only what `scope` names.
+pub fn verify_scoped(
+    store: &Store,
+    opts: VerifyOptions,
+    scope: Option<&Scope>,
+    progress: &(dyn Fn(u64) + Sync),
+    interrupt: &AtomicBool,
+) -> Result<VerifyReport, Error> {
     let start = Instant::now();
     let mut report = VerifyReport {
         mode: if opts.read_data { "read-data" } else { "quick" }.into(),
@@ -212,7 +276,12 @@ pub fn verify(
     }
 
     // 2. Packs named by the index exist and cover their chunks.
-    let extents = store.with_index(|i| i.pack_extents())?;
+    let all_extents = store.with_index(|i| i.pack_extents())?;
+    let extents: Vec<index::PackExtent> = all_extents
+        .iter()
+        .filter(|e| scope.is_none_or(|s| s.packs.contains(&e.pack.rowid)))
+        .cloned()
+        .collect();
     let mut bad_packs: HashSet<i64> = HashSet::new();
     // Packs whose file is shorter or longer than recorded: only chunks past the end are lost.
     let mut resized: HashMap<i64, u64> = HashMap::new();
@@ -254,7 +323,11 @@ pub fn verify(
     }
 
     // 3. Rows resolve.
-    for f in store.with_index(|i| i.quick_check())? {
+    let findings = store.with_index(|i| i.quick_check())?;
+    for f in findings
+        .into_iter()
+        .filter(|f| scope.is_none_or(|s| s.has_finding(store, f)))
+    {
         match f {
             Finding::ObjectChunks { oid, reason } => {
                 let mut p = problem("object", reason.clone());
@@ -308,7 +381,7 @@ pub fn verify(
     }
 
     // 4. Harmless observations.
-    let known: HashSet<String> = extents.iter().map(|e| e.pack.name.clone()).collect();
+    let known: HashSet<String> = all_extents.iter().map(|e| e.pack.name.clone()).collect();
     if let Ok(rd) = std::fs::read_dir(&pack_dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -321,7 +394,12 @@ pub fn verify(
     }
 
     // 5. Read every (selected) pack.
-    let snapshots = store.with_index(|i| i.snapshots(None))?;
+    let all_snapshots = store.with_index(|i| i.snapshots(None))?;
+    let snapshots: Vec<Snapshot> = all_snapshots
+        .iter()
+        .filter(|s| scope.is_none_or(|sc| s.repo == sc.repo))
+        .cloned()
+        .collect();
     if opts.read_data {
         let mut selected: Vec<&index::PackExtent> = extents
             .iter()
@@ -376,7 +454,11 @@ pub fn verify(
         report.chunks_checked = chunks.into_inner();
         report.objects_checked = objects.into_inner();
         if opts.subset.is_none() {
-            for oid in store.with_index(|i| i.multi_chunk_objects())? {
+            for oid in store
+                .with_index(|i| i.multi_chunk_objects())?
+                .into_iter()
+                .filter(|o| scope.is_none_or(|s| s.objects.contains(o)))
+            {
                 match store.get(&oid) {
                     Ok(_) => report.objects_checked += 1,
                     Err(e) => {
@@ -468,7 +550,7 @@ pub fn verify(
     }
 
     // Snapshot files the index does not know (a sync killed between file and rows).
-    let known: HashSet<&str> = snapshots.iter().map(|s| s.id.as_str()).collect();
+    let known: HashSet<&str> = all_snapshots.iter().map(|s| s.id.as_str()).collect();
     if let Ok(rd) = std::fs::read_dir(store.root().join(crate::store::SNAPSHOTS_DIR)) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

@@ -10,6 +10,7 @@
 
 pub mod fetch;
 pub mod ingest;
+pub mod plan;
 
 pub use fetch::{Auth, Secret};
 
