@@ -27,6 +27,163 @@ pub mod exit {
     pub const DAMAGED: u8 = 12;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: u8 = 130;
+    /// A bad command line: an unknown option, a missing or malformed value.
+    pub const USAGE: u8 = 2;
+}
+
+/// Results go to stdout through here. A closed stdout (`repovault snapshots |
+/// head`) is not an error: output stops quietly and the command still ends
+/// with its own exit code; any other write error is reported (exit 1) once
+/// the command has run. `println!` in this file is [`output::line`], not std's
+/// (which panics on a closed pipe).
+mod output {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// Set once stdout's reader has gone (EPIPE): later output is dropped.
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    /// The first write error other than EPIPE.
+    static FAILED: Mutex<Option<String>> = Mutex::new(None);
+
+    /// Writes one line to stdout.
+    pub fn line(args: std::fmt::Arguments<'_>) {
+        let mut out = stdout();
+        let r = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = r {
+            let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert_with(|| e.to_string());
+            CLOSED.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Why writing to stdout failed (not counting a closed pipe), if it did.
+    pub fn failure() -> Option<String> {
+        FAILED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Locked stdout whose writes treat a closed pipe as the quiet end of the
+    /// output (they succeed and write nothing); other errors are returned.
+    pub fn stdout() -> Stdout {
+        Stdout(std::io::stdout().lock())
+    }
+
+    /// See [`stdout`].
+    pub struct Stdout(std::io::StdoutLock<'static>);
+
+    fn quiet_end<T>(r: std::io::Result<T>, ok: T) -> std::io::Result<T> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                CLOSED.store(true, Ordering::SeqCst);
+                Ok(ok)
+            }
+            r => r,
+        }
+    }
+
+    impl Write for Stdout {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if CLOSED.load(Ordering::SeqCst) {
+                return Ok(buf.len());
+            }
+            quiet_end(self.0.write(buf), buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if CLOSED.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            quiet_end(self.0.flush(), ())
+        }
+    }
+}
+
+/// `println!` that never panics: see [`output`].
+macro_rules! println {
+    ($($arg:tt)*) => {
+        crate::cli::output::line(format_args!($($arg)*))
+    };
+}
+
+/// An error whose exit code is decided where it happens (a bad value on the
+/// command line: [`exit::USAGE`]), not by the type of its cause.
+#[derive(Debug)]
+struct ExitWith {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+impl std::error::Error for ExitWith {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// A bad command line (exit code 2), with its message.
+fn usage(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    with_code(exit::USAGE, error)
+}
+
+fn with_code(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(ExitWith {
+        code,
+        error: error.into(),
+    })
+}
+
+/// A clap value parser from a `FromStr` whose error is a message: the value
+/// is checked while parsing, so a bad one exits 2 with clap's usage error,
+/// and the argument keeps the text.
+fn checked<T>(s: &str) -> Result<String, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A percentage, 0 to 100.
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
+}
+
+/// Makes everything this process creates private to its user (directories
+/// 0700, files 0600) whatever the umask, as restic does: the store, the
+/// mirror cache (written by gix), the index (SQLite) and every temporary file.
+/// Returns the user's umask, which restore puts back for the repository it
+/// creates.
+fn private_umask() -> nix::sys::stat::Mode {
+    use nix::sys::stat::{umask, Mode};
+    umask(Mode::from_bits_truncate(0o077))
+}
+
+/// The umask the user ran repovault with.
+static USER_UMASK: std::sync::OnceLock<nix::sys::stat::Mode> = std::sync::OnceLock::new();
+
+/// Creates `dir` (and its parents) private to the user, and makes an existing
+/// one private (a cache made by an older repovault was world-readable).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the mirror cache {}", dir.display()))?;
+    let private = std::fs::Permissions::from_mode(0o700);
+    if let Err(e) = std::fs::set_permissions(dir, private) {
+        tracing::warn!(dir = %dir.display(), "cannot make the mirror cache private (mode 0700): {e}");
+    }
+    Ok(())
 }
 
 /// The help heading of the options every verb takes (listed after the verb's own).
@@ -118,7 +275,7 @@ struct StatsArgs {
 #[derive(Args)]
 struct InitArgs {
     /// zstd compression level (1-22)
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     compression_level: i32,
     /// Pack files are closed at this size (MiB)
     #[arg(long, default_value_t = 32)]
@@ -179,7 +336,7 @@ struct ForgetArgs {
     )]
     keep_yearly: i32,
     /// Keep every snapshot within this duration of the newest (e.g. 1y6m, 14d, 36h)
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = checked::<repovault::retention::Within>)]
     keep_within: Option<String>,
     /// Take the policy from this config file's [retention] (when no --keep-* option is given)
     #[arg(long, value_name = "FILE")]
@@ -201,7 +358,7 @@ struct ForgetArgs {
 #[derive(Args)]
 struct PruneArgs {
     /// Repack packs whose live data is below this percentage of their bytes
-    #[arg(long, default_value_t = 80.0, value_name = "PERCENT")]
+    #[arg(long, default_value_t = 80.0, value_name = "PERCENT", value_parser = percent)]
     repack_below: f64,
     /// Report what would be freed without changing anything
     #[arg(long)]
@@ -229,7 +386,7 @@ struct VerifyArgs {
     #[arg(long)]
     read_data: bool,
     /// Read only part of the packs: N/M (part N of M) or P% (a random P percent); implies --read-data
-    #[arg(long, value_name = "N/M|P%")]
+    #[arg(long, value_name = "N/M|P%", value_parser = checked::<repovault::verify::Subset>)]
     read_data_subset: Option<String>,
     /// Only this repository: its snapshots and the packs and objects they need
     #[arg(long)]
@@ -335,6 +492,7 @@ struct SyncArgs {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    let _ = USER_UMASK.set(private_umask());
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => return usage_error(e),
@@ -355,7 +513,12 @@ pub fn main() -> ExitCode {
             eprintln!("repovault: interrupted; finishing the current step (press Ctrl-C again to stop at once)");
         });
     }
-    match run(cli, &interrupt) {
+    let result = run(cli, &interrupt);
+    if let Some(e) = output::failure() {
+        eprintln!("repovault: error: cannot write the output: {e}");
+        return ExitCode::from(exit::ERROR);
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             if interrupt.load(Ordering::SeqCst) {
@@ -415,7 +578,7 @@ fn print_json_error(message: &str, code: u8) {
             exit_code: code,
         },
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     let _ = writeln!(
         out,
         "{}",
@@ -469,11 +632,16 @@ fn one_line(s: &str) -> String {
 
 fn exit_code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ExitWith>() {
+            return e.code;
+        }
         if let Some(e) = cause.downcast_ref::<store::Error>() {
             return match e {
                 store::Error::NotFound { .. }
                 | store::Error::NotAStore { .. }
-                | store::Error::NotADirectory { .. } => exit::NO_STORE,
+                | store::Error::NotADirectory { .. }
+                | store::Error::BadConfig { .. }
+                | store::Error::NewerFormat { .. } => exit::NO_STORE,
                 store::Error::Lock(repovault::lock::Error::Locked { .. }) => exit::LOCKED,
                 _ => exit::ERROR,
             };
@@ -538,7 +706,8 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
                 pack_target_size: a.pack_size_mib.max(1) << 20,
                 ..Default::default()
             };
-            let s = Store::init(&path, opts)?;
+            // Whatever is in the way (a store, a file, a non-empty directory), init fails with 1.
+            let s = Store::init(&path, opts).map_err(|e| with_code(exit::ERROR, e))?;
             println!(
                 "created store {} (id {})",
                 path.display(),
@@ -557,6 +726,9 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
         }
         Command::Forget(a) => cmd_forget(&cli.store, a, interrupt),
         Command::Prune(a) => {
+            if !a.dry_run {
+                catch_up_index(&store_path(&cli.store)?)?;
+            }
             let s = open_store(&cli.store)?;
             let mut w = s.writer_for(Duration::from_secs(60), "prune")?;
             let opts = repovault::prune::PruneOptions {
@@ -569,7 +741,7 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
         }
         Command::RepairIndex(a) => cmd_repair(&cli.store, a),
         Command::Completions(a) => {
-            let mut out = std::io::stdout().lock();
+            let mut out = output::stdout();
             clap_complete::generate(a.shell, &mut Cli::command(), "repovault", &mut out);
             out.flush()?;
             Ok(exit::OK)
@@ -589,7 +761,7 @@ fn cmd_man(a: ManArgs) -> Result<u8> {
             println!("wrote the manual pages into {}", dir.display());
         }
         None => {
-            let mut out = std::io::stdout().lock();
+            let mut out = output::stdout();
             clap_mangen::Man::new(cmd).render(&mut out)?;
             out.flush()?;
         }
@@ -657,7 +829,7 @@ fn print_repo_usage(u: &repovault::usage::RepoUsage, json: bool) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(u)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(out, "repository   {} ({} snapshots)", u.repo, u.snapshots)?;
     writeln!(
         out,
@@ -724,7 +896,9 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
     let repo = resolve_repo(&s, &a.repo)?;
     let sel = match (&a.snapshot, &a.at) {
         (Some(id), _) => Selector::Id(id.clone()),
-        (None, Some(t)) => Selector::At(restore::parse_time(t).map_err(anyhow::Error::msg)?),
+        (None, Some(t)) => {
+            Selector::At(restore::parse_time(t).map_err(|e| usage(anyhow::Error::msg(e)))?)
+        }
         (None, None) => Selector::Latest,
     };
     let snaps = s.with_index(|i| i.snapshots(Some(repo.id)))?;
@@ -734,7 +908,7 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
             println!("{}", serde_json::to_string_pretty(&snap)?);
             return Ok(exit::OK);
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = output::stdout();
         writeln!(
             out,
             "# snapshot {} of {} taken {}",
@@ -769,6 +943,12 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
         force: a.force,
         partial: a.partial,
     };
+    // The restored repository is the user's: it follows their umask (store
+    // files the reader may create, the index's -wal/-shm and the readers lock,
+    // get their modes from the store's own files or explicitly).
+    if let Some(m) = USER_UMASK.get() {
+        nix::sys::stat::umask(*m);
+    }
     let report = restore::restore(&s, &snap, &dest, opts, interrupt)?;
     if a.json {
         let mut v = serde_json::to_value(&report)?;
@@ -904,7 +1084,7 @@ fn print_verify(r: &repovault::verify::VerifyReport, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "verify ({}): {} packs, {} chunks, {} objects, {} snapshots checked; {} read in {:.1}s ({:.1} MB/s, {:.0} objects/s)",
@@ -959,23 +1139,15 @@ fn cmd_repair(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
             "rebuilt the index: {} packs, {} chunks, {} objects, {} snapshots",
             r.packs, r.chunks, r.objects, r.snapshots
         );
-        for s in r.skipped_packs.iter().chain(&r.skipped_snapshots) {
-            println!("left out (damaged): {s}");
-        }
-        if r.dropped_chunks > 0 {
-            println!(
-                "{} chunks dropped: their delta base is in no intact pack",
-                r.dropped_chunks
-            );
+        for line in repair_losses(&r) {
+            println!("{line}");
         }
     }
-    Ok(
-        if r.skipped_packs.is_empty() && r.skipped_snapshots.is_empty() {
-            exit::OK
-        } else {
-            exit::PARTIAL
-        },
-    )
+    Ok(if r.lost_something() {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
 }
 
 fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) -> Result<u8> {
@@ -1004,6 +1176,9 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
     if policy.is_empty() && !a.allow_empty {
         return Err(prune::Error::EmptyPolicy.into());
     }
+    if !a.dry_run {
+        catch_up_index(&store_path(store)?)?;
+    }
     let s = open_store(store)?;
     let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
     let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
@@ -1026,7 +1201,7 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     let mut last_repo = "";
     for d in &decisions {
         if d.repo != last_repo {
@@ -1091,7 +1266,7 @@ fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&snaps)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "{:<8}  {:<20}  {:<20}  {:>5}  repository",
@@ -1119,7 +1294,7 @@ fn cmd_repos(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&repos)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "{:<10}  {:<20}  {:>9}  repository",
@@ -1148,18 +1323,77 @@ fn cmd_repos(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
 
 fn open_for_sync(store_arg: &Option<PathBuf>, config_store: Option<&Path>) -> Result<Store> {
     Ok(match (store_arg, config_store) {
-        (Some(p), _) => Store::open(p)?,
-        (None, Some(p)) => Store::open(p)?,
+        (Some(p), _) => open_caught_up(p)?,
+        (None, Some(p)) => open_caught_up(p)?,
         (None, None) => {
             let p = default_store()?;
             if p.exists() {
-                Store::open(&p)?
+                open_caught_up(&p)?
             } else {
                 eprintln!("repovault: creating the default store at {}", p.display());
                 Store::init(&p, InitOptions::default())?
             }
         }
     })
+}
+
+/// Opens the store for a writer, first rebuilding an index that lags the
+/// store's files (saying so): writing with it could lose data.
+fn open_caught_up(path: &Path) -> Result<Store> {
+    catch_up_index(path)?;
+    Ok(Store::open(path)?)
+}
+
+/// Rebuilds the index when it lags the store's files (`repair::catch_up`), saying so.
+fn catch_up_index(path: &Path) -> Result<()> {
+    let Some((reason, r)) = repovault::repair::catch_up(path, Duration::from_secs(60))? else {
+        return Ok(());
+    };
+    eprintln!(
+        "repovault: the index lagged the store's files ({reason}): rebuilt it from the packs and snapshot files first ({} packs, {} objects, {} snapshots{})",
+        r.packs,
+        r.objects,
+        r.snapshots,
+        r.old_index
+            .as_ref()
+            .map(|o| format!("; the old index was kept as {}", o.display()))
+            .unwrap_or_default()
+    );
+    for line in repair_losses(&r) {
+        eprintln!("repovault: {line}");
+    }
+    Ok(())
+}
+
+/// What a repair could not recover, one line each.
+fn repair_losses(r: &repovault::repair::RepairReport) -> Vec<String> {
+    let mut out: Vec<String> = r
+        .skipped_packs
+        .iter()
+        .chain(&r.skipped_snapshots)
+        .map(|s| format!("left out (damaged): {s}"))
+        .collect();
+    for s in &r.salvaged_packs {
+        out.push(format!("salvaged (damaged): {s}"));
+    }
+    if !r.damaged_objects.is_empty() {
+        out.push(format!(
+            "{} object(s) lost with damaged chunks ({}{}): `repovault verify --read-data` names the snapshots that need them",
+            r.damaged_objects.len(),
+            r.damaged_objects.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+            if r.damaged_objects.len() > 3 { ", ..." } else { "" }
+        ));
+    }
+    for s in &r.lost_snapshots {
+        out.push(format!("not recovered: {s}"));
+    }
+    if r.dropped_chunks > 0 {
+        out.push(format!(
+            "{} chunks dropped: their delta base is in no intact pack",
+            r.dropped_chunks
+        ));
+    }
+    out
 }
 
 fn failed_report(src: &Source, millis: u64, msg: String) -> RepoReport {
@@ -1269,13 +1503,13 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
     if a.sources.is_empty() {
         bail!("nothing to sync: give SOURCE URLs or paths, or --config FILE");
     }
-    let store = open_for_sync(store_arg, None)?;
     if a.name.is_some() && a.sources.len() > 1 {
-        bail!(
+        return Err(usage(anyhow::anyhow!(
             "--name names one repository, but {} sources were given: sync them one by one",
             a.sources.len()
-        );
+        )));
     }
+    let store = open_for_sync(store_arg, None)?;
     let auth = match &a.token_env {
         Some(var) => {
             let token = std::env::var(var).map_err(|_| {
@@ -1296,13 +1530,13 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
         .sources
         .iter()
         .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
     let cache = a
         .cache
         .clone()
         .unwrap_or_else(|| sync::default_cache(&store));
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    create_private_dir(&cache)?;
     let opts = SyncOptions {
         cache,
         allow_incomplete: a.allow_incomplete,
@@ -1340,6 +1574,7 @@ fn cmd_sync_dry_run(
     interrupt: &AtomicBool,
 ) -> Result<u8> {
     let mut sources_failed = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     let (store, sources) = match &a.config {
         Some(path) => {
             let config = repovault::config::Config::load(path)?;
@@ -1350,14 +1585,20 @@ fn cmd_sync_dry_run(
                 (None, None) => Store::open(&default_store()?)?,
             };
             let mut sources = Vec::new();
-            for (label, result) in discover_all(&resolved) {
+            for SourceListing { label, result, .. } in discover_all(&resolved) {
                 match result {
-                    Ok((repos, _, _)) => sources.extend(
-                        repos
-                            .into_iter()
-                            .filter(|(_, r)| !r.disabled)
-                            .map(|(s, _)| s),
-                    ),
+                    Ok(found) => {
+                        let refused: std::collections::HashSet<String> =
+                            found.refused.iter().map(|(s, _)| s.name.clone()).collect();
+                        warnings.extend(found.refused.into_iter().map(|(_, why)| why));
+                        sources.extend(
+                            found
+                                .repos
+                                .into_iter()
+                                .filter(|(s, r)| !r.disabled && !refused.contains(&s.name))
+                                .map(|(s, _)| s),
+                        );
+                    }
                     Err(e) if e.starts_with(&label) => sources_failed.push(e),
                     Err(e) => sources_failed.push(format!("{label}: {e}")),
                 }
@@ -1366,10 +1607,10 @@ fn cmd_sync_dry_run(
         }
         None => {
             if a.name.is_some() && a.sources.len() > 1 {
-                bail!(
+                return Err(usage(anyhow::anyhow!(
                     "--name names one repository, but {} sources were given: sync them one by one",
                     a.sources.len()
-                );
+                )));
             }
             let auth = match &a.token_env {
                 Some(var) => {
@@ -1390,7 +1631,8 @@ fn cmd_sync_dry_run(
                 .sources
                 .iter()
                 .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, _>>()
+                .map_err(usage)?;
             (open_store(store_arg)?, sources)
         }
     };
@@ -1408,6 +1650,7 @@ fn cmd_sync_dry_run(
             "dry_run": true,
             "repos": plans,
             "sources_failed": sources_failed,
+            "warnings": warnings,
             "totals": {
                 "repos": plans.len(),
                 "new": count("new"),
@@ -1418,7 +1661,7 @@ fn cmd_sync_dry_run(
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        let mut out = std::io::stdout().lock();
+        let mut out = output::stdout();
         for p in &plans {
             let last = p
                 .last_snapshot
@@ -1457,6 +1700,9 @@ fn cmd_sync_dry_run(
         for f in &sources_failed {
             writeln!(out, "error: source {f}")?;
         }
+        for w in &warnings {
+            writeln!(out, "warning: {w}")?;
+        }
         writeln!(
             out,
             "dry run: {} repositories: {} new, {} changed, {} unchanged, {} failed; nothing was fetched or written",
@@ -1479,6 +1725,11 @@ fn cmd_sync_dry_run(
 struct DiscoverySummary {
     sources: usize,
     sources_failed: Vec<String>,
+    /// Sources whose listing was incomplete (`label: first problem`).
+    sources_incomplete: Vec<String>,
+    /// Repositories synced although this run's listing missed them: known
+    /// from earlier runs of a source whose listing failed or was incomplete.
+    from_earlier_runs: Vec<String>,
     discovered: usize,
     new: Vec<String>,
     renamed: Vec<(String, String)>,
@@ -1487,41 +1738,92 @@ struct DiscoverySummary {
     warnings: Vec<String>,
 }
 
+/// What one source of a config listed.
+struct SourceListing {
+    label: String,
+    result: Result<Found, String>,
+    /// How to sync the source's repositories known from earlier runs when
+    /// its listing failed or was incomplete; `None` after a rejected token
+    /// (they would only fail the same way) and for `git` sources.
+    known: Option<KnownAccess>,
+}
+
+/// A listing that worked (maybe only in part).
+struct Found {
+    /// Every listed repository, refused ones included (all are registered).
+    repos: Vec<(Source, repovault::index::Registration)>,
+    complete: bool,
+    warnings: Vec<String>,
+    /// Listed repositories not synced because their clone URL leaves the
+    /// source's hosts, with the message saying so.
+    refused: Vec<(Source, String)>,
+}
+
+/// Credentials and hosts of a provider source.
+struct KnownAccess {
+    token: Option<Secret>,
+    bearer: bool,
+    git_user: &'static str,
+    hosts: repovault::discover::CredentialHosts,
+}
+
+impl KnownAccess {
+    /// The source for `name` at `url` with the token, or the refusal
+    /// message when `url` leaves the source's hosts.
+    fn source(&self, label: &str, name: &str, url: &str) -> Result<Source, String> {
+        if self.token.is_some() && !self.hosts.allows(url) {
+            let host = repovault::discover::host_of(url);
+            return Err(format!(
+                "not synced: its clone URL {url} is on {host}, not a host of source {label} ({}), and the token is only sent there; if {host} is yours, add \"{host}\" to git_hosts of the source",
+                self.hosts.describe()
+            ));
+        }
+        Ok(Source {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            auth: self.token.clone().map(|t| Auth {
+                user: self.git_user.to_owned(),
+                token: t,
+                bearer: self.bearer,
+            }),
+        })
+    }
+}
+
 /// Lists every source of a config (no store involved).
-fn discover_all(
-    resolved: &[repovault::config::Resolved],
-) -> Vec<(
-    String,
-    Result<
-        (
-            Vec<(Source, repovault::index::Registration)>,
-            bool,
-            Vec<String>,
-        ),
-        String,
-    >,
-)> {
+fn discover_all(resolved: &[repovault::config::Resolved]) -> Vec<SourceListing> {
     use repovault::config::Resolved;
-    use repovault::discover::{discover_blocking, HttpOptions};
+    use repovault::discover::{discover_blocking, git_user, CredentialHosts, HttpOptions};
     let mut out = Vec::new();
     for r in resolved {
         let label = r.label();
-        let result = match r {
+        let listing = match r {
             Resolved::Provider {
                 source,
                 token,
                 bearer,
-            } => match discover_blocking(source, &HttpOptions::default()) {
-                Ok(listing) => {
-                    let repos = listing
-                        .repos
-                        .into_iter()
-                        .map(|d| {
-                            let auth = token.clone().map(|t| Auth {
-                                user: d.git_user.clone(),
-                                token: t,
-                                bearer: *bearer,
-                            });
+            } => {
+                let access = match CredentialHosts::for_source(source) {
+                    Ok(hosts) => KnownAccess {
+                        token: token.clone(),
+                        bearer: *bearer,
+                        git_user: git_user(source.provider),
+                        hosts,
+                    },
+                    Err(e) => {
+                        out.push(SourceListing {
+                            label,
+                            result: Err(e),
+                            known: None,
+                        });
+                        continue;
+                    }
+                };
+                match discover_blocking(source, &HttpOptions::default()) {
+                    Ok(listing) => {
+                        let mut repos = Vec::new();
+                        let mut refused = Vec::new();
+                        for d in listing.repos {
                             let reg = repovault::index::Registration {
                                 key: d.key.clone(),
                                 name: d.name.clone(),
@@ -1529,20 +1831,40 @@ fn discover_all(
                                 disabled: d.disabled,
                                 record: d.record.clone(),
                             };
-                            (
-                                Source {
-                                    url: d.clone_url,
-                                    name: d.name,
-                                    auth,
-                                },
-                                reg,
-                            )
-                        })
-                        .collect();
-                    Ok((repos, listing.complete, listing.warnings))
+                            let src = match access.source(&label, &d.name, &d.clone_url) {
+                                Ok(s) => s,
+                                Err(why) => {
+                                    let bare = Source {
+                                        url: d.clone_url.clone(),
+                                        name: d.name.clone(),
+                                        auth: None,
+                                    };
+                                    if !d.disabled {
+                                        refused.push((bare.clone(), why));
+                                    }
+                                    bare
+                                }
+                            };
+                            repos.push((src, reg));
+                        }
+                        SourceListing {
+                            label,
+                            result: Ok(Found {
+                                repos,
+                                complete: listing.complete,
+                                warnings: listing.warnings,
+                                refused,
+                            }),
+                            known: Some(access),
+                        }
+                    }
+                    Err(e) => SourceListing {
+                        label,
+                        known: (!e.is_auth()).then_some(access),
+                        result: Err(e.to_string()),
+                    },
                 }
-                Err(e) => Err(e.to_string()),
-            },
+            }
             Resolved::Git { urls, auth, .. } => {
                 let mut repos = Vec::new();
                 let mut err = None;
@@ -1561,15 +1883,67 @@ fn discover_all(
                         Err(e) => err = Some(e.to_string()),
                     }
                 }
-                match err {
-                    Some(e) => Err(e),
-                    None => Ok((repos, true, Vec::new())),
+                SourceListing {
+                    label,
+                    result: match err {
+                        Some(e) => Err(e),
+                        None => Ok(Found {
+                            repos,
+                            complete: true,
+                            warnings: Vec::new(),
+                            refused: Vec::new(),
+                        }),
+                    },
+                    known: None,
                 }
             }
         };
-        out.push((label, result));
+        out.push(listing);
     }
     out
+}
+
+/// The repositories of `label` known from earlier runs (active, not disabled
+/// or deleted upstream) that this run's listing lacks, as sources; those
+/// whose URL leaves the source's hosts come back refused.
+fn known_from_earlier_runs(
+    index: &repovault::index::Index,
+    label: &str,
+    listed: &std::collections::HashSet<String>,
+    access: &KnownAccess,
+) -> Result<(Vec<Source>, Vec<(Source, String)>)> {
+    let mut sources = Vec::new();
+    let mut refused = Vec::new();
+    for row in index.repos()? {
+        let key = match &row.key {
+            Some(k) if row.origin.as_deref() == Some(label) && row.state == "active" => k,
+            _ => continue,
+        };
+        if listed.contains(key) {
+            continue;
+        }
+        match access.source(label, &row.name, &row.url) {
+            Ok(s) => sources.push(s),
+            Err(why) => refused.push((
+                Source {
+                    url: row.url.clone(),
+                    name: row.name.clone(),
+                    auth: None,
+                },
+                why,
+            )),
+        }
+    }
+    Ok((sources, refused))
+}
+
+/// `first` and how many more there are, for a one-line message.
+fn first_and_more(items: &[String]) -> String {
+    match items {
+        [] => "no details".to_owned(),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first}; and {} more", rest.len()),
+    }
 }
 
 fn cmd_sync_config(
@@ -1586,48 +1960,72 @@ fn cmd_sync_config(
         .clone()
         .or(config.cache.clone())
         .unwrap_or_else(|| sync::default_cache(&store));
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    create_private_dir(&cache)?;
     let opts = SyncOptions {
         cache,
         allow_incomplete: a.allow_incomplete,
     };
     let start = Instant::now();
+    // Discovery first, without the store lock: a slow or stalled API must not
+    // keep other writers out (each source has its own deadline).
+    let listed = discover_all(&resolved);
     let writer = Mutex::new(store.writer_for(Duration::from_secs(a.lock_wait), "sync")?);
     let mut summary = DiscoverySummary {
         sources: resolved.len(),
         ..Default::default()
     };
     let mut sources = Vec::new();
+    let mut refused: Vec<(Source, String)> = Vec::new();
     let now = jiff::Timestamp::now().as_second();
-    for (label, result) in discover_all(&resolved) {
+    for SourceListing {
+        label,
+        result,
+        known,
+    } in listed
+    {
+        let mut listed_keys = std::collections::HashSet::new();
+        let mut problem = None;
+        let mut incomplete = false;
         match result {
-            Ok((repos, complete, warnings)) => {
-                summary.discovered += repos.len();
+            Ok(found) => {
+                summary.discovered += found.repos.len();
                 summary
                     .warnings
-                    .extend(warnings.into_iter().map(|w| format!("{label}: {w}")));
-                if !complete {
+                    .extend(found.warnings.iter().map(|w| format!("{label}: {w}")));
+                if !found.complete {
+                    incomplete = true;
                     summary.warnings.push(format!(
                         "{label}: the listing was incomplete; no repository was marked deleted"
                     ));
+                    problem = Some(format!(
+                        "{label}: the listing is incomplete ({})",
+                        first_and_more(&found.warnings)
+                    ));
                 }
-                let regs: Vec<_> = repos.iter().map(|(_, r)| r.clone()).collect();
+                let regs: Vec<_> = found.repos.iter().map(|(_, r)| r.clone()).collect();
                 let ch = writer
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .index()
-                    .register(&label, &regs, complete, now)?;
+                    .register(&label, &regs, found.complete, now)?;
                 summary.new.extend(ch.new);
                 summary.renamed.extend(ch.renamed);
                 summary.deleted.extend(ch.deleted);
                 summary.disabled.extend(ch.disabled);
+                let refused_names: std::collections::HashSet<String> =
+                    found.refused.iter().map(|(s, _)| s.name.clone()).collect();
+                listed_keys.extend(found.repos.iter().map(|(_, r)| r.key.clone()));
                 sources.extend(
-                    repos
+                    found
+                        .repos
                         .into_iter()
-                        .filter(|(_, r)| !r.disabled)
+                        .filter(|(s, r)| !r.disabled && !refused_names.contains(&s.name))
                         .map(|(s, _)| s),
                 );
+                refused.extend(found.refused);
+                if found.complete {
+                    continue;
+                }
             }
             Err(e) => {
                 tracing::error!(source = %label, "{e}");
@@ -1636,25 +2034,60 @@ fn cmd_sync_config(
                 } else {
                     format!("{label}: {e}")
                 };
-                summary.sources_failed.push(named);
+                problem = Some(named);
             }
+        }
+        // The listing failed or is incomplete: what earlier runs knew of this
+        // source is still backed up tonight.
+        let mut earlier = 0;
+        if let Some(access) = &known {
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let (more, more_refused) =
+                known_from_earlier_runs(w.index(), &label, &listed_keys, access)?;
+            drop(w);
+            earlier = more.len();
+            summary
+                .from_earlier_runs
+                .extend(more.iter().map(|s| s.name.clone()));
+            sources.extend(more);
+            refused.extend(more_refused);
+        }
+        let mut line = problem.unwrap_or_default();
+        if earlier > 0 {
+            line.push_str(&format!(
+                "; {earlier} repositories known from earlier runs are synced anyway"
+            ));
+        }
+        if incomplete {
+            summary.sources_incomplete.push(line);
+        } else {
+            summary.sources_failed.push(line);
         }
     }
     let jobs = a.jobs.or(config.jobs).unwrap_or(4);
-    let reports = run_jobs(&store, &writer, &sources, &opts, jobs, true, interrupt);
+    let mut reports = run_jobs(&store, &writer, &sources, &opts, jobs, true, interrupt);
+    for (src, why) in &refused {
+        tracing::error!(repo = %src.name, "{why}");
+        sync::record_failure(&writer, src, why);
+        reports.push(failed_report(src, 0, why.clone()));
+    }
     let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
     w.commit()?;
     drop(w);
-    let failed_repos = failed_or_skipped(&reports, sources.len());
+    let failed_repos = failed_or_skipped(&reports, sources.len() + refused.len());
     let doc = sync_summary(&reports, Some(&summary), start.elapsed());
     emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
     if !a.json {
         for f in &summary.sources_failed {
             eprintln!("repovault: error: source {f}");
         }
+        for f in &summary.sources_incomplete {
+            eprintln!("repovault: error: source {f}");
+        }
     }
-    let total = sources.len() + summary.sources_failed.len();
-    let failed = failed_repos + summary.sources_failed.len();
+    let troubled = summary.sources_failed.len() + summary.sources_incomplete.len();
+    let total = sources.len() + refused.len() + troubled;
+    let failed = failed_repos + troubled;
     Ok(exit_for(
         total.max(1),
         failed,
@@ -1668,7 +2101,7 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
     let listed = discover_all(&resolved);
     let mut failed = 0;
     let mut doc = Vec::new();
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     if !json {
         writeln!(
             out,
@@ -1680,14 +2113,21 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
             writeln!(out, "store: {}", s.display())?;
         }
     }
-    for (label, result) in listed {
+    for SourceListing { label, result, .. } in listed {
         match result {
-            Ok((repos, complete, warnings)) => {
+            Ok(Found {
+                repos,
+                complete,
+                warnings,
+                refused,
+            }) => {
                 if json {
                     doc.push(serde_json::json!({
                         "source": label,
                         "complete": complete,
                         "warnings": warnings,
+                        "refused": refused.iter().map(|(s, why)| serde_json::json!({
+                            "name": s.name, "url": s.url, "reason": why })).collect::<Vec<_>>(),
                         "repos": repos.iter().map(|(s, r)| serde_json::json!({
                             "name": s.name, "url": s.url, "key": r.key, "disabled": r.disabled })).collect::<Vec<_>>(),
                     }));
@@ -1718,6 +2158,9 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
                 }
                 for w in warnings {
                     writeln!(out, "  warning: {w}")?;
+                }
+                for (s, why) in &refused {
+                    writeln!(out, "  refused: {}: {why}", s.name)?;
                 }
             }
             Err(e) => {
@@ -1781,7 +2224,7 @@ fn emit_summary(
 }
 
 fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     for r in reports {
         let snap = r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-");
         write!(

@@ -80,3 +80,25 @@ pub fn crash_point(name: &str) {
         }
     }
 }
+
+/// Testing hook beside [`crash_point`]: when `REPOVAULT_PAUSE_AT` names this
+/// point, the process creates the file `$REPOVAULT_PAUSE_GATE.reached` and
+/// waits (at most two minutes) until the file `$REPOVAULT_PAUSE_GATE` exists,
+/// so a test can run another command at exactly this point (a prune while a
+/// restore is between reading the index and reading the packs).
+#[doc(hidden)]
+pub fn pause_point(name: &str) {
+    if !std::env::var("REPOVAULT_PAUSE_AT").is_ok_and(|v| v == name) {
+        return;
+    }
+    let Some(gate) = std::env::var_os("REPOVAULT_PAUSE_GATE").map(std::path::PathBuf::from) else {
+        return;
+    };
+    let mut reached = gate.clone().into_os_string();
+    reached.push(".reached");
+    let _ = std::fs::write(reached, b"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !gate.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -54,6 +54,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A snapshot file on disk that the index does not know: what it needs is unknown.
+    #[error("snapshot file {path} is not in the index, so prune cannot tell what it needs; nothing was deleted: run `repovault repair-index` (or move the file away if it is damaged)")]
+    UnknownSnapshotFile {
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// Nothing to do but the policy is empty.
     #[error(
         "no keep rule given: pass at least one --keep-* option (or set [retention] in the config)"
@@ -185,7 +191,14 @@ pub struct PruneReport {
     pub bytes_after: u64,
     /// True for a dry run.
     pub dry_run: bool,
+    /// Pack files no longer needed but not deleted because readers (restore,
+    /// verify) still ran after [`READERS_WAIT`]: the next prune deletes them.
+    pub packs_left_for_next_prune: u64,
 }
+
+/// How long prune waits for running readers before it leaves the pack files
+/// it would delete to the next prune.
+pub const READERS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn walk_live(
     store: &Store,
@@ -257,6 +270,23 @@ fn unindexed_packs(dir: &Path, known: &HashSet<String>) -> Vec<std::path::PathBu
     out
 }
 
+/// Every snapshot file on disk must be one of `walked` (the snapshots whose
+/// needs prune computed): the files, not only the index, say what is needed.
+fn check_snapshot_files(store: &Store, walked: &[Snapshot]) -> Result<(), Error> {
+    let ids: HashSet<&str> = walked.iter().map(|s| s.id.as_str()).collect();
+    for id in store::lag::snapshot_file_ids(store.root())? {
+        if !ids.contains(id.as_str()) {
+            return Err(Error::UnknownSnapshotFile {
+                path: store
+                    .root()
+                    .join(store::SNAPSHOTS_DIR)
+                    .join(format!("{id}.json")),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Reclaims what no snapshot needs. Runs under the writer's lock.
 pub fn prune(
     writer: &mut Writer<'_>,
@@ -265,6 +295,7 @@ pub fn prune(
 ) -> Result<PruneReport, Error> {
     let store = writer.store();
     let snaps = store.with_index(|i| i.snapshots(None))?;
+    check_snapshot_files(store, &snaps)?;
     let mut report = PruneReport {
         snapshots: snaps.len() as u64,
         dry_run: opts.dry_run,
@@ -410,7 +441,25 @@ pub fn prune(
         .commit_prune(&commit, jiff::Timestamp::now().as_second())?;
     crate::crash_point("prune-index-committed");
 
-    // 3. Only now delete files: dropped packs, then leftovers of killed runs.
+    // 3. Only now delete files: dropped packs, then leftovers of killed runs
+    // (none of which a snapshot file needs: every file was walked), and only
+    // while no reader runs (a restore or verify that started before the
+    // commit still reads the old packs). Readers that outlast the wait keep
+    // them: they are leftovers (unindexed) that the next prune deletes.
+    let Some(_no_readers) = store.exclude_readers(READERS_WAIT)? else {
+        let n = delete.len() + repack.len() + leftovers.len();
+        tracing::warn!(
+            "a restore or verify is still reading the store: {n} pack file(s) no longer needed are left for the next prune"
+        );
+        report.packs_left_for_next_prune = n as u64;
+        report.bytes_after = store
+            .with_index(|i| i.packs())?
+            .iter()
+            .map(|p| p.size)
+            .sum();
+        return Ok(report);
+    };
+    check_snapshot_files(store, &snaps)?;
     let mut first = true;
     for p in delete.iter().chain(&repack) {
         let path = pack::pack_path(&dir, &p.name);

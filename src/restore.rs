@@ -347,6 +347,7 @@ pub fn restore(
     let _read = store.read_session()?;
     let started = std::time::Instant::now();
     let (nodes, mut problems) = walk(store, snap)?;
+    crate::pause_point("restore-walked");
     tracing::debug!(
         objects = nodes.len(),
         ms = started.elapsed().as_millis() as u64,
