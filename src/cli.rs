@@ -227,11 +227,11 @@ enum Command {
     Restore(RestoreArgs),
     /// List snapshots
     Snapshots(SnapshotsArgs),
-    /// List backed-up repositories with their last sync
-    Repos(JsonArg),
+    /// List backed-up repositories with their last sync (or remove one without snapshots)
+    Repos(ReposArgs),
     /// Show what the store holds (--repo: what one repository holds alone and shares)
     Stats(StatsArgs),
-    /// Remove snapshots by a retention policy (keeps the newest of each repository)
+    /// Remove snapshots by keep rules (the newest of each repository stays), or those named by id
     Forget(ForgetArgs),
     /// Delete data no remaining snapshot needs, and repack sparse or small packs
     Prune(PruneArgs),
@@ -284,6 +284,13 @@ struct InitArgs {
 
 #[derive(Args)]
 struct ForgetArgs {
+    /// Remove exactly these snapshots (ids or unique prefixes), instead of applying keep rules
+    #[arg(
+        value_name = "SNAPSHOT-ID",
+        conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly",
+            "keep_monthly", "keep_yearly", "keep_within", "config", "allow_empty"]
+    )]
+    snapshots: Vec<String>,
     /// Only this repository (a name or any unique suffix of one)
     #[arg(long)]
     repo: Option<String>,
@@ -404,6 +411,17 @@ struct JsonArg {
 }
 
 #[derive(Args)]
+struct ReposArgs {
+    /// Remove these repositories, which must have no snapshot (a failed sync of a
+    /// mistyped URL, or one whose snapshots were all forgotten)
+    #[arg(long, value_name = "REPO")]
+    remove: Vec<String>,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct SnapshotsArgs {
     /// Only this repository (a name or any unique suffix of one)
     #[arg(long)]
@@ -422,9 +440,11 @@ struct RestoreArgs {
     /// The snapshot id, or any unique prefix of it
     #[arg(long)]
     snapshot: Option<String>,
-    /// The newest snapshot taken at or before TIME (RFC 3339, or a date: the end of that day, UTC)
-    #[arg(long, value_name = "TIME")]
-    at: Option<String>,
+    /// The newest snapshot taken at or before TIME: 2026-12-02T21:09:21Z, with an offset
+    /// (+01:00), without a zone (2026-12-02 21:09:21.123456, as `snapshots` prints it: UTC),
+    /// or a date (2026-12-02: the end of that day, UTC)
+    #[arg(long, value_name = "TIME", value_parser = repovault::restore::parse_time)]
+    at: Option<jiff::Timestamp>,
     /// The newest snapshot
     #[arg(long)]
     latest: bool,
@@ -864,6 +884,18 @@ fn resolve_repo(s: &Store, name: &str) -> Result<repovault::index::RepoRow> {
     if let Some(r) = repos.iter().find(|r| r.name == name) {
         return Ok(r.clone());
     }
+    // The path or URL that was synced.
+    match sync::repos_synced_from(&repos, name).as_slice() {
+        [one] => return Ok((*one).clone()),
+        [] => {}
+        many => bail!(
+            "{name:?} was synced as several repositories ({}): give the name",
+            many.iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
     let suffix = format!("/{}", name.trim_matches('/'));
     let mut hits: Vec<_> = repos.iter().filter(|r| r.name.ends_with(&suffix)).collect();
     if hits.is_empty() {
@@ -896,9 +928,7 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
     let repo = resolve_repo(&s, &a.repo)?;
     let sel = match (&a.snapshot, &a.at) {
         (Some(id), _) => Selector::Id(id.clone()),
-        (None, Some(t)) => {
-            Selector::At(restore::parse_time(t).map_err(|e| usage(anyhow::Error::msg(e)))?)
-        }
+        (None, Some(t)) => Selector::At(*t),
         (None, None) => Selector::Latest,
     };
     let snaps = s.with_index(|i| i.snapshots(Some(repo.id)))?;
@@ -1173,8 +1203,10 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
             policy = c.retention.unwrap_or_default();
         }
     }
-    if policy.is_empty() && !a.allow_empty {
-        return Err(prune::Error::EmptyPolicy.into());
+    // Without a rule nothing is removed, whatever --allow-empty says: removing
+    // snapshots on purpose is `forget SNAPSHOT-ID...`.
+    if policy.is_empty() && a.snapshots.is_empty() {
+        return Err(usage(prune::Error::EmptyPolicy));
     }
     if !a.dry_run {
         catch_up_index(&store_path(store)?)?;
@@ -1182,7 +1214,11 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
     let s = open_store(store)?;
     let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
     let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
-    let decisions = prune::plan_forget(&snaps, &policy, a.allow_empty);
+    let decisions = if a.snapshots.is_empty() {
+        prune::plan_forget(&snaps, &policy, a.allow_empty)
+    } else {
+        prune::plan_forget_ids(&snaps, &a.snapshots)?
+    };
     let removed = decisions.iter().filter(|d| !d.keep).count();
     let mut prune_report = None;
     if !a.dry_run {
@@ -1217,17 +1253,20 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
             d.reasons.join(", ")
         )?;
     }
-    writeln!(
+    write!(
         out,
-        "{} snapshots {}, {} kept",
+        "{} snapshots {}",
         removed,
         if a.dry_run {
             "would be removed"
         } else {
             "removed"
-        },
-        decisions.len() - removed
+        }
     )?;
+    if a.snapshots.is_empty() {
+        write!(out, ", {} kept", decisions.len() - removed)?;
+    }
+    writeln!(out)?;
     drop(out);
     if let Some(r) = prune_report {
         print_prune(&r, false)?;
@@ -1269,16 +1308,16 @@ fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
     let mut out = output::stdout();
     writeln!(
         out,
-        "{:<8}  {:<20}  {:<20}  {:>5}  repository",
-        "id", "time (UTC)", "checked at", "refs"
+        "{:<8}  {:<26}  {:<26}  {:>5}  repository",
+        "id", "time (UTC)", "checked at (UTC)", "refs"
     )?;
     for sn in &snaps {
         writeln!(
             out,
-            "{:<8}  {:<20}  {:<20}  {:>5}  {}{}",
+            "{:<8}  {:<26}  {:<26}  {:>5}  {}{}",
             sn.short_id(),
-            sn.time.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-            sn.checked_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            utc_micros(sn.time),
+            utc_micros(sn.checked_at),
             sn.refs.len(),
             sn.repo,
             if sn.complete { "" } else { "  (incomplete)" }
@@ -1287,8 +1326,56 @@ fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn cmd_repos(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
+/// A time as `snapshots` prints it: UTC to the microsecond (the precision
+/// snapshots are recorded with), in a form `restore --at` reads back exactly.
+fn utc_micros(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+/// `repos --remove`: drops repositories that have no snapshot, under the write lock.
+fn remove_repos(s: &Store, names: &[String], json: bool) -> Result<u8> {
+    let targets = names
+        .iter()
+        .map(|n| resolve_repo(s, n))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(r) = targets.iter().find(|r| r.snapshots > 0) {
+        bail!(
+            "repository {} has {} snapshot(s); `repos --remove` only removes a repository without snapshots: forget them first (repovault forget --repo {} SNAPSHOT-ID...)",
+            r.name,
+            r.snapshots,
+            r.name
+        );
+    }
+    let mut w = s.writer_for(Duration::from_secs(60), "repos --remove")?;
+    let mut removed = Vec::new();
+    for r in &targets {
+        if !w.index().remove_empty_repo(r.id)? {
+            bail!(
+                "repository {} got a snapshot meanwhile: not removed",
+                r.name
+            );
+        }
+        removed.push(r.name.clone());
+    }
+    drop(w);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "removed": removed }))?
+        );
+    } else {
+        for n in &removed {
+            println!("removed repository {n} (it had no snapshot)");
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_repos(store: &Option<PathBuf>, a: ReposArgs) -> Result<u8> {
     let s = open_store(store)?;
+    if !a.remove.is_empty() {
+        return remove_repos(&s, &a.remove, a.json);
+    }
     let repos = s.with_index(|i| i.repos())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&repos)?);
@@ -1526,12 +1613,15 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
         }
         None => None,
     };
-    let sources: Vec<Source> = a
+    let mut sources: Vec<Source> = a
         .sources
         .iter()
         .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
         .collect::<Result<_, _>>()
         .map_err(usage)?;
+    if a.name.is_none() {
+        keep_existing_names(&store, &mut sources)?;
+    }
     let cache = a
         .cache
         .clone()
@@ -1575,7 +1665,7 @@ fn cmd_sync_dry_run(
 ) -> Result<u8> {
     let mut sources_failed = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
-    let (store, sources) = match &a.config {
+    let (store, mut sources) = match &a.config {
         Some(path) => {
             let config = repovault::config::Config::load(path)?;
             let resolved = config.resolve(path)?;
@@ -1636,6 +1726,17 @@ fn cmd_sync_dry_run(
             (open_store(store_arg)?, sources)
         }
     };
+    // Names from before ports were part of them, as a sync would use them.
+    if a.config.is_none() {
+        keep_existing_names(&store, &mut sources)?;
+    } else {
+        let known = store.with_index(|i| i.repos())?;
+        for src in &mut sources {
+            if let Ok(Some(n)) = sync::existing_name(&known, src) {
+                src.name = n;
+            }
+        }
+    }
     let mut plans = Vec::new();
     for src in &sources {
         if interrupt.load(Ordering::SeqCst) {
@@ -1718,6 +1819,18 @@ fn cmd_sync_dry_run(
         failed,
         interrupt.load(Ordering::SeqCst),
     ))
+}
+
+/// Sources already in the store under a name from before ports were part of
+/// names keep that name (see [`sync::existing_name`]).
+fn keep_existing_names(store: &Store, sources: &mut [Source]) -> Result<()> {
+    let known = store.with_index(|i| i.repos())?;
+    for src in sources {
+        if let Some(n) = sync::existing_name(&known, src)? {
+            src.name = n;
+        }
+    }
+    Ok(())
 }
 
 /// Discovery results of a config run, for the summary.
@@ -1903,6 +2016,40 @@ fn discover_all(resolved: &[repovault::config::Resolved]) -> Vec<SourceListing> 
     out
 }
 
+/// [`keep_existing_names`] for the `git` sources of a config (whose key is
+/// their name); a source whose name a different repository holds is left out
+/// and reported as failed.
+fn keep_existing_git_names(
+    writer: &Mutex<repovault::store::Writer<'_>>,
+    label: &str,
+    repos: Vec<(Source, repovault::index::Registration)>,
+    summary: &mut DiscoverySummary,
+) -> Result<Vec<(Source, repovault::index::Registration)>> {
+    let known = writer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .index()
+        .repos()?;
+    let mut out = Vec::with_capacity(repos.len());
+    for (mut src, mut reg) in repos {
+        if reg.key != format!("git:{}", src.name) {
+            out.push((src, reg));
+            continue;
+        }
+        match sync::existing_name(&known, &src) {
+            Ok(Some(n)) => {
+                reg.key = format!("git:{n}");
+                reg.name = n.clone();
+                src.name = n;
+                out.push((src, reg));
+            }
+            Ok(None) => out.push((src, reg)),
+            Err(e) => summary.sources_failed.push(format!("{label}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
 /// The repositories of `label` known from earlier runs (active, not disabled
 /// or deleted upstream) that this run's listing lacks, as sources; those
 /// whose URL leaves the source's hosts come back refused.
@@ -1987,7 +2134,8 @@ fn cmd_sync_config(
         let mut problem = None;
         let mut incomplete = false;
         match result {
-            Ok(found) => {
+            Ok(mut found) => {
+                found.repos = keep_existing_git_names(&writer, &label, found.repos, &mut summary)?;
                 summary.discovered += found.repos.len();
                 summary
                     .warnings

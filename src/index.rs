@@ -1552,6 +1552,43 @@ impl Index {
     }
 }
 
+impl Index {
+    /// The row id of the repository named `name`, if the store has it.
+    pub fn repo_id(&self, name: &str) -> Result<Option<i64>, Error> {
+        self.conn
+            .query_row("SELECT id FROM repos WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Removes a repository that has no snapshot (its row and discovery
+    /// records); returns false, removing nothing, when it has snapshots.
+    pub fn remove_empty_repo(&mut self, repo: i64) -> Result<bool, Error> {
+        let path = self.path.clone();
+        let e = |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let snapshots: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM snapshots WHERE repo = ?1",
+                [repo],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        if snapshots > 0 {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM repo_records WHERE repo = ?1", [repo])
+            .map_err(e)?;
+        tx.execute("DELETE FROM repos WHERE id = ?1", [repo])
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(true)
+    }
+}
+
 /// Per-pack liveness after [`Index::compute_live_chunks`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PackLiveness {
