@@ -227,6 +227,10 @@ enum Command {
     Restore(RestoreArgs),
     /// List snapshots
     Snapshots(SnapshotsArgs),
+    /// Compare two snapshots: refs added, removed and moved; commits gained and lost
+    Diff(DiffArgs),
+    /// Which snapshots hold a ref (by name) or a commit (reachable from one of their refs)
+    Find(FindArgs),
     /// List backed-up repositories with their last sync (or remove one without snapshots)
     Repos(ReposArgs),
     /// Show what the store holds (--repo: what one repository holds alone and shares)
@@ -426,6 +430,45 @@ struct SnapshotsArgs {
     /// Only this repository (a name or any unique suffix of one)
     #[arg(long)]
     repo: Option<String>,
+    /// Only the newest snapshot of each repository
+    #[arg(long)]
+    latest: bool,
+    /// Also list each snapshot's refs
+    #[arg(long)]
+    refs: bool,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The older snapshot: its id or any unique prefix of it
+    #[arg(value_name = "SNAP1")]
+    from: String,
+    /// The newer snapshot: its id or any unique prefix of it
+    #[arg(value_name = "SNAP2")]
+    to: String,
+    /// Read at most N commits from the store to count commits gained and lost
+    #[arg(long, value_name = "N", default_value_t = repovault::commits::DEFAULT_MAX_COMMITS)]
+    max_commits: u64,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FindArgs {
+    /// A ref name (v0.1.0, main, refs/heads/main) or a commit id (4 to 40 hex digits):
+    /// a commit is held by the snapshots in which it is reachable from a ref
+    #[arg(value_name = "REF-OR-COMMIT")]
+    query: String,
+    /// Only this repository's snapshots (a name or any unique suffix of one)
+    #[arg(long)]
+    repo: Option<String>,
+    /// Read at most N commits from the store when looking for a commit
+    #[arg(long, value_name = "N", default_value_t = repovault::commits::DEFAULT_MAX_COMMITS)]
+    max_commits: u64,
     /// Print one JSON document
     #[arg(long)]
     json: bool,
@@ -738,6 +781,8 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
         Command::Sync(a) => cmd_sync(&cli.store, a, interrupt),
         Command::Restore(a) => cmd_restore(&cli.store, a, interrupt),
         Command::Snapshots(a) => cmd_snapshots(&cli.store, a),
+        Command::Diff(a) => cmd_diff(&cli.store, a),
+        Command::Find(a) => cmd_find(&cli.store, a),
         Command::Repos(a) => cmd_repos(&cli.store, a),
         Command::Stats(a) => cmd_stats(&cli.store, a),
         Command::Verify(a) => cmd_verify(&cli.store, a, interrupt),
@@ -935,7 +980,7 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
     let snap = restore::select(&snaps, &repo.name, &sel)?;
     if a.list {
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&snap)?);
+            print_json(&snap)?;
             return Ok(exit::OK);
         }
         let mut out = output::stdout();
@@ -1297,13 +1342,49 @@ fn print_prune(r: &repovault::prune::PruneReport, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// One snapshot as `snapshots --json` lists it (its refs only with `--refs`).
+#[derive(serde::Serialize)]
+struct SnapshotListing<'a> {
+    id: &'a str,
+    repo: &'a str,
+    url: &'a str,
+    time: jiff::Timestamp,
+    checked_at: jiff::Timestamp,
+    ref_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refs: Option<&'a [repovault::snapshot::RefEntry]>,
+    complete: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<String>,
+}
+
 fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
     let s = open_store(store)?;
     let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
-    let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    let mut snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    if a.latest {
+        // Oldest first: the last of each repository is its newest.
+        let mut seen = std::collections::HashSet::new();
+        snaps.reverse();
+        snaps.retain(|sn| seen.insert(sn.repo.clone()));
+        snaps.reverse();
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&snaps)?);
-        return Ok(exit::OK);
+        let doc: Vec<SnapshotListing> = snaps
+            .iter()
+            .map(|sn| SnapshotListing {
+                id: &sn.id,
+                repo: &sn.repo,
+                url: &sn.url,
+                time: sn.time,
+                checked_at: sn.checked_at,
+                ref_count: sn.refs.len(),
+                refs: a.refs.then_some(&sn.refs[..]),
+                complete: sn.complete,
+                missing: sn.missing.iter().map(|o| o.to_string()).collect(),
+            })
+            .collect();
+        return print_json(&doc).map(|()| exit::OK);
     }
     let mut out = output::stdout();
     writeln!(
@@ -1321,6 +1402,182 @@ fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
             sn.refs.len(),
             sn.repo,
             if sn.complete { "" } else { "  (incomplete)" }
+        )?;
+        if a.refs {
+            for r in &sn.refs {
+                writeln!(out, "          {}  {}", ref_target(r), r.name_lossy())?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Writes `doc` as pretty JSON and a newline to stdout (through [`output`]:
+/// a closed pipe ends the output quietly).
+fn print_json(doc: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(doc)?);
+    Ok(())
+}
+
+/// What a ref points to, for listings: an id, `-> REF` for a symbolic ref,
+/// `(unborn)` for a symbolic ref to a branch that does not exist yet.
+fn ref_target(r: &repovault::snapshot::RefEntry) -> String {
+    match (&r.symref, r.target) {
+        (Some(t), _) => format!("-> {}", String::from_utf8_lossy(t)),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "(unborn)".into(),
+    }
+}
+
+fn cmd_diff(store: &Option<PathBuf>, a: DiffArgs) -> Result<u8> {
+    use repovault::diff;
+    let s = open_store(store)?;
+    let snaps = s.with_index(|i| i.snapshots(None))?;
+    let pick = |id: &str| {
+        diff::select_by_id(&snaps, id).map_err(|e| match e {
+            diff::Error::BadId(_) => usage(e),
+            e => e.into(),
+        })
+    };
+    let (from, to) = (pick(&a.from)?, pick(&a.to)?);
+    let d = diff::diff(&s, from, to, a.max_commits)?;
+    if a.json {
+        return print_json(&d).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
+    for (label, sn) in [("from", &d.from), ("to", &d.to)] {
+        writeln!(
+            out,
+            "{label:<4} {}  {}  {}",
+            &sn.id[..8.min(sn.id.len())],
+            utc_micros(sn.time),
+            sn.repo
+        )?;
+    }
+    let width = d
+        .added
+        .iter()
+        .chain(&d.removed)
+        .map(|r| r.name_lossy().len())
+        .chain(d.moved.iter().map(|m| m.name_lossy().len()))
+        .max()
+        .unwrap_or(0);
+    for r in &d.added {
+        writeln!(
+            out,
+            "added    {:<width$}  {}",
+            r.name_lossy(),
+            ref_target(r)
+        )?;
+    }
+    for r in &d.removed {
+        writeln!(
+            out,
+            "removed  {:<width$}  {}",
+            r.name_lossy(),
+            ref_target(r)
+        )?;
+    }
+    for m in &d.moved {
+        writeln!(
+            out,
+            "moved    {:<width$}  {} => {}",
+            m.name_lossy(),
+            ref_target(&m.old),
+            ref_target(&m.new)
+        )?;
+    }
+    writeln!(
+        out,
+        "refs: {} added, {} removed, {} moved; commits: {} gained, {} lost",
+        d.added.len(),
+        d.removed.len(),
+        d.moved.len(),
+        d.commits.gained,
+        d.commits.lost
+    )?;
+    if !d.missing.is_empty() {
+        writeln!(
+            out,
+            "note: {} object(s) the walk met are not in the store (incomplete snapshots): the commit counts stop there",
+            d.missing.len()
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_find(store: &Option<PathBuf>, a: FindArgs) -> Result<u8> {
+    let s = open_store(store)?;
+    let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
+    let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    let r = repovault::find::find(&s, &snaps, &a.query, a.max_commits).map_err(|e| match e {
+        repovault::find::Error::Empty => usage(e),
+        e => e.into(),
+    })?;
+    if a.json {
+        return print_json(&r).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
+    let short = |id: &str| id[..8.min(id.len())].to_owned();
+    if !r.refs.is_empty() {
+        writeln!(out, "ref {}:", r.query)?;
+        for h in &r.refs {
+            writeln!(
+                out,
+                "  {}  {}  {}  {}  {}",
+                short(&h.snapshot.id),
+                utc_micros(h.snapshot.time),
+                h.snapshot.repo,
+                h.entry.name_lossy(),
+                ref_target(&h.entry)
+            )?;
+        }
+    }
+    if let Some(c) = r.commit {
+        writeln!(out, "commit {c}:")?;
+        for h in &r.commit_snapshots {
+            let more = h.refs.len().saturating_sub(3);
+            writeln!(
+                out,
+                "  {}  {}  {}  reachable from {}{}",
+                short(&h.snapshot.id),
+                utc_micros(h.snapshot.time),
+                h.snapshot.repo,
+                h.refs
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+    }
+    let held = r.refs.len() + r.commit_snapshots.len();
+    if held == 0 {
+        writeln!(
+            out,
+            "no ref named {q:?}{} in any of {} snapshot(s)",
+            if r.commit.is_some() {
+                " and no ref reaching that commit"
+            } else {
+                ""
+            },
+            r.snapshots_searched,
+            q = r.query
+        )?;
+    } else {
+        writeln!(out, "searched {} snapshot(s)", r.snapshots_searched)?;
+    }
+    if !r.missing.is_empty() {
+        writeln!(
+            out,
+            "note: {} object(s) the walk met are not in the store (incomplete snapshots): history behind them was not searched",
+            r.missing.len()
         )?;
     }
     Ok(exit::OK)

@@ -1895,3 +1895,47 @@ impl Index {
         tx.commit().map_err(e)
     }
 }
+
+impl Index {
+    /// Up to `limit` objects whose id starts with the hex digits `prefix`
+    /// (1 to 40 of them), with their kinds: for naming a commit by an
+    /// abbreviated id.
+    pub fn objects_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(ObjectId, ObjectKind)>, Error> {
+        let bound = |fill: char| -> Option<Vec<u8>> {
+            let mut h = prefix.to_ascii_lowercase();
+            while h.len() < 40 {
+                h.push(fill);
+            }
+            hex::decode(h).ok()
+        };
+        let (Some(lo), Some(hi)) = (bound('0'), bound('f')) else {
+            return Ok(Vec::new());
+        };
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT oid, kind FROM objects WHERE oid BETWEEN ?1 AND ?2 ORDER BY oid LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(Vec<u8>, u8)> = st
+            .query_map(params![lo, hi, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(oid, kind)| {
+                let oid = ObjectId::try_from(&oid[..])
+                    .map_err(|_| self.corrupt("malformed object id"))?;
+                let kind = ObjectKind::from_code(kind)
+                    .ok_or_else(|| self.corrupt(format!("object {oid} has unknown kind {kind}")))?;
+                Ok((oid, kind))
+            })
+            .collect()
+    }
+}

@@ -33,9 +33,12 @@
 #![forbid(unsafe_code)]
 
 pub mod chunk;
+pub mod commits;
 pub mod config;
 pub mod delta;
+pub mod diff;
 pub mod discover;
+pub mod find;
 pub mod gitpack;
 pub mod index;
 pub mod jsontime;

@@ -833,7 +833,7 @@ impl World {
     }
 
     fn snapshots(&self, v: &Vault, repo: &str) -> Vec<Value> {
-        self.json(v, &["snapshots", "--repo", repo, "--json"])
+        self.json(v, &["snapshots", "--repo", repo, "--json", "--refs"])
             .as_array()
             .expect("snapshots --json is an array")
             .clone()

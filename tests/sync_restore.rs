@@ -150,14 +150,14 @@ impl Vault {
 
     /// Snapshots of `repo`, oldest first.
     fn snapshots(&self, repo: &str) -> Vec<Value> {
-        let v = self.json(&["snapshots", "--repo", repo, "--json"]);
+        let v = self.json(&["snapshots", "--repo", repo, "--json", "--refs"]);
         v.as_array()
             .expect("snapshots --json gives an array")
             .clone()
     }
 
     fn all_snapshots(&self) -> Vec<Value> {
-        let v = self.json(&["snapshots", "--json"]);
+        let v = self.json(&["snapshots", "--json", "--refs"]);
         v.as_array()
             .expect("snapshots --json gives an array")
             .clone()

@@ -603,7 +603,7 @@ fn hex(b: &[u8]) -> String {
 
 /// Every snapshot of the store, oldest first.
 fn snapshots(store: &Path) -> Vec<Snap> {
-    let doc = parse_json(&rv_ok(store, &["snapshots", "--json"]));
+    let doc = parse_json(&rv_ok(store, &["snapshots", "--json", "--refs"]));
     doc.as_array()
         .expect("snapshots --json is an array")
         .iter()
