@@ -1,7 +1,7 @@
 //! Command-line interface: argument parsing, human and JSON output, exit codes.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use repovault::store::{self, InitOptions, Store};
 use repovault::sync::{self, Auth, RepoReport, Secret, Source, Status, SyncOptions};
 use std::io::{IsTerminal, Write};
@@ -186,6 +186,9 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The help heading of the options every verb takes (listed after the verb's own).
+const GLOBAL_OPTIONS: &str = "Global options";
+
 #[derive(Parser)]
 #[command(
     name = "repovault",
@@ -195,13 +198,20 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 )]
 struct Cli {
     /// The store directory [default: $XDG_DATA_HOME/repovault/store]
-    #[arg(long, global = true, env = "REPOVAULT_STORE", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "REPOVAULT_STORE",
+        value_name = "DIR",
+        help_heading = GLOBAL_OPTIONS,
+        display_order = 1000
+    )]
     store: Option<PathBuf>,
     /// More log output (-v info, -vv debug); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL_OPTIONS, display_order = 1001)]
     verbose: u8,
     /// Only errors on stderr
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL_OPTIONS, display_order = 1002)]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
@@ -223,8 +233,8 @@ enum Command {
     Find(FindArgs),
     /// List backed-up repositories with their last sync (or remove one without snapshots)
     Repos(ReposArgs),
-    /// Show what the store holds
-    Stats(JsonArg),
+    /// Show what the store holds (--repo: what one repository holds alone and shares)
+    Stats(StatsArgs),
     /// Remove snapshots by keep rules (the newest of each repository stays), or those named by id
     Forget(ForgetArgs),
     /// Delete data no remaining snapshot needs, and repack sparse or small packs
@@ -236,6 +246,34 @@ enum Command {
     Verify(VerifyArgs),
     /// Rebuild index.sqlite from the packs and snapshot files (when it is lost or corrupt)
     RepairIndex(JsonArg),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `repovault man > repovault.1`
+    Man(ManArgs),
+}
+
+#[derive(Args)]
+struct ManArgs {
+    /// Instead, write repovault.1 and one page per verb (repovault-sync.1, ...) into DIR
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell, e.g. `repovault completions bash > /etc/bash_completion.d/repovault`
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// Only this repository: what its snapshots need, what it alone holds, what it shares
+    #[arg(long)]
+    repo: Option<String>,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -361,6 +399,9 @@ struct VerifyArgs {
     /// Read only part of the packs: N/M (part N of M) or P% (a random P percent); implies --read-data
     #[arg(long, value_name = "N/M|P%", value_parser = checked::<repovault::verify::Subset>)]
     read_data_subset: Option<String>,
+    /// Only this repository: its snapshots and the packs and objects they need
+    #[arg(long)]
+    repo: Option<String>,
     /// Print the report as one JSON document
     #[arg(long)]
     json: bool,
@@ -503,6 +544,10 @@ struct SyncArgs {
     /// Seconds to wait for another writer to release the store
     #[arg(long, default_value_t = 60)]
     lock_wait: u64,
+    /// List what would change (refs added, removed, moved since the last snapshot);
+    /// fetch nothing, write nothing, take no lock
+    #[arg(long)]
+    dry_run: bool,
     /// Print the summary as one JSON document
     #[arg(long)]
     json: bool,
@@ -511,9 +556,16 @@ struct SyncArgs {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let _ = USER_UMASK.set(private_umask());
-    let cli = Cli::parse();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let json = json_requested(&matches);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     init_logging(cli.verbose, cli.quiet);
-    let json = wants_json(&cli.command);
     let interrupt = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupt.clone();
@@ -534,6 +586,9 @@ pub fn main() -> ExitCode {
         Err(err) => {
             if interrupt.load(Ordering::SeqCst) {
                 eprintln!("repovault: interrupted");
+                if json {
+                    print_json_error("interrupted", exit::INTERRUPTED);
+                }
                 return ExitCode::from(exit::INTERRUPTED);
             }
             for cause in err.chain() {
@@ -554,30 +609,64 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Under `--json`, an error is also printed on stdout as one JSON object:
-/// `{"error": {"message": "...", "exit_code": N}}`, so a script reading the
-/// output gets a document even when the command fails.
-fn print_json_error(message: &str, code: u8) {
-    let doc = serde_json::json!({ "error": { "message": message, "exit_code": code } });
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+/// True when the verb (or a nested one) was given `--json`.
+fn json_requested(matches: &clap::ArgMatches) -> bool {
+    let mut m = matches;
+    loop {
+        if let Ok(Some(true)) = m.try_get_one::<bool>("json") {
+            return true;
+        }
+        match m.subcommand() {
+            Some((_, sub)) => m = sub,
+            None => return false,
+        }
+    }
 }
 
-/// Whether the command was asked for JSON output.
-fn wants_json(c: &Command) -> bool {
-    match c {
-        Command::Init(_) => false,
-        Command::Sync(a) => a.json,
-        Command::Restore(a) => a.json,
-        Command::Snapshots(a) => a.json,
-        Command::Diff(a) => a.json,
-        Command::Find(a) => a.json,
-        Command::Repos(a) => a.json,
-        Command::Stats(a) | Command::RepairIndex(a) => a.json,
-        Command::Forget(a) => a.json,
-        Command::Prune(a) => a.json,
-        Command::Config(ConfigCommand::Check { json, .. }) => *json,
-        Command::Verify(a) => a.json,
+/// Under `--json`, an error is also printed on stdout as one JSON object:
+/// `{"error": {"message": "...", "exit_code": N}}`.
+fn print_json_error(message: &str, code: u8) {
+    #[derive(serde::Serialize)]
+    struct Inner<'a> {
+        message: &'a str,
+        exit_code: u8,
     }
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        error: Inner<'a>,
+    }
+    let doc = Doc {
+        error: Inner {
+            message,
+            exit_code: code,
+        },
+    };
+    let mut out = output::stdout();
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    );
+}
+
+/// A command line clap rejects (or `--help` / `--version`): clap's text on
+/// stderr (help on stdout), and a JSON error on stdout when `--json` was given.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let code = u8::try_from(e.exit_code()).unwrap_or(exit::ERROR);
+    let shown = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !shown && std::env::args_os().any(|a| a == "--json") {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        print_json_error(first.strip_prefix("error: ").unwrap_or(first), code);
+    }
+    let _ = e.print();
+    ExitCode::from(code)
 }
 
 /// The error and its causes on one line, without repeating a cause that a
@@ -716,7 +805,33 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::RepairIndex(a) => cmd_repair(&cli.store, a),
+        Command::Completions(a) => {
+            let mut out = output::stdout();
+            clap_complete::generate(a.shell, &mut Cli::command(), "repovault", &mut out);
+            out.flush()?;
+            Ok(exit::OK)
+        }
+        Command::Man(a) => cmd_man(a),
     }
+}
+
+fn cmd_man(a: ManArgs) -> Result<u8> {
+    let cmd = Cli::command();
+    match a.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+            println!("wrote the manual pages into {}", dir.display());
+        }
+        None => {
+            let mut out = output::stdout();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            out.flush()?;
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn human_bytes(n: u64) -> String {
@@ -734,8 +849,13 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn cmd_stats(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
+fn cmd_stats(store: &Option<PathBuf>, a: StatsArgs) -> Result<u8> {
     let s = open_store(store)?;
+    if let Some(name) = &a.repo {
+        let repo = resolve_repo(&s, name)?;
+        let u = repovault::usage::repo_usage(&s, &repo)?;
+        return print_repo_usage(&u, a.json);
+    }
     let t = s.totals()?;
     let ratio = if t.stored_bytes > 0 {
         t.raw_bytes as f64 / t.stored_bytes as f64
@@ -766,6 +886,40 @@ fn cmd_stats(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
         );
         println!("ratio        {ratio:.2}x (raw / stored)");
     }
+    Ok(exit::OK)
+}
+
+fn print_repo_usage(u: &repovault::usage::RepoUsage, json: bool) -> Result<u8> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(u)?);
+        return Ok(exit::OK);
+    }
+    let mut out = output::stdout();
+    writeln!(out, "repository   {} ({} snapshots)", u.repo, u.snapshots)?;
+    writeln!(
+        out,
+        "{:<12} {:>10} {:>14} {:>10} {:>14}",
+        "", "objects", "raw bytes", "chunks", "stored bytes"
+    )?;
+    for (label, x) in [
+        ("total", &u.total),
+        ("only here", &u.only),
+        ("shared", &u.shared),
+    ] {
+        writeln!(
+            out,
+            "{:<12} {:>10} {:>14} {:>10} {:>14}",
+            label,
+            x.objects,
+            human_bytes(x.raw_bytes),
+            x.chunks,
+            human_bytes(x.stored_bytes)
+        )?;
+    }
+    writeln!(
+        out,
+        "(only here: what no other repository's snapshot needs; shared: also needed by others)"
+    )?;
     Ok(exit::OK)
 }
 
@@ -954,7 +1108,14 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
             b.inc(n);
         }
     };
-    let report = match verify::verify(&s, opts, &progress, interrupt) {
+    let scope = match &a.repo {
+        Some(name) => {
+            let repo = resolve_repo(&s, name)?;
+            Some(verify::Scope::of_repo(&s, &repo.name)?)
+        }
+        None => None,
+    };
+    let report = match verify::verify_scoped(&s, opts, scope.as_ref(), &progress, interrupt) {
         Ok(r) => r,
         Err(verify::Error::Index(e)) => {
             // SQLite failing while reading the index is damage to report as well.
@@ -1693,6 +1854,9 @@ fn exit_for(total: usize, failed: usize, interrupted: bool) -> u8 {
 }
 
 fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) -> Result<u8> {
+    if a.dry_run {
+        return cmd_sync_dry_run(store_arg, &a, interrupt);
+    }
     if let Some(config) = &a.config {
         return cmd_sync_config(store_arg, config, &a, interrupt);
     }
@@ -1770,6 +1934,172 @@ fn partial_if_refs_skipped(code: u8, reports: &[RepoReport]) -> u8 {
     } else {
         code
     }
+}
+
+/// `sync --dry-run`: lists each source's refs and compares them with its last
+/// snapshot. Opens the store read-only (never creates it), takes no lock,
+/// creates no mirror, fetches and writes nothing.
+fn cmd_sync_dry_run(
+    store_arg: &Option<PathBuf>,
+    a: &SyncArgs,
+    interrupt: &AtomicBool,
+) -> Result<u8> {
+    let mut sources_failed = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let (store, mut sources) = match &a.config {
+        Some(path) => {
+            let config = repovault::config::Config::load(path)?;
+            let resolved = config.resolve(path)?;
+            let store = match (store_arg, config.store.as_deref()) {
+                (Some(p), _) => Store::open(p)?,
+                (None, Some(p)) => Store::open(p)?,
+                (None, None) => Store::open(&default_store()?)?,
+            };
+            let mut sources = Vec::new();
+            for SourceListing { label, result, .. } in discover_all(&resolved) {
+                match result {
+                    Ok(found) => {
+                        let refused: std::collections::HashSet<String> =
+                            found.refused.iter().map(|(s, _)| s.name.clone()).collect();
+                        warnings.extend(found.refused.into_iter().map(|(_, why)| why));
+                        sources.extend(
+                            found
+                                .repos
+                                .into_iter()
+                                .filter(|(s, r)| !r.disabled && !refused.contains(&s.name))
+                                .map(|(s, _)| s),
+                        );
+                    }
+                    Err(e) if e.starts_with(&label) => sources_failed.push(e),
+                    Err(e) => sources_failed.push(format!("{label}: {e}")),
+                }
+            }
+            (store, sources)
+        }
+        None => {
+            if a.name.is_some() && a.sources.len() > 1 {
+                return Err(usage(anyhow::anyhow!(
+                    "--name names one repository, but {} sources were given: sync them one by one",
+                    a.sources.len()
+                )));
+            }
+            let auth = match &a.token_env {
+                Some(var) => {
+                    let token = std::env::var(var).map_err(|_| {
+                        anyhow::anyhow!(
+                            "--token-env {var}: the environment variable {var} is not set"
+                        )
+                    })?;
+                    Some(Auth {
+                        user: a.token_user.clone(),
+                        token: Secret::new(token.trim().to_owned()),
+                        bearer: false,
+                    })
+                }
+                None => None,
+            };
+            let sources: Vec<Source> = a
+                .sources
+                .iter()
+                .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
+                .collect::<Result<_, _>>()
+                .map_err(usage)?;
+            (open_store(store_arg)?, sources)
+        }
+    };
+    // Names from before ports were part of them, as a sync would use them.
+    if a.config.is_none() {
+        keep_existing_names(&store, &mut sources)?;
+    } else {
+        let known = store.with_index(|i| i.repos())?;
+        for src in &mut sources {
+            if let Ok(Some(n)) = sync::existing_name(&known, src) {
+                src.name = n;
+            }
+        }
+    }
+    let mut plans = Vec::new();
+    for src in &sources {
+        if interrupt.load(Ordering::SeqCst) {
+            break;
+        }
+        plans.push(sync::plan::plan(&store, src)?);
+    }
+    let count = |st: &str| plans.iter().filter(|p| p.status == st).count();
+    let failed = count("failed") + sources_failed.len() + sources.len().saturating_sub(plans.len());
+    if a.json {
+        let doc = serde_json::json!({
+            "dry_run": true,
+            "repos": plans,
+            "sources_failed": sources_failed,
+            "warnings": warnings,
+            "totals": {
+                "repos": plans.len(),
+                "new": count("new"),
+                "changed": count("changed"),
+                "unchanged": count("unchanged"),
+                "failed": count("failed"),
+            }
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        let mut out = output::stdout();
+        for p in &plans {
+            let last = p
+                .last_snapshot
+                .as_deref()
+                .map(|s| &s[..8.min(s.len())])
+                .unwrap_or("-");
+            write!(
+                out,
+                "{:<9} {}  last snapshot {}  refs {}",
+                p.status, p.name, last, p.refs
+            )?;
+            if p.status == "changed" {
+                write!(
+                    out,
+                    "  ({} added, {} removed, {} moved)",
+                    p.added.len(),
+                    p.removed.len(),
+                    p.moved.len()
+                )?;
+            }
+            if let Some(e) = &p.error {
+                write!(out, "  error: {e}")?;
+            }
+            writeln!(out)?;
+            let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            for c in &p.added {
+                writeln!(out, "  + {}  {}", c.name, show(&c.new))?;
+            }
+            for c in &p.removed {
+                writeln!(out, "  - {}  {}", c.name, show(&c.old))?;
+            }
+            for c in &p.moved {
+                writeln!(out, "  ~ {}  {} -> {}", c.name, show(&c.old), show(&c.new))?;
+            }
+        }
+        for f in &sources_failed {
+            writeln!(out, "error: source {f}")?;
+        }
+        for w in &warnings {
+            writeln!(out, "warning: {w}")?;
+        }
+        writeln!(
+            out,
+            "dry run: {} repositories: {} new, {} changed, {} unchanged, {} failed; nothing was fetched or written",
+            plans.len(),
+            count("new"),
+            count("changed"),
+            count("unchanged"),
+            count("failed")
+        )?;
+    }
+    Ok(exit_for(
+        (sources.len() + sources_failed.len()).max(1),
+        failed,
+        interrupt.load(Ordering::SeqCst),
+    ))
 }
 
 /// Sources already in the store under a name from before ports were part of

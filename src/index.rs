@@ -1368,9 +1368,11 @@ pub struct RepoRow {
     pub name: String,
     /// URL without credentials.
     pub url: String,
-    /// When first seen (unix seconds).
+    /// When first seen (unix seconds; RFC 3339 in JSON).
+    #[serde(serialize_with = "crate::jsontime::seconds")]
     pub created: i64,
-    /// Last sync attempt (unix seconds).
+    /// Last sync attempt (unix seconds; RFC 3339 in JSON).
+    #[serde(serialize_with = "crate::jsontime::opt_seconds")]
     pub last_checked: Option<i64>,
     /// Outcome of the last sync attempt (`new`, `changed`, `unchanged`, `failed`).
     pub last_status: Option<String>,
@@ -1378,7 +1380,8 @@ pub struct RepoRow {
     pub last_error: Option<String>,
     /// Number of snapshots.
     pub snapshots: u64,
-    /// Time of the newest snapshot (unix microseconds).
+    /// Time of the newest snapshot (unix microseconds; RFC 3339 in JSON).
+    #[serde(serialize_with = "crate::jsontime::opt_micros")]
     pub last_snapshot: Option<i64>,
     /// The provider's stable identity (`azure:<org>:<guid>`, ...), for discovered repositories.
     pub key: Option<String>,

@@ -41,6 +41,7 @@ pub mod discover;
 pub mod find;
 pub mod gitpack;
 pub mod index;
+pub mod jsontime;
 pub mod lock;
 pub mod pack;
 pub mod prune;
@@ -50,6 +51,7 @@ pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
+pub mod usage;
 pub mod verify;
 
 mod object;

@@ -11,6 +11,7 @@
 pub mod fetch;
 pub mod ingest;
 pub mod mirror;
+pub mod plan;
 mod redirect;
 pub mod refs;
 
