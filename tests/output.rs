@@ -694,9 +694,10 @@ fn ctrl_c_on_a_terminal() {
         server.url("big.git")
     );
     let t = Tmux::start(&script);
-    // Wait until the sync is visibly working, then press Ctrl-C.
+    // Wait until the sync is visibly working (its bar names the repository),
+    // let it fetch for a moment (the whole sync takes seconds), then press Ctrl-C.
     let deadline = Instant::now() + TIMEOUT;
-    while !(t.raw().contains("receiving") || t.raw().contains("storing")) {
+    while !t.raw().contains("/big") {
         assert!(
             Instant::now() < deadline && !t.raw().contains("END-"),
             "{}",
@@ -704,6 +705,7 @@ fn ctrl_c_on_a_terminal() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(Duration::from_millis(500));
     t.tmux(&["send-keys", "-t", "t", "C-c"]);
     let (code, raw) = t.wait();
     let screen = t.screen();
