@@ -442,6 +442,9 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
         }
         Command::Forget(a) => cmd_forget(&cli.store, a, interrupt),
         Command::Prune(a) => {
+            if !a.dry_run {
+                catch_up_index(&store_path(&cli.store)?)?;
+            }
             let s = open_store(&cli.store)?;
             let mut w = s.writer_for(Duration::from_secs(60), "prune")?;
             let opts = repovault::prune::PruneOptions {
@@ -779,23 +782,15 @@ fn cmd_repair(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
             "rebuilt the index: {} packs, {} chunks, {} objects, {} snapshots",
             r.packs, r.chunks, r.objects, r.snapshots
         );
-        for s in r.skipped_packs.iter().chain(&r.skipped_snapshots) {
-            println!("left out (damaged): {s}");
-        }
-        if r.dropped_chunks > 0 {
-            println!(
-                "{} chunks dropped: their delta base is in no intact pack",
-                r.dropped_chunks
-            );
+        for line in repair_losses(&r) {
+            println!("{line}");
         }
     }
-    Ok(
-        if r.skipped_packs.is_empty() && r.skipped_snapshots.is_empty() {
-            exit::OK
-        } else {
-            exit::PARTIAL
-        },
-    )
+    Ok(if r.lost_something() {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
 }
 
 fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) -> Result<u8> {
@@ -823,6 +818,9 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
     }
     if policy.is_empty() && !a.allow_empty {
         return Err(prune::Error::EmptyPolicy.into());
+    }
+    if !a.dry_run {
+        catch_up_index(&store_path(store)?)?;
     }
     let s = open_store(store)?;
     let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
@@ -971,12 +969,12 @@ fn cmd_repos(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
 
 fn open_for_sync(store_arg: &Option<PathBuf>, config_store: Option<&Path>) -> Result<Store> {
     Ok(match (store_arg, config_store) {
-        (Some(p), _) => Store::open(p)?,
-        (None, Some(p)) => Store::open(p)?,
+        (Some(p), _) => open_caught_up(p)?,
+        (None, Some(p)) => open_caught_up(p)?,
         (None, None) => {
             let p = default_store()?;
             if p.exists() {
-                Store::open(&p)?
+                open_caught_up(&p)?
             } else {
                 if !crate::ui::quiet() {
                     eprintln!("repovault: creating the default store at {}", p.display());
@@ -985,6 +983,65 @@ fn open_for_sync(store_arg: &Option<PathBuf>, config_store: Option<&Path>) -> Re
             }
         }
     })
+}
+
+/// Opens the store for a writer, first rebuilding an index that lags the
+/// store's files (saying so): writing with it could lose data.
+fn open_caught_up(path: &Path) -> Result<Store> {
+    catch_up_index(path)?;
+    Ok(Store::open(path)?)
+}
+
+/// Rebuilds the index when it lags the store's files (`repair::catch_up`), saying so.
+fn catch_up_index(path: &Path) -> Result<()> {
+    let Some((reason, r)) = repovault::repair::catch_up(path, Duration::from_secs(60))? else {
+        return Ok(());
+    };
+    eprintln!(
+        "repovault: the index lagged the store's files ({reason}): rebuilt it from the packs and snapshot files first ({} packs, {} objects, {} snapshots{})",
+        r.packs,
+        r.objects,
+        r.snapshots,
+        r.old_index
+            .as_ref()
+            .map(|o| format!("; the old index was kept as {}", o.display()))
+            .unwrap_or_default()
+    );
+    for line in repair_losses(&r) {
+        eprintln!("repovault: {line}");
+    }
+    Ok(())
+}
+
+/// What a repair could not recover, one line each.
+fn repair_losses(r: &repovault::repair::RepairReport) -> Vec<String> {
+    let mut out: Vec<String> = r
+        .skipped_packs
+        .iter()
+        .chain(&r.skipped_snapshots)
+        .map(|s| format!("left out (damaged): {s}"))
+        .collect();
+    for s in &r.salvaged_packs {
+        out.push(format!("salvaged (damaged): {s}"));
+    }
+    if !r.damaged_objects.is_empty() {
+        out.push(format!(
+            "{} object(s) lost with damaged chunks ({}{}): `repovault verify --read-data` names the snapshots that need them",
+            r.damaged_objects.len(),
+            r.damaged_objects.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+            if r.damaged_objects.len() > 3 { ", ..." } else { "" }
+        ));
+    }
+    for s in &r.lost_snapshots {
+        out.push(format!("not recovered: {s}"));
+    }
+    if r.dropped_chunks > 0 {
+        out.push(format!(
+            "{} chunks dropped: their delta base is in no intact pack",
+            r.dropped_chunks
+        ));
+    }
+    out
 }
 
 fn failed_report(src: &Source, millis: u64, msg: String) -> RepoReport {

@@ -749,6 +749,18 @@ impl Index {
         tx.commit().map_err(e)
     }
 
+    /// The ids of every snapshot.
+    pub fn snapshot_ids(&self) -> Result<Vec<String>, Error> {
+        let mut st = self
+            .conn
+            .prepare("SELECT sid FROM snapshots")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
     /// Sets a snapshot's `checked_at` (an unchanged repository was checked again).
     pub fn touch_snapshot(&mut self, sid: &str, checked_at: i64) -> Result<(), Error> {
         self.conn
@@ -1272,6 +1284,13 @@ impl Index {
             for ((_, _, c), pid) in packs.iter().zip(&pack_ids) {
                 insert_object_records(&tx, &c.objects, *pid).map_err(e)?;
             }
+            // An object with a chunk that is in no pack (or was dropped) cannot be read.
+            tx.execute_batch(
+                "DELETE FROM objects WHERE nchunks > 1
+                   AND nchunks != (SELECT count(*) FROM object_chunks c WHERE c.oid = objects.oid);
+                 DELETE FROM object_chunks WHERE oid NOT IN (SELECT oid FROM objects);",
+            )
+            .map_err(e)?;
         }
         tx.commit().map_err(e)?;
         Ok(dropped)

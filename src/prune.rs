@@ -54,6 +54,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A snapshot file on disk that the index does not know: what it needs is unknown.
+    #[error("snapshot file {path} is not in the index, so prune cannot tell what it needs; nothing was deleted: run `repovault repair-index` (or move the file away if it is damaged)")]
+    UnknownSnapshotFile {
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// Nothing to do but the policy is empty.
     #[error(
         "no keep rule given: pass at least one --keep-* option (or set [retention] in the config)"
@@ -257,6 +263,23 @@ fn unindexed_packs(dir: &Path, known: &HashSet<String>) -> Vec<std::path::PathBu
     out
 }
 
+/// Every snapshot file on disk must be one of `walked` (the snapshots whose
+/// needs prune computed): the files, not only the index, say what is needed.
+fn check_snapshot_files(store: &Store, walked: &[Snapshot]) -> Result<(), Error> {
+    let ids: HashSet<&str> = walked.iter().map(|s| s.id.as_str()).collect();
+    for id in store::lag::snapshot_file_ids(store.root())? {
+        if !ids.contains(id.as_str()) {
+            return Err(Error::UnknownSnapshotFile {
+                path: store
+                    .root()
+                    .join(store::SNAPSHOTS_DIR)
+                    .join(format!("{id}.json")),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Reclaims what no snapshot needs. Runs under the writer's lock.
 pub fn prune(
     writer: &mut Writer<'_>,
@@ -265,6 +288,7 @@ pub fn prune(
 ) -> Result<PruneReport, Error> {
     let store = writer.store();
     let snaps = store.with_index(|i| i.snapshots(None))?;
+    check_snapshot_files(store, &snaps)?;
     let mut report = PruneReport {
         snapshots: snaps.len() as u64,
         dry_run: opts.dry_run,
@@ -410,7 +434,9 @@ pub fn prune(
         .commit_prune(&commit, jiff::Timestamp::now().as_second())?;
     crate::crash_point("prune-index-committed");
 
-    // 3. Only now delete files: dropped packs, then leftovers of killed runs.
+    // 3. Only now delete files: dropped packs, then leftovers of killed runs
+    // (none of which a snapshot file needs: every file was walked).
+    check_snapshot_files(store, &snaps)?;
     let mut first = true;
     for p in delete.iter().chain(&repack) {
         let path = pack::pack_path(&dir, &p.name);

@@ -106,6 +106,23 @@ impl Snapshot {
     }
 }
 
+/// Writes `snap` as `dir/<id>.json` durably: a temporary file, fsync,
+/// rename, directory fsync.
+pub fn write_file(dir: &std::path::Path, snap: &Snapshot) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(format!("{}.json", snap.id));
+    let tmp = dir.join(format!(".{}.tmp", snap.id));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(
+        serde_json::to_string_pretty(snap)
+            .expect("snapshot serializes")
+            .as_bytes(),
+    )?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 fn encode_name(b: &[u8]) -> String {
     match std::str::from_utf8(b) {
         Ok(s) if !s.starts_with("hex:") => s.to_owned(),

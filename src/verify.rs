@@ -31,6 +31,9 @@ pub enum Error {
     /// Interrupted.
     #[error("interrupted")]
     Interrupted,
+    /// Listing the store's files failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
     /// A bad `--read-data-subset`.
     #[error("--read-data-subset {0:?}: give N/M (1 <= N <= M) or P% (0 < P <= 100)")]
     BadSubset(String),
@@ -307,21 +310,12 @@ pub fn verify(
         }
     }
 
-    // 4. Harmless observations.
-    let known: HashSet<String> = extents.iter().map(|e| e.pack.name.clone()).collect();
-    if let Ok(rd) = std::fs::read_dir(&pack_dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(stem) = name.strip_suffix(".pack") {
-                if !stem.starts_with('.') && !known.contains(stem) {
-                    report.notes.push(format!("pack {stem} is not in the index (left by an interrupted writer; prune removes it, repair-index indexes it)"));
-                }
-            }
-        }
-    }
+    // 4. The files are the truth: the index must know every snapshot file and pack.
+    let snapshots = store.with_index(|i| i.snapshots(None))?;
+    let files = store.with_index(|i| crate::store::lag::check(store.root(), i))?;
+    compare_files(&files, &snapshots, &mut report);
 
     // 5. Read every (selected) pack.
-    let snapshots = store.with_index(|i| i.snapshots(None))?;
     if opts.read_data {
         let mut selected: Vec<&index::PackExtent> = extents
             .iter()
@@ -467,20 +461,6 @@ pub fn verify(
         ));
     }
 
-    // Snapshot files the index does not know (a sync killed between file and rows).
-    let known: HashSet<&str> = snapshots.iter().map(|s| s.id.as_str()).collect();
-    if let Ok(rd) = std::fs::read_dir(store.root().join(crate::store::SNAPSHOTS_DIR)) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".json") {
-                if !id.starts_with('.') && !known.contains(id) {
-                    report.notes.push(format!(
-                        "snapshot file {name} is not in the index (repair-index adds it)"
-                    ));
-                }
-            }
-        }
-    }
     report.problems.dedup();
     let mut seen_snaps = HashSet::new();
     report
@@ -492,6 +472,81 @@ pub fn verify(
         report.objects_per_second = report.objects_checked as f64 / report.seconds;
     }
     Ok(report)
+}
+
+/// Reports what the store's files have that the index lacks, and the reverse.
+fn compare_files(
+    files: &crate::store::lag::FileState,
+    snapshots: &[Snapshot],
+    report: &mut VerifyReport,
+) {
+    let fix = "run `repovault repair-index` to rebuild it from the packs and snapshot files (sync, forget and prune do that first)";
+    if !files.missing_packs.is_empty() && !files.unknown_packs.is_empty() {
+        report.problems.push(problem(
+            "index",
+            format!(
+                "the index names {} pack(s) that are gone while {} pack(s) it does not know are there: it is older than the packs (put back from a backup, or a prune ran since); {fix}",
+                files.missing_packs.len(),
+                files.unknown_packs.len()
+            ),
+        ));
+    }
+    for name in &files.unknown_packs {
+        report.notes.push(format!(
+            "pack {name} is not in the index (left by an interrupted writer or prune, or the index is older than it): prune removes it when no snapshot file needs it; repair-index indexes what of it is intact"
+        ));
+    }
+    for u in &files.unknown_snapshots {
+        let s = &u.snapshot;
+        let mut p = problem("snapshot", String::new());
+        p.detail = if u.unindexed_tips.is_empty() {
+            format!(
+                "snapshot file {}.json of {} (taken {}) is not in the index, which holds the objects its refs point to (a sync was interrupted after writing the file): the next sync, forget or prune records it, or {fix}",
+                s.id, s.repo, s.time
+            )
+        } else {
+            p.object = Some(u.unindexed_tips[0].to_string());
+            format!(
+                "snapshot file {}.json of {} (taken {}) is not in the index, which lacks {} of the objects its refs point to: the index is older than the store's files; {fix}",
+                s.id,
+                s.repo,
+                s.time,
+                u.unindexed_tips.len()
+            )
+        };
+        report.problems.push(p);
+        report.affected.push(Affected {
+            repo: s.repo.clone(),
+            snapshot: s.id.clone(),
+            reason: "its file is not in the index (restore cannot find it until repair-index)"
+                .into(),
+        });
+    }
+    for (file, reason) in &files.unreadable_snapshots {
+        report.problems.push(problem(
+            "snapshot",
+            format!("snapshot file {file} cannot be read ({reason}): repair-index cannot use it either; put it back from a backup, or move it away to drop that snapshot"),
+        ));
+    }
+    for id in &files.missing_snapshot_files {
+        let repo = snapshots
+            .iter()
+            .find(|s| &s.id == id)
+            .map_or("?", |s| s.repo.as_str());
+        let p = problem(
+            "snapshot",
+            format!(
+                "snapshot {} of {repo} is in the index but its file snapshots/{id}.json is missing (deleted?): repair-index would lose it; {}",
+                &id[..8.min(id.len())],
+                if files.missing_packs.is_empty() {
+                    "the next sync, forget or prune writes it back from the index"
+                } else {
+                    "put the file back from a backup (packs are missing too, so it is not written back)"
+                }
+            ),
+        );
+        report.problems.push(p);
+    }
 }
 
 /// Walks a snapshot's closure. Returns the first damaged object it needs (as

@@ -14,6 +14,7 @@
 
 pub(crate) mod codec;
 mod config;
+pub mod lag;
 
 pub use config::{Compression, CompressionAlgorithm, StoreConfig, FORMAT_VERSION};
 
@@ -118,6 +119,14 @@ pub enum Error {
     /// The write lock could not be taken.
     #[error(transparent)]
     Lock(#[from] lock::Error),
+    /// The index is older than the store's files: writing with it could lose data.
+    #[error("the index {path} lags the store's files: {reason}; nothing was changed: run `repovault repair-index` to rebuild it from the packs and snapshot files")]
+    IndexLags {
+        /// The index.
+        path: PathBuf,
+        /// What the files have that the index lacks.
+        reason: String,
+    },
     /// The object is not in the store.
     #[error("object {oid} is not in the store")]
     ObjectNotFound {
@@ -510,7 +519,17 @@ impl Store {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        let index = Index::open(&self.root.join(INDEX_FILE))?;
+        let mut index = Index::open(&self.root.join(INDEX_FILE))?;
+        // The files are the truth: refuse an index older than them, and
+        // record what an interrupted writer left (see `lag`).
+        let state = lag::check(&self.root, &index)?;
+        if state.lags() {
+            return Err(Error::IndexLags {
+                path: self.root.join(INDEX_FILE),
+                reason: state.describe(),
+            });
+        }
+        lag::settle(&self.root, &mut index, &state)?;
         Ok(Writer {
             store: self,
             _lock: lock,
