@@ -1,7 +1,7 @@
 //! Command-line interface: argument parsing, human and JSON output, exit codes.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use repovault::store::{self, InitOptions, Store};
 use repovault::sync::{self, Auth, RepoReport, Secret, Source, Status, SyncOptions};
 use std::io::{IsTerminal, Write};
@@ -27,7 +27,167 @@ pub mod exit {
     pub const DAMAGED: u8 = 12;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: u8 = 130;
+    /// A bad command line: an unknown option, a missing or malformed value.
+    pub const USAGE: u8 = 2;
 }
+
+/// Results go to stdout through here. A closed stdout (`repovault snapshots |
+/// head`) is not an error: output stops quietly and the command still ends
+/// with its own exit code; any other write error is reported (exit 1) once
+/// the command has run. `println!` in this file is [`output::line`], not std's
+/// (which panics on a closed pipe).
+mod output {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// Set once stdout's reader has gone (EPIPE): later output is dropped.
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    /// The first write error other than EPIPE.
+    static FAILED: Mutex<Option<String>> = Mutex::new(None);
+
+    /// Writes one line to stdout.
+    pub fn line(args: std::fmt::Arguments<'_>) {
+        let mut out = stdout();
+        let r = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = r {
+            let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert_with(|| e.to_string());
+            CLOSED.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Why writing to stdout failed (not counting a closed pipe), if it did.
+    pub fn failure() -> Option<String> {
+        FAILED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Locked stdout whose writes treat a closed pipe as the quiet end of the
+    /// output (they succeed and write nothing); other errors are returned.
+    pub fn stdout() -> Stdout {
+        Stdout(std::io::stdout().lock())
+    }
+
+    /// See [`stdout`].
+    pub struct Stdout(std::io::StdoutLock<'static>);
+
+    fn quiet_end<T>(r: std::io::Result<T>, ok: T) -> std::io::Result<T> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                CLOSED.store(true, Ordering::SeqCst);
+                Ok(ok)
+            }
+            r => r,
+        }
+    }
+
+    impl Write for Stdout {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if CLOSED.load(Ordering::SeqCst) {
+                return Ok(buf.len());
+            }
+            quiet_end(self.0.write(buf), buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if CLOSED.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            quiet_end(self.0.flush(), ())
+        }
+    }
+}
+
+/// `println!` that never panics: see [`output`].
+macro_rules! println {
+    ($($arg:tt)*) => {
+        crate::cli::output::line(format_args!($($arg)*))
+    };
+}
+
+/// An error whose exit code is decided where it happens (a bad value on the
+/// command line: [`exit::USAGE`]), not by the type of its cause.
+#[derive(Debug)]
+struct ExitWith {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+impl std::error::Error for ExitWith {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// A bad command line (exit code 2), with its message.
+fn usage(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    with_code(exit::USAGE, error)
+}
+
+fn with_code(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(ExitWith {
+        code,
+        error: error.into(),
+    })
+}
+
+/// A clap value parser from a `FromStr` whose error is a message: the value
+/// is checked while parsing, so a bad one exits 2 with clap's usage error,
+/// and the argument keeps the text.
+fn checked<T>(s: &str) -> Result<String, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A percentage, 0 to 100.
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
+}
+
+/// Makes everything this process creates private to its user (directories
+/// 0700, files 0600) whatever the umask, as restic does: the store, the
+/// mirror cache (written by gix), the index (SQLite) and every temporary file.
+/// Returns the user's umask, which restore puts back for the repository it
+/// creates.
+fn private_umask() -> nix::sys::stat::Mode {
+    use nix::sys::stat::{umask, Mode};
+    umask(Mode::from_bits_truncate(0o077))
+}
+
+/// The umask the user ran repovault with.
+static USER_UMASK: std::sync::OnceLock<nix::sys::stat::Mode> = std::sync::OnceLock::new();
+
+/// Creates `dir` (and its parents) private to the user, and makes an existing
+/// one private (a cache made by an older repovault was world-readable).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the mirror cache {}", dir.display()))?;
+    let private = std::fs::Permissions::from_mode(0o700);
+    if let Err(e) = std::fs::set_permissions(dir, private) {
+        tracing::warn!(dir = %dir.display(), "cannot make the mirror cache private (mode 0700): {e}");
+    }
+    Ok(())
+}
+
+/// The help heading of the options every verb takes (listed after the verb's own).
+const GLOBAL_OPTIONS: &str = "Global options";
 
 #[derive(Parser)]
 #[command(
@@ -38,14 +198,21 @@ pub mod exit {
 )]
 struct Cli {
     /// The store directory [default: $XDG_DATA_HOME/repovault/store]
-    #[arg(long, global = true, env = "REPOVAULT_STORE", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "REPOVAULT_STORE",
+        value_name = "DIR",
+        help_heading = GLOBAL_OPTIONS,
+        display_order = 1000
+    )]
     store: Option<PathBuf>,
     /// More log output (-v info, -vv debug); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL_OPTIONS, display_order = 1001)]
     verbose: u8,
     /// Print nothing on success (no progress, no summary); errors and warnings still go to
     /// stderr, --json and --report are still written
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL_OPTIONS, display_order = 1002)]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
@@ -61,11 +228,15 @@ enum Command {
     Restore(RestoreArgs),
     /// List snapshots
     Snapshots(SnapshotsArgs),
-    /// List backed-up repositories with their last sync
-    Repos(JsonArg),
-    /// Show what the store holds
-    Stats(JsonArg),
-    /// Remove snapshots by a retention policy (keeps the newest of each repository)
+    /// Compare two snapshots: refs added, removed and moved; commits gained and lost
+    Diff(DiffArgs),
+    /// Which snapshots hold a ref (by name) or a commit (reachable from one of their refs)
+    Find(FindArgs),
+    /// List backed-up repositories with their last sync (or remove one without snapshots)
+    Repos(ReposArgs),
+    /// Show what the store holds (--repo: what one repository holds alone and shares)
+    Stats(StatsArgs),
+    /// Remove snapshots by keep rules (the newest of each repository stays), or those named by id
     Forget(ForgetArgs),
     /// Delete data no remaining snapshot needs, and repack sparse or small packs
     Prune(PruneArgs),
@@ -76,12 +247,40 @@ enum Command {
     Verify(VerifyArgs),
     /// Rebuild index.sqlite from the packs and snapshot files (when it is lost or corrupt)
     RepairIndex(JsonArg),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `repovault man > repovault.1`
+    Man(ManArgs),
+}
+
+#[derive(Args)]
+struct ManArgs {
+    /// Instead, write repovault.1 and one page per verb (repovault-sync.1, ...) into DIR
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell, e.g. `repovault completions bash > /etc/bash_completion.d/repovault`
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// Only this repository: what its snapshots need, what it alone holds, what it shares
+    #[arg(long)]
+    repo: Option<String>,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
 struct InitArgs {
     /// zstd compression level (1-22)
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     compression_level: i32,
     /// Pack files are closed at this size (MiB)
     #[arg(long, default_value_t = 32)]
@@ -90,6 +289,13 @@ struct InitArgs {
 
 #[derive(Args)]
 struct ForgetArgs {
+    /// Remove exactly these snapshots (ids or unique prefixes), instead of applying keep rules
+    #[arg(
+        value_name = "SNAPSHOT-ID",
+        conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly",
+            "keep_monthly", "keep_yearly", "keep_within", "config", "allow_empty"]
+    )]
+    snapshots: Vec<String>,
     /// Only this repository (a name or any unique suffix of one)
     #[arg(long)]
     repo: Option<String>,
@@ -142,7 +348,7 @@ struct ForgetArgs {
     )]
     keep_yearly: i32,
     /// Keep every snapshot within this duration of the newest (e.g. 1y6m, 14d, 36h)
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = checked::<repovault::retention::Within>)]
     keep_within: Option<String>,
     /// Take the policy from this config file's [retention] (when no --keep-* option is given)
     #[arg(long, value_name = "FILE")]
@@ -164,7 +370,7 @@ struct ForgetArgs {
 #[derive(Args)]
 struct PruneArgs {
     /// Repack packs whose live data is below this percentage of their bytes
-    #[arg(long, default_value_t = 80.0, value_name = "PERCENT")]
+    #[arg(long, default_value_t = 80.0, value_name = "PERCENT", value_parser = percent)]
     repack_below: f64,
     /// Report what would be freed without changing anything
     #[arg(long)]
@@ -192,8 +398,11 @@ struct VerifyArgs {
     #[arg(long)]
     read_data: bool,
     /// Read only part of the packs: N/M (part N of M) or P% (a random P percent); implies --read-data
-    #[arg(long, value_name = "N/M|P%")]
+    #[arg(long, value_name = "N/M|P%", value_parser = checked::<repovault::verify::Subset>)]
     read_data_subset: Option<String>,
+    /// Only this repository: its snapshots and the packs and objects they need
+    #[arg(long)]
+    repo: Option<String>,
     /// Print the report as one JSON document
     #[arg(long)]
     json: bool,
@@ -207,10 +416,60 @@ struct JsonArg {
 }
 
 #[derive(Args)]
+struct ReposArgs {
+    /// Remove these repositories, which must have no snapshot (a failed sync of a
+    /// mistyped URL, or one whose snapshots were all forgotten)
+    #[arg(long, value_name = "REPO")]
+    remove: Vec<String>,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct SnapshotsArgs {
     /// Only this repository (a name or any unique suffix of one)
     #[arg(long)]
     repo: Option<String>,
+    /// Only the newest snapshot of each repository
+    #[arg(long)]
+    latest: bool,
+    /// Also list each snapshot's refs
+    #[arg(long)]
+    refs: bool,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The older snapshot: its id or any unique prefix of it
+    #[arg(value_name = "SNAP1")]
+    from: String,
+    /// The newer snapshot: its id or any unique prefix of it
+    #[arg(value_name = "SNAP2")]
+    to: String,
+    /// Read at most N commits from the store to count commits gained and lost
+    #[arg(long, value_name = "N", default_value_t = repovault::commits::DEFAULT_MAX_COMMITS)]
+    max_commits: u64,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FindArgs {
+    /// A ref name (v0.1.0, main, refs/heads/main) or a commit id (4 to 40 hex digits):
+    /// a commit is held by the snapshots in which it is reachable from a ref
+    #[arg(value_name = "REF-OR-COMMIT")]
+    query: String,
+    /// Only this repository's snapshots (a name or any unique suffix of one)
+    #[arg(long)]
+    repo: Option<String>,
+    /// Read at most N commits from the store when looking for a commit
+    #[arg(long, value_name = "N", default_value_t = repovault::commits::DEFAULT_MAX_COMMITS)]
+    max_commits: u64,
     /// Print one JSON document
     #[arg(long)]
     json: bool,
@@ -225,9 +484,11 @@ struct RestoreArgs {
     /// The snapshot id, or any unique prefix of it
     #[arg(long)]
     snapshot: Option<String>,
-    /// The newest snapshot taken at or before TIME (RFC 3339, or a date: the end of that day, UTC)
-    #[arg(long, value_name = "TIME")]
-    at: Option<String>,
+    /// The newest snapshot taken at or before TIME: 2026-12-02T21:09:21Z, with an offset
+    /// (+01:00), without a zone (2026-12-02 21:09:21.123456, as `snapshots` prints it: UTC),
+    /// or a date (2026-12-02: the end of that day, UTC)
+    #[arg(long, value_name = "TIME", value_parser = repovault::restore::parse_time)]
+    at: Option<jiff::Timestamp>,
     /// The newest snapshot
     #[arg(long)]
     latest: bool,
@@ -284,6 +545,10 @@ struct SyncArgs {
     /// Seconds to wait for another writer to release the store
     #[arg(long, default_value_t = 60)]
     lock_wait: u64,
+    /// List what would change (refs added, removed, moved since the last snapshot);
+    /// fetch nothing, write nothing, take no lock
+    #[arg(long)]
+    dry_run: bool,
     /// Print the summary as one JSON document
     #[arg(long)]
     json: bool,
@@ -291,7 +556,16 @@ struct SyncArgs {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let _ = USER_UMASK.set(private_umask());
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let json = json_requested(&matches);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     crate::ui::set_quiet(cli.quiet);
     init_logging(cli.verbose, cli.quiet);
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -304,11 +578,19 @@ pub fn main() -> ExitCode {
             eprintln!("repovault: interrupted; finishing the current step (press Ctrl-C again to stop at once)");
         });
     }
-    match run(cli, &interrupt) {
+    let result = run(cli, &interrupt);
+    if let Some(e) = output::failure() {
+        eprintln!("repovault: error: cannot write the output: {e}");
+        return ExitCode::from(exit::ERROR);
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             if interrupt.load(Ordering::SeqCst) {
                 eprintln!("repovault: interrupted");
+                if json {
+                    print_json_error("interrupted", exit::INTERRUPTED);
+                }
                 return ExitCode::from(exit::INTERRUPTED);
             }
             for cause in err.chain() {
@@ -318,10 +600,75 @@ pub fn main() -> ExitCode {
                     }
                 }
             }
-            eprintln!("repovault: error: {}", error_line(&err));
-            ExitCode::from(exit_code_of(&err))
+            let line = error_line(&err);
+            let code = exit_code_of(&err);
+            eprintln!("repovault: error: {line}");
+            if json {
+                print_json_error(&line, code);
+            }
+            ExitCode::from(code)
         }
     }
+}
+
+/// True when the verb (or a nested one) was given `--json`.
+fn json_requested(matches: &clap::ArgMatches) -> bool {
+    let mut m = matches;
+    loop {
+        if let Ok(Some(true)) = m.try_get_one::<bool>("json") {
+            return true;
+        }
+        match m.subcommand() {
+            Some((_, sub)) => m = sub,
+            None => return false,
+        }
+    }
+}
+
+/// Under `--json`, an error is also printed on stdout as one JSON object:
+/// `{"error": {"message": "...", "exit_code": N}}`.
+fn print_json_error(message: &str, code: u8) {
+    #[derive(serde::Serialize)]
+    struct Inner<'a> {
+        message: &'a str,
+        exit_code: u8,
+    }
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        error: Inner<'a>,
+    }
+    let doc = Doc {
+        error: Inner {
+            message,
+            exit_code: code,
+        },
+    };
+    let mut out = output::stdout();
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    );
+}
+
+/// A command line clap rejects (or `--help` / `--version`): clap's text on
+/// stderr (help on stdout), and a JSON error on stdout when `--json` was given.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let code = u8::try_from(e.exit_code()).unwrap_or(exit::ERROR);
+    let shown = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !shown && std::env::args_os().any(|a| a == "--json") {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        print_json_error(first.strip_prefix("error: ").unwrap_or(first), code);
+    }
+    let _ = e.print();
+    ExitCode::from(code)
 }
 
 /// The error and its causes on one line, without repeating a cause that a
@@ -350,11 +697,16 @@ fn one_line(s: &str) -> String {
 
 fn exit_code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ExitWith>() {
+            return e.code;
+        }
         if let Some(e) = cause.downcast_ref::<store::Error>() {
             return match e {
                 store::Error::NotFound { .. }
                 | store::Error::NotAStore { .. }
-                | store::Error::NotADirectory { .. } => exit::NO_STORE,
+                | store::Error::NotADirectory { .. }
+                | store::Error::BadConfig { .. }
+                | store::Error::NewerFormat { .. } => exit::NO_STORE,
                 store::Error::Lock(repovault::lock::Error::Locked { .. }) => exit::LOCKED,
                 _ => exit::ERROR,
             };
@@ -420,7 +772,8 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
                 pack_target_size: a.pack_size_mib.max(1) << 20,
                 ..Default::default()
             };
-            let s = Store::init(&path, opts)?;
+            // Whatever is in the way (a store, a file, a non-empty directory), init fails with 1.
+            let s = Store::init(&path, opts).map_err(|e| with_code(exit::ERROR, e))?;
             if crate::ui::quiet() {
                 return Ok(exit::OK);
             }
@@ -434,6 +787,8 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
         Command::Sync(a) => cmd_sync(&cli.store, a, interrupt),
         Command::Restore(a) => cmd_restore(&cli.store, a, interrupt),
         Command::Snapshots(a) => cmd_snapshots(&cli.store, a),
+        Command::Diff(a) => cmd_diff(&cli.store, a),
+        Command::Find(a) => cmd_find(&cli.store, a),
         Command::Repos(a) => cmd_repos(&cli.store, a),
         Command::Stats(a) => cmd_stats(&cli.store, a),
         Command::Verify(a) => cmd_verify(&cli.store, a, interrupt),
@@ -458,7 +813,33 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::RepairIndex(a) => cmd_repair(&cli.store, a),
+        Command::Completions(a) => {
+            let mut out = output::stdout();
+            clap_complete::generate(a.shell, &mut Cli::command(), "repovault", &mut out);
+            out.flush()?;
+            Ok(exit::OK)
+        }
+        Command::Man(a) => cmd_man(a),
     }
+}
+
+fn cmd_man(a: ManArgs) -> Result<u8> {
+    let cmd = Cli::command();
+    match a.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+            println!("wrote the manual pages into {}", dir.display());
+        }
+        None => {
+            let mut out = output::stdout();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            out.flush()?;
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn human_bytes(n: u64) -> String {
@@ -476,8 +857,13 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn cmd_stats(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
+fn cmd_stats(store: &Option<PathBuf>, a: StatsArgs) -> Result<u8> {
     let s = open_store(store)?;
+    if let Some(name) = &a.repo {
+        let repo = resolve_repo(&s, name)?;
+        let u = repovault::usage::repo_usage(&s, &repo)?;
+        return print_repo_usage(&u, a.json);
+    }
     let t = s.totals()?;
     let ratio = if t.stored_bytes > 0 {
         t.raw_bytes as f64 / t.stored_bytes as f64
@@ -511,11 +897,57 @@ fn cmd_stats(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
     Ok(exit::OK)
 }
 
+fn print_repo_usage(u: &repovault::usage::RepoUsage, json: bool) -> Result<u8> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(u)?);
+        return Ok(exit::OK);
+    }
+    let mut out = output::stdout();
+    writeln!(out, "repository   {} ({} snapshots)", u.repo, u.snapshots)?;
+    writeln!(
+        out,
+        "{:<12} {:>10} {:>14} {:>10} {:>14}",
+        "", "objects", "raw bytes", "chunks", "stored bytes"
+    )?;
+    for (label, x) in [
+        ("total", &u.total),
+        ("only here", &u.only),
+        ("shared", &u.shared),
+    ] {
+        writeln!(
+            out,
+            "{:<12} {:>10} {:>14} {:>10} {:>14}",
+            label,
+            x.objects,
+            human_bytes(x.raw_bytes),
+            x.chunks,
+            human_bytes(x.stored_bytes)
+        )?;
+    }
+    writeln!(
+        out,
+        "(only here: what no other repository's snapshot needs; shared: also needed by others)"
+    )?;
+    Ok(exit::OK)
+}
+
 /// Resolves a repository name or a unique suffix of one.
 fn resolve_repo(s: &Store, name: &str) -> Result<repovault::index::RepoRow> {
     let repos = s.with_index(|i| i.repos())?;
     if let Some(r) = repos.iter().find(|r| r.name == name) {
         return Ok(r.clone());
+    }
+    // The path or URL that was synced.
+    match sync::repos_synced_from(&repos, name).as_slice() {
+        [one] => return Ok((*one).clone()),
+        [] => {}
+        many => bail!(
+            "{name:?} was synced as several repositories ({}): give the name",
+            many.iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
     let suffix = format!("/{}", name.trim_matches('/'));
     let mut hits: Vec<_> = repos.iter().filter(|r| r.name.ends_with(&suffix)).collect();
@@ -549,17 +981,17 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
     let repo = resolve_repo(&s, &a.repo)?;
     let sel = match (&a.snapshot, &a.at) {
         (Some(id), _) => Selector::Id(id.clone()),
-        (None, Some(t)) => Selector::At(restore::parse_time(t).map_err(anyhow::Error::msg)?),
+        (None, Some(t)) => Selector::At(*t),
         (None, None) => Selector::Latest,
     };
     let snaps = s.with_index(|i| i.snapshots(Some(repo.id)))?;
     let snap = restore::select(&snaps, &repo.name, &sel)?;
     if a.list {
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&snap)?);
+            print_json(&snap)?;
             return Ok(exit::OK);
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = output::stdout();
         writeln!(
             out,
             "# snapshot {} of {} taken {}",
@@ -588,6 +1020,12 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
         force: a.force,
         partial: a.partial,
     };
+    // The restored repository is the user's: it follows their umask (store
+    // files the reader may create, the index's -wal/-shm and the readers lock,
+    // get their modes from the store's own files or explicitly).
+    if let Some(m) = USER_UMASK.get() {
+        nix::sys::stat::umask(*m);
+    }
     let bars = crate::ui::Bars::new(1);
     let progress = crate::ui::Task::new(
         bars.as_ref(),
@@ -671,7 +1109,14 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
             b.inc(n);
         }
     };
-    let report = match verify::verify(&s, opts, &progress, interrupt) {
+    let scope = match &a.repo {
+        Some(name) => {
+            let repo = resolve_repo(&s, name)?;
+            Some(verify::Scope::of_repo(&s, &repo.name)?)
+        }
+        None => None,
+    };
+    let report = match verify::verify_scoped(&s, opts, scope.as_ref(), &progress, interrupt) {
         Ok(r) => r,
         Err(verify::Error::Index(e)) => {
             // SQLite failing while reading the index is damage to report as well.
@@ -727,7 +1172,7 @@ fn print_verify(r: &repovault::verify::VerifyReport, json: bool) -> Result<()> {
     if crate::ui::quiet() && r.is_clean() {
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "verify ({}): {} packs, {} chunks, {} objects, {} snapshots checked; {} read in {:.1}s ({:.1} MB/s, {:.0} objects/s)",
@@ -816,8 +1261,10 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
             policy = c.retention.unwrap_or_default();
         }
     }
-    if policy.is_empty() && !a.allow_empty {
-        return Err(prune::Error::EmptyPolicy.into());
+    // Without a rule nothing is removed, whatever --allow-empty says: removing
+    // snapshots on purpose is `forget SNAPSHOT-ID...`.
+    if policy.is_empty() && a.snapshots.is_empty() {
+        return Err(usage(prune::Error::EmptyPolicy));
     }
     if !a.dry_run {
         catch_up_index(&store_path(store)?)?;
@@ -825,7 +1272,11 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
     let s = open_store(store)?;
     let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
     let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
-    let decisions = prune::plan_forget(&snaps, &policy, a.allow_empty);
+    let decisions = if a.snapshots.is_empty() {
+        prune::plan_forget(&snaps, &policy, a.allow_empty)
+    } else {
+        prune::plan_forget_ids(&snaps, &a.snapshots)?
+    };
     let removed = decisions.iter().filter(|d| !d.keep).count();
     let mut prune_report = None;
     if !a.dry_run {
@@ -847,7 +1298,7 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
     if crate::ui::quiet() {
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     let mut last_repo = "";
     for d in &decisions {
         if d.repo != last_repo {
@@ -863,17 +1314,20 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
             d.reasons.join(", ")
         )?;
     }
-    writeln!(
+    write!(
         out,
-        "{} snapshots {}, {} kept",
+        "{} snapshots {}",
         removed,
         if a.dry_run {
             "would be removed"
         } else {
             "removed"
-        },
-        decisions.len() - removed
+        }
     )?;
+    if a.snapshots.is_empty() {
+        write!(out, ", {} kept", decisions.len() - removed)?;
+    }
+    writeln!(out)?;
     drop(out);
     if let Some(r) = prune_report {
         print_prune(&r, false)?;
@@ -904,43 +1358,303 @@ fn print_prune(r: &repovault::prune::PruneReport, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// One snapshot as `snapshots --json` lists it (its refs only with `--refs`).
+#[derive(serde::Serialize)]
+struct SnapshotListing<'a> {
+    id: &'a str,
+    repo: &'a str,
+    url: &'a str,
+    time: jiff::Timestamp,
+    checked_at: jiff::Timestamp,
+    ref_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refs: Option<&'a [repovault::snapshot::RefEntry]>,
+    complete: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<String>,
+}
+
 fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
     let s = open_store(store)?;
     let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
-    let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&snaps)?);
-        return Ok(exit::OK);
+    let mut snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    if a.latest {
+        // Oldest first: the last of each repository is its newest.
+        let mut seen = std::collections::HashSet::new();
+        snaps.reverse();
+        snaps.retain(|sn| seen.insert(sn.repo.clone()));
+        snaps.reverse();
     }
-    let mut out = std::io::stdout().lock();
+    if a.json {
+        let doc: Vec<SnapshotListing> = snaps
+            .iter()
+            .map(|sn| SnapshotListing {
+                id: &sn.id,
+                repo: &sn.repo,
+                url: &sn.url,
+                time: sn.time,
+                checked_at: sn.checked_at,
+                ref_count: sn.refs.len(),
+                refs: a.refs.then_some(&sn.refs[..]),
+                complete: sn.complete,
+                missing: sn.missing.iter().map(|o| o.to_string()).collect(),
+            })
+            .collect();
+        return print_json(&doc).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
     writeln!(
         out,
-        "{:<8}  {:<20}  {:<20}  {:>5}  repository",
-        "id", "time (UTC)", "checked at", "refs"
+        "{:<8}  {:<26}  {:<26}  {:>5}  repository",
+        "id", "time (UTC)", "checked at (UTC)", "refs"
     )?;
     for sn in &snaps {
         writeln!(
             out,
-            "{:<8}  {:<20}  {:<20}  {:>5}  {}{}",
+            "{:<8}  {:<26}  {:<26}  {:>5}  {}{}",
             sn.short_id(),
-            sn.time.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-            sn.checked_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            utc_micros(sn.time),
+            utc_micros(sn.checked_at),
             sn.refs.len(),
             sn.repo,
             if sn.complete { "" } else { "  (incomplete)" }
+        )?;
+        if a.refs {
+            for r in &sn.refs {
+                writeln!(out, "          {}  {}", ref_target(r), r.name_lossy())?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Writes `doc` as pretty JSON and a newline to stdout (through [`output`]:
+/// a closed pipe ends the output quietly).
+fn print_json(doc: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(doc)?);
+    Ok(())
+}
+
+/// What a ref points to, for listings: an id, `-> REF` for a symbolic ref,
+/// `(unborn)` for a symbolic ref to a branch that does not exist yet.
+fn ref_target(r: &repovault::snapshot::RefEntry) -> String {
+    match (&r.symref, r.target) {
+        (Some(t), _) => format!("-> {}", String::from_utf8_lossy(t)),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "(unborn)".into(),
+    }
+}
+
+fn cmd_diff(store: &Option<PathBuf>, a: DiffArgs) -> Result<u8> {
+    use repovault::diff;
+    let s = open_store(store)?;
+    let snaps = s.with_index(|i| i.snapshots(None))?;
+    let pick = |id: &str| {
+        diff::select_by_id(&snaps, id).map_err(|e| match e {
+            diff::Error::BadId(_) => usage(e),
+            e => e.into(),
+        })
+    };
+    let (from, to) = (pick(&a.from)?, pick(&a.to)?);
+    let d = diff::diff(&s, from, to, a.max_commits)?;
+    if a.json {
+        return print_json(&d).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
+    for (label, sn) in [("from", &d.from), ("to", &d.to)] {
+        writeln!(
+            out,
+            "{label:<4} {}  {}  {}",
+            &sn.id[..8.min(sn.id.len())],
+            utc_micros(sn.time),
+            sn.repo
+        )?;
+    }
+    let width = d
+        .added
+        .iter()
+        .chain(&d.removed)
+        .map(|r| r.name_lossy().len())
+        .chain(d.moved.iter().map(|m| m.name_lossy().len()))
+        .max()
+        .unwrap_or(0);
+    for r in &d.added {
+        writeln!(
+            out,
+            "added    {:<width$}  {}",
+            r.name_lossy(),
+            ref_target(r)
+        )?;
+    }
+    for r in &d.removed {
+        writeln!(
+            out,
+            "removed  {:<width$}  {}",
+            r.name_lossy(),
+            ref_target(r)
+        )?;
+    }
+    for m in &d.moved {
+        writeln!(
+            out,
+            "moved    {:<width$}  {} => {}",
+            m.name_lossy(),
+            ref_target(&m.old),
+            ref_target(&m.new)
+        )?;
+    }
+    writeln!(
+        out,
+        "refs: {} added, {} removed, {} moved; commits: {} gained, {} lost",
+        d.added.len(),
+        d.removed.len(),
+        d.moved.len(),
+        d.commits.gained,
+        d.commits.lost
+    )?;
+    if !d.missing.is_empty() {
+        writeln!(
+            out,
+            "note: {} object(s) the walk met are not in the store (incomplete snapshots): the commit counts stop there",
+            d.missing.len()
         )?;
     }
     Ok(exit::OK)
 }
 
-fn cmd_repos(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
+fn cmd_find(store: &Option<PathBuf>, a: FindArgs) -> Result<u8> {
     let s = open_store(store)?;
+    let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
+    let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    let r = repovault::find::find(&s, &snaps, &a.query, a.max_commits).map_err(|e| match e {
+        repovault::find::Error::Empty => usage(e),
+        e => e.into(),
+    })?;
+    if a.json {
+        return print_json(&r).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
+    let short = |id: &str| id[..8.min(id.len())].to_owned();
+    if !r.refs.is_empty() {
+        writeln!(out, "ref {}:", r.query)?;
+        for h in &r.refs {
+            writeln!(
+                out,
+                "  {}  {}  {}  {}  {}",
+                short(&h.snapshot.id),
+                utc_micros(h.snapshot.time),
+                h.snapshot.repo,
+                h.entry.name_lossy(),
+                ref_target(&h.entry)
+            )?;
+        }
+    }
+    if let Some(c) = r.commit {
+        writeln!(out, "commit {c}:")?;
+        for h in &r.commit_snapshots {
+            let more = h.refs.len().saturating_sub(3);
+            writeln!(
+                out,
+                "  {}  {}  {}  reachable from {}{}",
+                short(&h.snapshot.id),
+                utc_micros(h.snapshot.time),
+                h.snapshot.repo,
+                h.refs
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+    }
+    let held = r.refs.len() + r.commit_snapshots.len();
+    if held == 0 {
+        writeln!(
+            out,
+            "no ref named {q:?}{} in any of {} snapshot(s)",
+            if r.commit.is_some() {
+                " and no ref reaching that commit"
+            } else {
+                ""
+            },
+            r.snapshots_searched,
+            q = r.query
+        )?;
+    } else {
+        writeln!(out, "searched {} snapshot(s)", r.snapshots_searched)?;
+    }
+    if !r.missing.is_empty() {
+        writeln!(
+            out,
+            "note: {} object(s) the walk met are not in the store (incomplete snapshots): history behind them was not searched",
+            r.missing.len()
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+/// A time as `snapshots` prints it: UTC to the microsecond (the precision
+/// snapshots are recorded with), in a form `restore --at` reads back exactly.
+fn utc_micros(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+/// `repos --remove`: drops repositories that have no snapshot, under the write lock.
+fn remove_repos(s: &Store, names: &[String], json: bool) -> Result<u8> {
+    let targets = names
+        .iter()
+        .map(|n| resolve_repo(s, n))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(r) = targets.iter().find(|r| r.snapshots > 0) {
+        bail!(
+            "repository {} has {} snapshot(s); `repos --remove` only removes a repository without snapshots: forget them first (repovault forget --repo {} SNAPSHOT-ID...)",
+            r.name,
+            r.snapshots,
+            r.name
+        );
+    }
+    let mut w = s.writer_for(Duration::from_secs(60), "repos --remove")?;
+    let mut removed = Vec::new();
+    for r in &targets {
+        if !w.index().remove_empty_repo(r.id)? {
+            bail!(
+                "repository {} got a snapshot meanwhile: not removed",
+                r.name
+            );
+        }
+        removed.push(r.name.clone());
+    }
+    drop(w);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "removed": removed }))?
+        );
+    } else {
+        for n in &removed {
+            println!("removed repository {n} (it had no snapshot)");
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_repos(store: &Option<PathBuf>, a: ReposArgs) -> Result<u8> {
+    let s = open_store(store)?;
+    if !a.remove.is_empty() {
+        return remove_repos(&s, &a.remove, a.json);
+    }
     let repos = s.with_index(|i| i.repos())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&repos)?);
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     writeln!(
         out,
         "{:<10}  {:<20}  {:>9}  repository",
@@ -1163,19 +1877,22 @@ fn exit_for(total: usize, failed: usize, interrupted: bool) -> u8 {
 }
 
 fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) -> Result<u8> {
+    if a.dry_run {
+        return cmd_sync_dry_run(store_arg, &a, interrupt);
+    }
     if let Some(config) = &a.config {
         return cmd_sync_config(store_arg, config, &a, interrupt);
     }
     if a.sources.is_empty() {
         bail!("nothing to sync: give SOURCE URLs or paths, or --config FILE");
     }
-    let store = open_for_sync(store_arg, None)?;
     if a.name.is_some() && a.sources.len() > 1 {
-        bail!(
+        return Err(usage(anyhow::anyhow!(
             "--name names one repository, but {} sources were given: sync them one by one",
             a.sources.len()
-        );
+        )));
     }
+    let store = open_for_sync(store_arg, None)?;
     let auth = match &a.token_env {
         Some(var) => {
             let token = std::env::var(var).map_err(|_| {
@@ -1192,17 +1909,20 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
         }
         None => None,
     };
-    let sources: Vec<Source> = a
+    let mut sources: Vec<Source> = a
         .sources
         .iter()
         .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
+    if a.name.is_none() {
+        keep_existing_names(&store, &mut sources)?;
+    }
     let cache = a
         .cache
         .clone()
         .unwrap_or_else(|| sync::default_cache(&store));
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    create_private_dir(&cache)?;
     let opts = SyncOptions {
         cache,
         allow_incomplete: a.allow_incomplete,
@@ -1232,11 +1952,194 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
     ))
 }
 
+/// `sync --dry-run`: lists each source's refs and compares them with its last
+/// snapshot. Opens the store read-only (never creates it), takes no lock,
+/// creates no mirror, fetches and writes nothing.
+fn cmd_sync_dry_run(
+    store_arg: &Option<PathBuf>,
+    a: &SyncArgs,
+    interrupt: &AtomicBool,
+) -> Result<u8> {
+    let mut sources_failed = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let (store, mut sources) = match &a.config {
+        Some(path) => {
+            let config = repovault::config::Config::load(path)?;
+            let resolved = config.resolve(path)?;
+            let store = match (store_arg, config.store.as_deref()) {
+                (Some(p), _) => Store::open(p)?,
+                (None, Some(p)) => Store::open(p)?,
+                (None, None) => Store::open(&default_store()?)?,
+            };
+            let mut sources = Vec::new();
+            for SourceListing { label, result, .. } in discover_all(&resolved) {
+                match result {
+                    Ok(found) => {
+                        let refused: std::collections::HashSet<String> =
+                            found.refused.iter().map(|(s, _)| s.name.clone()).collect();
+                        warnings.extend(found.refused.into_iter().map(|(_, why)| why));
+                        sources.extend(
+                            found
+                                .repos
+                                .into_iter()
+                                .filter(|(s, r)| !r.disabled && !refused.contains(&s.name))
+                                .map(|(s, _)| s),
+                        );
+                    }
+                    Err(e) if e.starts_with(&label) => sources_failed.push(e),
+                    Err(e) => sources_failed.push(format!("{label}: {e}")),
+                }
+            }
+            (store, sources)
+        }
+        None => {
+            if a.name.is_some() && a.sources.len() > 1 {
+                return Err(usage(anyhow::anyhow!(
+                    "--name names one repository, but {} sources were given: sync them one by one",
+                    a.sources.len()
+                )));
+            }
+            let auth = match &a.token_env {
+                Some(var) => {
+                    let token = std::env::var(var).map_err(|_| {
+                        anyhow::anyhow!(
+                            "--token-env {var}: the environment variable {var} is not set"
+                        )
+                    })?;
+                    Some(Auth {
+                        user: a.token_user.clone(),
+                        token: Secret::new(token.trim().to_owned()),
+                        bearer: false,
+                    })
+                }
+                None => None,
+            };
+            let sources: Vec<Source> = a
+                .sources
+                .iter()
+                .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
+                .collect::<Result<_, _>>()
+                .map_err(usage)?;
+            (open_store(store_arg)?, sources)
+        }
+    };
+    // Names from before ports were part of them, as a sync would use them.
+    if a.config.is_none() {
+        keep_existing_names(&store, &mut sources)?;
+    } else {
+        let known = store.with_index(|i| i.repos())?;
+        for src in &mut sources {
+            if let Ok(Some(n)) = sync::existing_name(&known, src) {
+                src.name = n;
+            }
+        }
+    }
+    let mut plans = Vec::new();
+    for src in &sources {
+        if interrupt.load(Ordering::SeqCst) {
+            break;
+        }
+        plans.push(sync::plan::plan(&store, src)?);
+    }
+    let count = |st: &str| plans.iter().filter(|p| p.status == st).count();
+    let failed = count("failed") + sources_failed.len() + sources.len().saturating_sub(plans.len());
+    if a.json {
+        let doc = serde_json::json!({
+            "dry_run": true,
+            "repos": plans,
+            "sources_failed": sources_failed,
+            "warnings": warnings,
+            "totals": {
+                "repos": plans.len(),
+                "new": count("new"),
+                "changed": count("changed"),
+                "unchanged": count("unchanged"),
+                "failed": count("failed"),
+            }
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        let mut out = output::stdout();
+        for p in &plans {
+            let last = p
+                .last_snapshot
+                .as_deref()
+                .map(|s| &s[..8.min(s.len())])
+                .unwrap_or("-");
+            write!(
+                out,
+                "{:<9} {}  last snapshot {}  refs {}",
+                p.status, p.name, last, p.refs
+            )?;
+            if p.status == "changed" {
+                write!(
+                    out,
+                    "  ({} added, {} removed, {} moved)",
+                    p.added.len(),
+                    p.removed.len(),
+                    p.moved.len()
+                )?;
+            }
+            if let Some(e) = &p.error {
+                write!(out, "  error: {e}")?;
+            }
+            writeln!(out)?;
+            let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            for c in &p.added {
+                writeln!(out, "  + {}  {}", c.name, show(&c.new))?;
+            }
+            for c in &p.removed {
+                writeln!(out, "  - {}  {}", c.name, show(&c.old))?;
+            }
+            for c in &p.moved {
+                writeln!(out, "  ~ {}  {} -> {}", c.name, show(&c.old), show(&c.new))?;
+            }
+        }
+        for f in &sources_failed {
+            writeln!(out, "error: source {f}")?;
+        }
+        for w in &warnings {
+            writeln!(out, "warning: {w}")?;
+        }
+        writeln!(
+            out,
+            "dry run: {} repositories: {} new, {} changed, {} unchanged, {} failed; nothing was fetched or written",
+            plans.len(),
+            count("new"),
+            count("changed"),
+            count("unchanged"),
+            count("failed")
+        )?;
+    }
+    Ok(exit_for(
+        (sources.len() + sources_failed.len()).max(1),
+        failed,
+        interrupt.load(Ordering::SeqCst),
+    ))
+}
+
+/// Sources already in the store under a name from before ports were part of
+/// names keep that name (see [`sync::existing_name`]).
+fn keep_existing_names(store: &Store, sources: &mut [Source]) -> Result<()> {
+    let known = store.with_index(|i| i.repos())?;
+    for src in sources {
+        if let Some(n) = sync::existing_name(&known, src)? {
+            src.name = n;
+        }
+    }
+    Ok(())
+}
+
 /// Discovery results of a config run, for the summary.
 #[derive(Default, serde::Serialize)]
 struct DiscoverySummary {
     sources: usize,
     sources_failed: Vec<String>,
+    /// Sources whose listing was incomplete (`label: first problem`).
+    sources_incomplete: Vec<String>,
+    /// Repositories synced although this run's listing missed them: known
+    /// from earlier runs of a source whose listing failed or was incomplete.
+    from_earlier_runs: Vec<String>,
     discovered: usize,
     new: Vec<String>,
     renamed: Vec<(String, String)>,
@@ -1245,41 +2148,92 @@ struct DiscoverySummary {
     warnings: Vec<String>,
 }
 
+/// What one source of a config listed.
+struct SourceListing {
+    label: String,
+    result: Result<Found, String>,
+    /// How to sync the source's repositories known from earlier runs when
+    /// its listing failed or was incomplete; `None` after a rejected token
+    /// (they would only fail the same way) and for `git` sources.
+    known: Option<KnownAccess>,
+}
+
+/// A listing that worked (maybe only in part).
+struct Found {
+    /// Every listed repository, refused ones included (all are registered).
+    repos: Vec<(Source, repovault::index::Registration)>,
+    complete: bool,
+    warnings: Vec<String>,
+    /// Listed repositories not synced because their clone URL leaves the
+    /// source's hosts, with the message saying so.
+    refused: Vec<(Source, String)>,
+}
+
+/// Credentials and hosts of a provider source.
+struct KnownAccess {
+    token: Option<Secret>,
+    bearer: bool,
+    git_user: &'static str,
+    hosts: repovault::discover::CredentialHosts,
+}
+
+impl KnownAccess {
+    /// The source for `name` at `url` with the token, or the refusal
+    /// message when `url` leaves the source's hosts.
+    fn source(&self, label: &str, name: &str, url: &str) -> Result<Source, String> {
+        if self.token.is_some() && !self.hosts.allows(url) {
+            let host = repovault::discover::host_of(url);
+            return Err(format!(
+                "not synced: its clone URL {url} is on {host}, not a host of source {label} ({}), and the token is only sent there; if {host} is yours, add \"{host}\" to git_hosts of the source",
+                self.hosts.describe()
+            ));
+        }
+        Ok(Source {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            auth: self.token.clone().map(|t| Auth {
+                user: self.git_user.to_owned(),
+                token: t,
+                bearer: self.bearer,
+            }),
+        })
+    }
+}
+
 /// Lists every source of a config (no store involved).
-fn discover_all(
-    resolved: &[repovault::config::Resolved],
-) -> Vec<(
-    String,
-    Result<
-        (
-            Vec<(Source, repovault::index::Registration)>,
-            bool,
-            Vec<String>,
-        ),
-        String,
-    >,
-)> {
+fn discover_all(resolved: &[repovault::config::Resolved]) -> Vec<SourceListing> {
     use repovault::config::Resolved;
-    use repovault::discover::{discover_blocking, HttpOptions};
+    use repovault::discover::{discover_blocking, git_user, CredentialHosts, HttpOptions};
     let mut out = Vec::new();
     for r in resolved {
         let label = r.label();
-        let result = match r {
+        let listing = match r {
             Resolved::Provider {
                 source,
                 token,
                 bearer,
-            } => match discover_blocking(source, &HttpOptions::default()) {
-                Ok(listing) => {
-                    let repos = listing
-                        .repos
-                        .into_iter()
-                        .map(|d| {
-                            let auth = token.clone().map(|t| Auth {
-                                user: d.git_user.clone(),
-                                token: t,
-                                bearer: *bearer,
-                            });
+            } => {
+                let access = match CredentialHosts::for_source(source) {
+                    Ok(hosts) => KnownAccess {
+                        token: token.clone(),
+                        bearer: *bearer,
+                        git_user: git_user(source.provider),
+                        hosts,
+                    },
+                    Err(e) => {
+                        out.push(SourceListing {
+                            label,
+                            result: Err(e),
+                            known: None,
+                        });
+                        continue;
+                    }
+                };
+                match discover_blocking(source, &HttpOptions::default()) {
+                    Ok(listing) => {
+                        let mut repos = Vec::new();
+                        let mut refused = Vec::new();
+                        for d in listing.repos {
                             let reg = repovault::index::Registration {
                                 key: d.key.clone(),
                                 name: d.name.clone(),
@@ -1287,20 +2241,40 @@ fn discover_all(
                                 disabled: d.disabled,
                                 record: d.record.clone(),
                             };
-                            (
-                                Source {
-                                    url: d.clone_url,
-                                    name: d.name,
-                                    auth,
-                                },
-                                reg,
-                            )
-                        })
-                        .collect();
-                    Ok((repos, listing.complete, listing.warnings))
+                            let src = match access.source(&label, &d.name, &d.clone_url) {
+                                Ok(s) => s,
+                                Err(why) => {
+                                    let bare = Source {
+                                        url: d.clone_url.clone(),
+                                        name: d.name.clone(),
+                                        auth: None,
+                                    };
+                                    if !d.disabled {
+                                        refused.push((bare.clone(), why));
+                                    }
+                                    bare
+                                }
+                            };
+                            repos.push((src, reg));
+                        }
+                        SourceListing {
+                            label,
+                            result: Ok(Found {
+                                repos,
+                                complete: listing.complete,
+                                warnings: listing.warnings,
+                                refused,
+                            }),
+                            known: Some(access),
+                        }
+                    }
+                    Err(e) => SourceListing {
+                        label,
+                        known: (!e.is_auth()).then_some(access),
+                        result: Err(e.to_string()),
+                    },
                 }
-                Err(e) => Err(e.to_string()),
-            },
+            }
             Resolved::Git { urls, auth, .. } => {
                 let mut repos = Vec::new();
                 let mut err = None;
@@ -1319,15 +2293,101 @@ fn discover_all(
                         Err(e) => err = Some(e.to_string()),
                     }
                 }
-                match err {
-                    Some(e) => Err(e),
-                    None => Ok((repos, true, Vec::new())),
+                SourceListing {
+                    label,
+                    result: match err {
+                        Some(e) => Err(e),
+                        None => Ok(Found {
+                            repos,
+                            complete: true,
+                            warnings: Vec::new(),
+                            refused: Vec::new(),
+                        }),
+                    },
+                    known: None,
                 }
             }
         };
-        out.push((label, result));
+        out.push(listing);
     }
     out
+}
+
+/// [`keep_existing_names`] for the `git` sources of a config (whose key is
+/// their name); a source whose name a different repository holds is left out
+/// and reported as failed.
+fn keep_existing_git_names(
+    writer: &Mutex<repovault::store::Writer<'_>>,
+    label: &str,
+    repos: Vec<(Source, repovault::index::Registration)>,
+    summary: &mut DiscoverySummary,
+) -> Result<Vec<(Source, repovault::index::Registration)>> {
+    let known = writer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .index()
+        .repos()?;
+    let mut out = Vec::with_capacity(repos.len());
+    for (mut src, mut reg) in repos {
+        if reg.key != format!("git:{}", src.name) {
+            out.push((src, reg));
+            continue;
+        }
+        match sync::existing_name(&known, &src) {
+            Ok(Some(n)) => {
+                reg.key = format!("git:{n}");
+                reg.name = n.clone();
+                src.name = n;
+                out.push((src, reg));
+            }
+            Ok(None) => out.push((src, reg)),
+            Err(e) => summary.sources_failed.push(format!("{label}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The repositories of `label` known from earlier runs (active, not disabled
+/// or deleted upstream) that this run's listing lacks, as sources; those
+/// whose URL leaves the source's hosts come back refused.
+fn known_from_earlier_runs(
+    index: &repovault::index::Index,
+    label: &str,
+    listed: &std::collections::HashSet<String>,
+    access: &KnownAccess,
+) -> Result<(Vec<Source>, Vec<(Source, String)>)> {
+    let mut sources = Vec::new();
+    let mut refused = Vec::new();
+    for row in index.repos()? {
+        let key = match &row.key {
+            Some(k) if row.origin.as_deref() == Some(label) && row.state == "active" => k,
+            _ => continue,
+        };
+        if listed.contains(key) {
+            continue;
+        }
+        match access.source(label, &row.name, &row.url) {
+            Ok(s) => sources.push(s),
+            Err(why) => refused.push((
+                Source {
+                    url: row.url.clone(),
+                    name: row.name.clone(),
+                    auth: None,
+                },
+                why,
+            )),
+        }
+    }
+    Ok((sources, refused))
+}
+
+/// `first` and how many more there are, for a one-line message.
+fn first_and_more(items: &[String]) -> String {
+    match items {
+        [] => "no details".to_owned(),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first}; and {} more", rest.len()),
+    }
 }
 
 fn cmd_sync_config(
@@ -1344,48 +2404,73 @@ fn cmd_sync_config(
         .clone()
         .or(config.cache.clone())
         .unwrap_or_else(|| sync::default_cache(&store));
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create the mirror cache {}", cache.display()))?;
+    create_private_dir(&cache)?;
     let opts = SyncOptions {
         cache,
         allow_incomplete: a.allow_incomplete,
     };
     let start = Instant::now();
+    // Discovery first, without the store lock: a slow or stalled API must not
+    // keep other writers out (each source has its own deadline).
+    let listed = discover_all(&resolved);
     let writer = Mutex::new(store.writer_for(Duration::from_secs(a.lock_wait), "sync")?);
     let mut summary = DiscoverySummary {
         sources: resolved.len(),
         ..Default::default()
     };
     let mut sources = Vec::new();
+    let mut refused: Vec<(Source, String)> = Vec::new();
     let now = jiff::Timestamp::now().as_second();
-    for (label, result) in discover_all(&resolved) {
+    for SourceListing {
+        label,
+        result,
+        known,
+    } in listed
+    {
+        let mut listed_keys = std::collections::HashSet::new();
+        let mut problem = None;
+        let mut incomplete = false;
         match result {
-            Ok((repos, complete, warnings)) => {
-                summary.discovered += repos.len();
+            Ok(mut found) => {
+                found.repos = keep_existing_git_names(&writer, &label, found.repos, &mut summary)?;
+                summary.discovered += found.repos.len();
                 summary
                     .warnings
-                    .extend(warnings.into_iter().map(|w| format!("{label}: {w}")));
-                if !complete {
+                    .extend(found.warnings.iter().map(|w| format!("{label}: {w}")));
+                if !found.complete {
+                    incomplete = true;
                     summary.warnings.push(format!(
                         "{label}: the listing was incomplete; no repository was marked deleted"
                     ));
+                    problem = Some(format!(
+                        "{label}: the listing is incomplete ({})",
+                        first_and_more(&found.warnings)
+                    ));
                 }
-                let regs: Vec<_> = repos.iter().map(|(_, r)| r.clone()).collect();
+                let regs: Vec<_> = found.repos.iter().map(|(_, r)| r.clone()).collect();
                 let ch = writer
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .index()
-                    .register(&label, &regs, complete, now)?;
+                    .register(&label, &regs, found.complete, now)?;
                 summary.new.extend(ch.new);
                 summary.renamed.extend(ch.renamed);
                 summary.deleted.extend(ch.deleted);
                 summary.disabled.extend(ch.disabled);
+                let refused_names: std::collections::HashSet<String> =
+                    found.refused.iter().map(|(s, _)| s.name.clone()).collect();
+                listed_keys.extend(found.repos.iter().map(|(_, r)| r.key.clone()));
                 sources.extend(
-                    repos
+                    found
+                        .repos
                         .into_iter()
-                        .filter(|(_, r)| !r.disabled)
+                        .filter(|(s, r)| !r.disabled && !refused_names.contains(&s.name))
                         .map(|(s, _)| s),
                 );
+                refused.extend(found.refused);
+                if found.complete {
+                    continue;
+                }
             }
             Err(e) => {
                 tracing::error!(source = %label, "{e}");
@@ -1394,26 +2479,61 @@ fn cmd_sync_config(
                 } else {
                     format!("{label}: {e}")
                 };
-                summary.sources_failed.push(named);
+                problem = Some(named);
             }
+        }
+        // The listing failed or is incomplete: what earlier runs knew of this
+        // source is still backed up tonight.
+        let mut earlier = 0;
+        if let Some(access) = &known {
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let (more, more_refused) =
+                known_from_earlier_runs(w.index(), &label, &listed_keys, access)?;
+            drop(w);
+            earlier = more.len();
+            summary
+                .from_earlier_runs
+                .extend(more.iter().map(|s| s.name.clone()));
+            sources.extend(more);
+            refused.extend(more_refused);
+        }
+        let mut line = problem.unwrap_or_default();
+        if earlier > 0 {
+            line.push_str(&format!(
+                "; {earlier} repositories known from earlier runs are synced anyway"
+            ));
+        }
+        if incomplete {
+            summary.sources_incomplete.push(line);
+        } else {
+            summary.sources_failed.push(line);
         }
     }
     let jobs = a.jobs.or(config.jobs).unwrap_or(4);
     crate::ui::set_summary_shown(!a.json && !crate::ui::quiet());
-    let reports = run_jobs(&store, &writer, &sources, &opts, jobs, true, interrupt);
+    let mut reports = run_jobs(&store, &writer, &sources, &opts, jobs, true, interrupt);
+    for (src, why) in &refused {
+        tracing::error!(repo = %src.name, "{why}");
+        sync::record_failure(&writer, src, why);
+        reports.push(failed_report(src, 0, why.clone()));
+    }
     let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
     w.commit()?;
     drop(w);
-    let failed_repos = failed_or_skipped(&reports, sources.len());
+    let failed_repos = failed_or_skipped(&reports, sources.len() + refused.len());
     let doc = sync_summary(&reports, Some(&summary), start.elapsed());
     emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
     if !a.json {
         for f in &summary.sources_failed {
             eprintln!("repovault: error: source {f}");
         }
+        for f in &summary.sources_incomplete {
+            eprintln!("repovault: error: source {f}");
+        }
     }
-    let total = sources.len() + summary.sources_failed.len();
-    let failed = failed_repos + summary.sources_failed.len();
+    let troubled = summary.sources_failed.len() + summary.sources_incomplete.len();
+    let total = sources.len() + refused.len() + troubled;
+    let failed = failed_repos + troubled;
     Ok(exit_for(
         total.max(1),
         failed,
@@ -1427,7 +2547,7 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
     let listed = discover_all(&resolved);
     let mut failed = 0;
     let mut doc = Vec::new();
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     if !json {
         writeln!(
             out,
@@ -1439,14 +2559,21 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
             writeln!(out, "store: {}", s.display())?;
         }
     }
-    for (label, result) in listed {
+    for SourceListing { label, result, .. } in listed {
         match result {
-            Ok((repos, complete, warnings)) => {
+            Ok(Found {
+                repos,
+                complete,
+                warnings,
+                refused,
+            }) => {
                 if json {
                     doc.push(serde_json::json!({
                         "source": label,
                         "complete": complete,
                         "warnings": warnings,
+                        "refused": refused.iter().map(|(s, why)| serde_json::json!({
+                            "name": s.name, "url": s.url, "reason": why })).collect::<Vec<_>>(),
                         "repos": repos.iter().map(|(s, r)| serde_json::json!({
                             "name": s.name, "url": s.url, "key": r.key, "disabled": r.disabled })).collect::<Vec<_>>(),
                     }));
@@ -1477,6 +2604,9 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
                 }
                 for w in warnings {
                     writeln!(out, "  warning: {w}")?;
+                }
+                for (s, why) in &refused {
+                    writeln!(out, "  refused: {}: {why}", s.name)?;
                 }
             }
             Err(e) => {
@@ -1546,7 +2676,7 @@ fn emit_summary(
 }
 
 fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = output::stdout();
     for r in reports {
         let snap = r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-");
         write!(

@@ -4,6 +4,7 @@
 //! store = "/var/backups/repovault"   # --store and REPOVAULT_STORE override it
 //! cache = "/var/cache/repovault"     # optional: the mirror cache
 //! jobs = 4                           # optional
+//! discovery_timeout = 1800           # optional: seconds per source's listing
 //!
 //! [[sources]]
 //! kind = "azure-devops"
@@ -11,6 +12,7 @@
 //! url = "https://dev.azure.com"      # optional; Azure DevOps Server: https://host/tfs/Collection
 //! token_env = "AZDO_PAT"             # or token_file = "/etc/repovault/azdo.pat"
 //! include = ["*"]                    # optional globs on "<project>/<repo>"; exclude = [...]
+//! git_hosts = ["git.example.com"]    # optional: more hosts the token may go to for git
 //!
 //! [retention]
 //! keep_daily = 7
@@ -67,12 +69,18 @@ pub struct Config {
     pub cache: Option<PathBuf>,
     /// Repositories synced at once.
     pub jobs: Option<usize>,
+    /// Seconds the discovery of one source may take in all (pages, retries
+    /// and rate-limit waits included; default [`DEFAULT_DISCOVERY_TIMEOUT`]).
+    pub discovery_timeout: Option<u64>,
     /// What to back up.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
     /// Used by `forget --config`.
     pub retention: Option<Policy>,
 }
+
+/// The default of `discovery_timeout`: 30 minutes per source.
+pub const DEFAULT_DISCOVERY_TIMEOUT: u64 = 30 * 60;
 
 /// Where a token comes from.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -107,6 +115,9 @@ pub enum SourceConfig {
         /// Globs on `<project>/<repo>` to leave out.
         #[serde(default)]
         exclude: Vec<String>,
+        /// More hosts (`host` or `host:port`) the token may be sent to for git.
+        #[serde(default)]
+        git_hosts: Vec<String>,
     },
     /// A GitLab group (with subgroups) or user.
     #[serde(rename = "gitlab")]
@@ -127,6 +138,9 @@ pub enum SourceConfig {
         /// Globs to leave out.
         #[serde(default)]
         exclude: Vec<String>,
+        /// More hosts (`host` or `host:port`) the token may be sent to for git.
+        #[serde(default)]
+        git_hosts: Vec<String>,
     },
     /// A GitHub organisation or user (GitHub Enterprise with `url`).
     #[serde(rename = "github")]
@@ -147,6 +161,9 @@ pub enum SourceConfig {
         /// Globs to leave out.
         #[serde(default)]
         exclude: Vec<String>,
+        /// More hosts (`host` or `host:port`) the token may be sent to for git.
+        #[serde(default)]
+        git_hosts: Vec<String>,
     },
     /// A plain list of git URLs or local paths.
     #[serde(rename = "git")]
@@ -260,12 +277,35 @@ impl Config {
         if config.jobs == Some(0) {
             return Err(invalid("jobs must be at least 1".into()));
         }
+        if config.discovery_timeout == Some(0) {
+            return Err(invalid(
+                "discovery_timeout must be at least 1 (seconds)".into(),
+            ));
+        }
         Ok(config)
     }
 
     /// Resolves every source, reading tokens from the environment or files.
     pub fn resolve(&self, path: &Path) -> Result<Vec<Resolved>, Error> {
-        self.sources.iter().map(|s| s.resolve(path)).collect()
+        let deadline = std::time::Duration::from_secs(
+            self.discovery_timeout.unwrap_or(DEFAULT_DISCOVERY_TIMEOUT),
+        );
+        self.sources
+            .iter()
+            .map(|s| {
+                let mut r = s.resolve(path)?;
+                if let Resolved::Provider { source, .. } = &mut r {
+                    source.deadline = Some(deadline);
+                    crate::discover::CredentialHosts::for_source(source).map_err(|e| {
+                        Error::Invalid {
+                            path: path.to_owned(),
+                            message: format!("source {}: {e}", source.display_label()),
+                        }
+                    })?;
+                }
+                Ok(r)
+            })
+            .collect()
     }
 }
 
@@ -391,6 +431,7 @@ impl SourceConfig {
                         scope: Scope,
                         include: &[String],
                         exclude: &[String],
+                        git_hosts: &[String],
                         kind: TokenKind| {
             let mut s = ProviderSource::new(
                 p,
@@ -402,6 +443,7 @@ impl SourceConfig {
             s.token_kind = kind;
             s.include = include.to_vec();
             s.exclude = exclude.to_vec();
+            s.git_hosts = git_hosts.to_vec();
             s.label = self.label();
             s.token_hint = hint.clone();
             s
@@ -413,6 +455,7 @@ impl SourceConfig {
                 token_kind,
                 include,
                 exclude,
+                git_hosts,
                 ..
             } => {
                 let bearer = token_kind.as_deref() == Some("bearer");
@@ -428,6 +471,7 @@ impl SourceConfig {
                         Scope::Org(organization.clone()),
                         include,
                         exclude,
+                        git_hosts,
                         kind,
                     ),
                     token,
@@ -440,6 +484,7 @@ impl SourceConfig {
                 user,
                 include,
                 exclude,
+                git_hosts,
                 ..
             } => {
                 let scope = match (group, user) {
@@ -454,6 +499,7 @@ impl SourceConfig {
                         scope,
                         include,
                         exclude,
+                        git_hosts,
                         TokenKind::Pat,
                     ),
                     token,
@@ -466,6 +512,7 @@ impl SourceConfig {
                 user,
                 include,
                 exclude,
+                git_hosts,
                 ..
             } => {
                 let scope = match (org, user) {
@@ -480,6 +527,7 @@ impl SourceConfig {
                         scope,
                         include,
                         exclude,
+                        git_hosts,
                         TokenKind::Pat,
                     ),
                     token,

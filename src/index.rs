@@ -1343,9 +1343,11 @@ pub struct RepoRow {
     pub name: String,
     /// URL without credentials.
     pub url: String,
-    /// When first seen (unix seconds).
+    /// When first seen (unix seconds; RFC 3339 in JSON).
+    #[serde(serialize_with = "crate::jsontime::seconds")]
     pub created: i64,
-    /// Last sync attempt (unix seconds).
+    /// Last sync attempt (unix seconds; RFC 3339 in JSON).
+    #[serde(serialize_with = "crate::jsontime::opt_seconds")]
     pub last_checked: Option<i64>,
     /// Outcome of the last sync attempt (`new`, `changed`, `unchanged`, `failed`).
     pub last_status: Option<String>,
@@ -1353,7 +1355,8 @@ pub struct RepoRow {
     pub last_error: Option<String>,
     /// Number of snapshots.
     pub snapshots: u64,
-    /// Time of the newest snapshot (unix microseconds).
+    /// Time of the newest snapshot (unix microseconds; RFC 3339 in JSON).
+    #[serde(serialize_with = "crate::jsontime::opt_micros")]
     pub last_snapshot: Option<i64>,
     /// The provider's stable identity (`azure:<org>:<guid>`, ...), for discovered repositories.
     pub key: Option<String>,
@@ -1546,6 +1549,43 @@ impl Index {
             .optional()
             .map_err(|e| self.err(e))?;
         Ok(t.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+}
+
+impl Index {
+    /// The row id of the repository named `name`, if the store has it.
+    pub fn repo_id(&self, name: &str) -> Result<Option<i64>, Error> {
+        self.conn
+            .query_row("SELECT id FROM repos WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Removes a repository that has no snapshot (its row and discovery
+    /// records); returns false, removing nothing, when it has snapshots.
+    pub fn remove_empty_repo(&mut self, repo: i64) -> Result<bool, Error> {
+        let path = self.path.clone();
+        let e = |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let snapshots: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM snapshots WHERE repo = ?1",
+                [repo],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        if snapshots > 0 {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM repo_records WHERE repo = ?1", [repo])
+            .map_err(e)?;
+        tx.execute("DELETE FROM repos WHERE id = ?1", [repo])
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(true)
     }
 }
 
@@ -1853,5 +1893,49 @@ impl Index {
             }
         }
         tx.commit().map_err(e)
+    }
+}
+
+impl Index {
+    /// Up to `limit` objects whose id starts with the hex digits `prefix`
+    /// (1 to 40 of them), with their kinds: for naming a commit by an
+    /// abbreviated id.
+    pub fn objects_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(ObjectId, ObjectKind)>, Error> {
+        let bound = |fill: char| -> Option<Vec<u8>> {
+            let mut h = prefix.to_ascii_lowercase();
+            while h.len() < 40 {
+                h.push(fill);
+            }
+            hex::decode(h).ok()
+        };
+        let (Some(lo), Some(hi)) = (bound('0'), bound('f')) else {
+            return Ok(Vec::new());
+        };
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT oid, kind FROM objects WHERE oid BETWEEN ?1 AND ?2 ORDER BY oid LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(Vec<u8>, u8)> = st
+            .query_map(params![lo, hi, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(oid, kind)| {
+                let oid = ObjectId::try_from(&oid[..])
+                    .map_err(|_| self.corrupt("malformed object id"))?;
+                let kind = ObjectKind::from_code(kind)
+                    .ok_or_else(|| self.corrupt(format!("object {oid} has unknown kind {kind}")))?;
+                Ok((oid, kind))
+            })
+            .collect()
     }
 }

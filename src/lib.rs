@@ -33,11 +33,15 @@
 #![forbid(unsafe_code)]
 
 pub mod chunk;
+pub mod commits;
 pub mod config;
 pub mod delta;
+pub mod diff;
 pub mod discover;
+pub mod find;
 pub mod gitpack;
 pub mod index;
+pub mod jsontime;
 pub mod lock;
 pub mod pack;
 pub mod progress;
@@ -48,6 +52,7 @@ pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
+pub mod usage;
 pub mod verify;
 
 mod object;
@@ -98,5 +103,27 @@ pub fn interrupt_point(name: &str, interrupt: &std::sync::atomic::AtomicBool) {
         {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+}
+
+/// Testing hook beside [`crash_point`]: when `REPOVAULT_PAUSE_AT` names this
+/// point, the process creates the file `$REPOVAULT_PAUSE_GATE.reached` and
+/// waits (at most two minutes) until the file `$REPOVAULT_PAUSE_GATE` exists,
+/// so a test can run another command at exactly this point (a prune while a
+/// restore is between reading the index and reading the packs).
+#[doc(hidden)]
+pub fn pause_point(name: &str) {
+    if !std::env::var("REPOVAULT_PAUSE_AT").is_ok_and(|v| v == name) {
+        return;
+    }
+    let Some(gate) = std::env::var_os("REPOVAULT_PAUSE_GATE").map(std::path::PathBuf::from) else {
+        return;
+    };
+    let mut reached = gate.clone().into_os_string();
+    reached.push(".reached");
+    let _ = std::fs::write(reached, b"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !gate.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

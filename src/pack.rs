@@ -19,7 +19,7 @@ use gix::ObjectId;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Magic bytes at the start of every pack.
@@ -199,6 +199,7 @@ impl PackWriter {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp_path)
             .map_err(io(&tmp_path))?;
         let mut w = Self {

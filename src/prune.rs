@@ -60,11 +60,20 @@ pub enum Error {
         /// The file.
         path: std::path::PathBuf,
     },
-    /// Nothing to do but the policy is empty.
+    /// No keep rule was given (forget never removes snapshots without one,
+    /// except those named by id).
     #[error(
-        "no keep rule given: pass at least one --keep-* option (or set [retention] in the config)"
+        "no keep rule given: pass at least one --keep-* option (or set [retention] in the config), or name the snapshots to remove: repovault forget SNAPSHOT-ID..."
     )]
     EmptyPolicy,
+    /// A snapshot named by `forget SNAPSHOT-ID` matches none or several snapshots.
+    #[error("snapshot id {id}: {reason}; nothing was removed")]
+    NoSuchSnapshot {
+        /// The id or prefix as given.
+        id: String,
+        /// No match, or how many.
+        reason: String,
+    },
     /// Interrupted.
     #[error("interrupted")]
     Interrupted,
@@ -120,6 +129,58 @@ pub fn plan_forget(
     }
     out.sort_by(|a, b| a.repo.cmp(&b.repo).then(b.time.cmp(&a.time)));
     out
+}
+
+/// The decisions of `forget SNAPSHOT-ID...`: exactly the snapshots named (by
+/// id or unique prefix, among `snapshots`) are removed, whatever any rule or
+/// the newest-snapshot guard would say. Every id must name exactly one snapshot.
+///
+/// # Errors
+/// [`Error::NoSuchSnapshot`] for an id that matches no snapshot or several.
+pub fn plan_forget_ids(
+    snapshots: &[Snapshot],
+    ids: &[String],
+) -> Result<Vec<ForgetDecision>, Error> {
+    let mut named: Vec<&Snapshot> = Vec::new();
+    for id in ids {
+        let p = id.trim().to_lowercase();
+        let hits: Vec<&Snapshot> = if p.is_empty() {
+            Vec::new()
+        } else {
+            snapshots.iter().filter(|s| s.id.starts_with(&p)).collect()
+        };
+        match hits.as_slice() {
+            [one] => {
+                if !named.iter().any(|s| s.id == one.id) {
+                    named.push(one);
+                }
+            }
+            [] => {
+                return Err(Error::NoSuchSnapshot {
+                    id: id.clone(),
+                    reason: "no such snapshot (see `repovault snapshots`)".into(),
+                })
+            }
+            many => {
+                return Err(Error::NoSuchSnapshot {
+                    id: id.clone(),
+                    reason: format!("{} snapshots match: give more digits", many.len()),
+                })
+            }
+        }
+    }
+    let mut out: Vec<ForgetDecision> = named
+        .into_iter()
+        .map(|s| ForgetDecision {
+            repo: s.repo.clone(),
+            snapshot: s.id.clone(),
+            time: s.time,
+            keep: false,
+            reasons: Vec::new(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.repo.cmp(&b.repo).then(b.time.cmp(&a.time)));
+    Ok(out)
 }
 
 /// Removes the snapshots that `decisions` do not keep: files first, then rows.
@@ -191,7 +252,14 @@ pub struct PruneReport {
     pub bytes_after: u64,
     /// True for a dry run.
     pub dry_run: bool,
+    /// Pack files no longer needed but not deleted because readers (restore,
+    /// verify) still ran after [`READERS_WAIT`]: the next prune deletes them.
+    pub packs_left_for_next_prune: u64,
 }
+
+/// How long prune waits for running readers before it leaves the pack files
+/// it would delete to the next prune.
+pub const READERS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn walk_live(
     store: &Store,
@@ -435,7 +503,23 @@ pub fn prune(
     crate::crash_point("prune-index-committed");
 
     // 3. Only now delete files: dropped packs, then leftovers of killed runs
-    // (none of which a snapshot file needs: every file was walked).
+    // (none of which a snapshot file needs: every file was walked), and only
+    // while no reader runs (a restore or verify that started before the
+    // commit still reads the old packs). Readers that outlast the wait keep
+    // them: they are leftovers (unindexed) that the next prune deletes.
+    let Some(_no_readers) = store.exclude_readers(READERS_WAIT)? else {
+        let n = delete.len() + repack.len() + leftovers.len();
+        tracing::warn!(
+            "a restore or verify is still reading the store: {n} pack file(s) no longer needed are left for the next prune"
+        );
+        report.packs_left_for_next_prune = n as u64;
+        report.bytes_after = store
+            .with_index(|i| i.packs())?
+            .iter()
+            .map(|p| p.size)
+            .sum();
+        return Ok(report);
+    };
     check_snapshot_files(store, &snaps)?;
     let mut first = true;
     for p in delete.iter().chain(&repack) {

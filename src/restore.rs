@@ -66,18 +66,38 @@ pub enum Selector {
     Latest,
 }
 
-/// Parses `--at`: RFC 3339, or a date meaning the end of that day (UTC).
+/// Parses `--at`: a time with a zone (`2026-12-02T21:09:21Z`,
+/// `2026-12-02T22:09:21+01:00`, `2026-12-02T22:09:21[Europe/Paris]`), a date and
+/// time without one (`2026-12-02 21:09:21.123456`: UTC, with its fraction of a
+/// second), or a date alone (`2026-12-02`: the end of that day, UTC). Anything
+/// else is an error naming the accepted forms.
+///
+/// # Errors
+/// A one-line message for text that is not one of these forms.
 pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
-    if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Ok(t);
+    use jiff::fmt::temporal::Pieces;
+    use jiff::tz::TimeZone;
+    const FORMS: &str = "give an RFC 3339 time (2026-12-02T21:09:21Z, 2026-12-02T22:09:21+01:00), a date and time without a zone (UTC: 2026-12-02 21:09:21.123456, as `snapshots` prints it) or a date (2026-12-02: the end of that day, UTC)";
+    let text = s.trim();
+    let bad = |e: &dyn std::fmt::Display| format!("{s:?} is not a time ({e}): {FORMS}");
+    let pieces = Pieces::parse(text).map_err(|e| bad(&e))?;
+    if pieces.time_zone_annotation().is_some() {
+        return text
+            .parse::<jiff::Zoned>()
+            .map(|z| z.timestamp())
+            .map_err(|e| bad(&e));
     }
-    let d: jiff::civil::Date = s.parse().map_err(|_| {
-        format!("--at {s:?}: not an RFC 3339 time (2026-11-01T12:00:00Z) or a date (2026-11-01)")
-    })?;
-    let end = d.at(23, 59, 59, 999_999_999);
-    end.to_zoned(jiff::tz::TimeZone::UTC)
+    if pieces.offset().is_some() {
+        return text.parse::<jiff::Timestamp>().map_err(|e| bad(&e));
+    }
+    let civil = match pieces.time() {
+        Some(t) => pieces.date().to_datetime(t),
+        None => pieces.date().at(23, 59, 59, 999_999_999),
+    };
+    civil
+        .to_zoned(TimeZone::UTC)
         .map(|z| z.timestamp())
-        .map_err(|e| format!("--at {s:?}: {e}"))
+        .map_err(|e| bad(&e))
 }
 
 /// Picks a snapshot of `repo` (whose snapshots are given oldest first).
@@ -371,6 +391,7 @@ pub fn restore_with_progress(
     let started = std::time::Instant::now();
     progress.begin("reading snapshot", None);
     let (nodes, mut problems) = walk(store, snap)?;
+    crate::pause_point("restore-walked");
     tracing::debug!(
         objects = nodes.len(),
         ms = started.elapsed().as_millis() as u64,
@@ -610,6 +631,36 @@ fn sync_tree(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use rand::{RngCore, SeedableRng};
+
+    #[test]
+    fn at_times_keep_their_time_and_default_to_utc() {
+        let t = |s: &str| parse_time(s).map(|t| t.to_string());
+        let ok = |s: &str| t(s).unwrap();
+        assert_eq!(ok("2026-12-02 21:09:21"), "2026-12-02T21:09:21Z");
+        assert_eq!(ok("2026-12-02T21:09:21"), "2026-12-02T21:09:21Z");
+        assert_eq!(ok("2026-12-02 00:00"), "2026-12-02T00:00:00Z");
+        assert_eq!(
+            ok("2026-12-02 21:09:21.123456"),
+            "2026-12-02T21:09:21.123456Z"
+        );
+        assert_eq!(ok("2026-12-02T21:09:21Z"), "2026-12-02T21:09:21Z");
+        assert_eq!(ok("2026-12-02T22:09:21+01:00"), "2026-12-02T21:09:21Z");
+        assert_eq!(ok("2026-12-02 22:09:21+01:00"), "2026-12-02T21:09:21Z");
+        assert_eq!(ok("2026-12-02"), "2026-12-02T23:59:59.999999999Z");
+        for bad in [
+            "garbage",
+            "",
+            "2026-13-02",
+            "2026-12-02 21:09:21 x",
+            "yesterday",
+        ] {
+            let e = t(bad).unwrap_err();
+            assert!(
+                e.contains("is not a time") && !e.contains('\n'),
+                "{bad:?}: {e}"
+            );
+        }
+    }
 
     fn inflate(z: &[u8], len: usize) -> Vec<u8> {
         let mut out = vec![0u8; len];

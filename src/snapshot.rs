@@ -123,7 +123,8 @@ pub fn write_file(dir: &std::path::Path, snap: &Snapshot) -> std::io::Result<()>
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn encode_name(b: &[u8]) -> String {
+/// A ref name as JSON writes it (`hex:<hex>` when it is not UTF-8).
+pub(crate) fn encode_name(b: &[u8]) -> String {
     match std::str::from_utf8(b) {
         Ok(s) if !s.starts_with("hex:") => s.to_owned(),
         _ => format!("hex:{}", hex::encode(b)),

@@ -196,6 +196,67 @@ pub fn verify(
     progress: &(dyn Fn(u64) + Sync),
     interrupt: &AtomicBool,
 ) -> Result<VerifyReport, Error> {
+    verify_scoped(store, opts, None, progress, interrupt)
+}
+
+/// What `verify --repo` checks: one repository's snapshots, the packs its
+/// objects are stored in and those objects (the index itself is checked whole).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// The repository's name.
+    pub repo: String,
+    /// The objects its snapshots reach.
+    pub objects: HashSet<ObjectId>,
+    /// The chunks they need (row ids, delta bases included).
+    pub chunks: HashSet<i64>,
+    /// The packs holding those chunks (row ids).
+    pub packs: HashSet<i64>,
+}
+
+impl Scope {
+    /// Walks the closure of `repo`'s snapshots to find what it needs.
+    pub fn of_repo(store: &Store, repo: &str) -> Result<Scope, Error> {
+        let snaps: Vec<Snapshot> = store
+            .with_index(|i| i.snapshots(None))?
+            .into_iter()
+            .filter(|s| s.repo == repo)
+            .collect();
+        let walked = |e: crate::usage::Error| match e {
+            crate::usage::Error::Index(e) => Error::Index(e),
+            crate::usage::Error::Store(crate::store::Error::Index(e)) => Error::Index(e),
+            crate::usage::Error::Store(e) => Error::Store(e),
+        };
+        let closure = crate::usage::closure(store, &snaps).map_err(walked)?;
+        let chunks = crate::usage::chunks(store, &closure).map_err(walked)?;
+        Ok(Scope {
+            repo: repo.to_owned(),
+            objects: closure.objects.keys().copied().collect(),
+            packs: chunks.values().map(|c| c.pack).collect(),
+            chunks: chunks.into_keys().collect(),
+        })
+    }
+
+    fn has_finding(&self, store: &Store, f: &Finding) -> bool {
+        match f {
+            Finding::ObjectChunks { oid, .. } => self.objects.contains(oid),
+            Finding::Chunk { id, .. } => matches!(
+                store.with_index(|i| i.chunk_by_hash(id)),
+                Ok(Some(row)) if self.chunks.contains(&row.rowid)
+            ),
+            Finding::RefTarget { repo, .. } => *repo == self.repo,
+            Finding::Orphan { .. } => true,
+        }
+    }
+}
+
+/// Verifies the store, or only what `scope` names.
+pub fn verify_scoped(
+    store: &Store,
+    opts: VerifyOptions,
+    scope: Option<&Scope>,
+    progress: &(dyn Fn(u64) + Sync),
+    interrupt: &AtomicBool,
+) -> Result<VerifyReport, Error> {
     let start = Instant::now();
     let mut report = VerifyReport {
         mode: if opts.read_data { "read-data" } else { "quick" }.into(),
@@ -215,7 +276,12 @@ pub fn verify(
     }
 
     // 2. Packs named by the index exist and cover their chunks.
-    let extents = store.with_index(|i| i.pack_extents())?;
+    let all_extents = store.with_index(|i| i.pack_extents())?;
+    let extents: Vec<index::PackExtent> = all_extents
+        .iter()
+        .filter(|e| scope.is_none_or(|s| s.packs.contains(&e.pack.rowid)))
+        .cloned()
+        .collect();
     let mut bad_packs: HashSet<i64> = HashSet::new();
     // Packs whose file is shorter or longer than recorded: only chunks past the end are lost.
     let mut resized: HashMap<i64, u64> = HashMap::new();
@@ -257,7 +323,11 @@ pub fn verify(
     }
 
     // 3. Rows resolve.
-    for f in store.with_index(|i| i.quick_check())? {
+    let findings = store.with_index(|i| i.quick_check())?;
+    for f in findings
+        .into_iter()
+        .filter(|f| scope.is_none_or(|s| s.has_finding(store, f)))
+    {
         match f {
             Finding::ObjectChunks { oid, reason } => {
                 let mut p = problem("object", reason.clone());
@@ -310,10 +380,16 @@ pub fn verify(
         }
     }
 
-    // 4. The files are the truth: the index must know every snapshot file and pack.
-    let snapshots = store.with_index(|i| i.snapshots(None))?;
+    // 4. The files are the truth: the index must know every snapshot file and pack
+    // (the index is checked whole, also for one repository).
+    let all_snapshots = store.with_index(|i| i.snapshots(None))?;
     let files = store.with_index(|i| crate::store::lag::check(store.root(), i))?;
-    compare_files(&files, &snapshots, &mut report);
+    compare_files(&files, &all_snapshots, &mut report);
+    let snapshots: Vec<Snapshot> = all_snapshots
+        .iter()
+        .filter(|s| scope.is_none_or(|sc| s.repo == sc.repo))
+        .cloned()
+        .collect();
 
     // 5. Read every (selected) pack.
     if opts.read_data {
@@ -370,7 +446,11 @@ pub fn verify(
         report.chunks_checked = chunks.into_inner();
         report.objects_checked = objects.into_inner();
         if opts.subset.is_none() {
-            for oid in store.with_index(|i| i.multi_chunk_objects())? {
+            for oid in store
+                .with_index(|i| i.multi_chunk_objects())?
+                .into_iter()
+                .filter(|o| scope.is_none_or(|s| s.objects.contains(o)))
+            {
                 match store.get(&oid) {
                     Ok(_) => report.objects_checked += 1,
                     Err(e) => {

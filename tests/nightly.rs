@@ -299,6 +299,8 @@ struct AzRepo {
     fork_of: Option<String>,
     /// A project wiki's backing repository (listed only with includeHidden=true).
     hidden: bool,
+    /// The listing's `remoteUrl` when not the git server's (another host).
+    remote: Option<String>,
 }
 
 struct AzState {
@@ -310,6 +312,13 @@ struct AzState {
     git_port: u16,
     /// A project whose repositories answer 404 (deleted meanwhile).
     gone_project: Option<String>,
+    /// The project-list page (1-based) that answers 500 (`Retry-After: 0`).
+    failing_page: Option<usize>,
+    /// A project whose repository list says its true count but lists none
+    /// (`{"count":N,"value":[]}`).
+    emptied_project: Option<String>,
+    /// Project-list requests are redirected (302) to this base, once.
+    redirect_projects_to: Option<String>,
 }
 
 struct FakeAzure {
@@ -325,6 +334,9 @@ impl FakeAzure {
             repos: Vec::new(),
             mode: Mode::Normal,
             gone_project: None,
+            failing_page: None,
+            emptied_project: None,
+            redirect_projects_to: None,
             page_size,
             git_port,
         }));
@@ -412,6 +424,19 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
         None => return not_found("no such organisation"),
     };
     if rest == "_apis/projects" {
+        if let (Some(to), None) = (&st.redirect_projects_to, seen.q("redirected")) {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &seen.query {
+                q.append_pair(k, v);
+            }
+            q.append_pair("redirected", "1");
+            let location = format!("{to}{}?{}", seen.path, q.finish());
+            return Reply {
+                status: 302,
+                headers: vec![("Location".into(), location)],
+                body: Vec::new(),
+            };
+        }
         if let Mode::Throttle(n) = st.mode {
             if n > 0 {
                 st.mode = Mode::Throttle(n - 1);
@@ -427,6 +452,16 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
             Some(Ok(n)) => n,
             Some(Err(_)) => return Reply::json(400, &json!({"message": "bad continuationToken"})),
         };
+        if st
+            .failing_page
+            .is_some_and(|n| skip == (n - 1) * st.page_size)
+        {
+            return Reply::json(
+                500,
+                &json!({"message": "TF246017: the fake's page is broken"}),
+            )
+            .header("Retry-After", "0");
+        }
         let top = seen
             .q("$top")
             .and_then(|t| t.parse::<usize>().ok())
@@ -461,6 +496,10 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
             ));
         }
         let hidden = seen.q("includeHidden") == Some("true");
+        if st.emptied_project.as_deref() == Some(p.name.as_str()) {
+            let n = st.repos.iter().filter(|r| r.project == p.name).count();
+            return Reply::json(200, &json!({"count": n, "value": []}));
+        }
         let value: Vec<Value> = st
             .repos
             .iter()
@@ -512,7 +551,10 @@ fn repo_json(r: &AzRepo, st: &AzState, base: &str) -> Value {
     }
     let git_port = r.git_port.unwrap_or(st.git_port);
     // Like the service: the organisation as user name in the clone URL.
-    let remote = format!("http://{ORG}@127.0.0.1:{git_port}/{}", r.git_path);
+    let remote = r
+        .remote
+        .clone()
+        .unwrap_or_else(|| format!("http://{ORG}@127.0.0.1:{git_port}/{}", r.git_path));
     v["remoteUrl"] = json!(remote);
     v["sshUrl"] = json!(format!(
         "git@ssh.dev.azure.com:v3/{ORG}/{}/{}",
@@ -622,6 +664,7 @@ impl World {
             disabled: false,
             fork_of: None,
             hidden: false,
+            remote: None,
         }
     }
 
@@ -698,10 +741,11 @@ impl World {
         };
         let jobs = jobs.map(|j| format!("jobs = {j}\n")).unwrap_or_default();
         let text = format!(
-            "# nightly test config\nstore = '{}'\ncache = '{}'\n{jobs}\n[[sources]]\nkind = \"azure-devops\"\norganization = \"{ORG}\"\nurl = \"{}\"\ntoken_env = \"{PAT_VAR}\"\n\n[retention]\nkeep_daily = 7\n",
+            "# nightly test config\nstore = '{}'\ncache = '{}'\n{jobs}\n[[sources]]\nkind = \"azure-devops\"\norganization = \"{ORG}\"\nurl = \"{}\"\ntoken_env = \"{PAT_VAR}\"\ngit_hosts = [\"127.0.0.1:{}\"]\n\n[retention]\nkeep_daily = 7\n",
             v.store.display(),
             v.cache.display(),
-            self.az.base()
+            self.az.base(),
+            self.git.port
         );
         std::fs::write(&v.config, text).unwrap();
         let out = self.run(&v, &["init"]);
@@ -789,7 +833,7 @@ impl World {
     }
 
     fn snapshots(&self, v: &Vault, repo: &str) -> Vec<Value> {
-        self.json(v, &["snapshots", "--repo", repo, "--json"])
+        self.json(v, &["snapshots", "--repo", repo, "--json", "--refs"])
             .as_array()
             .expect("snapshots --json is an array")
             .clone()
@@ -1296,15 +1340,22 @@ fn rate_limits_are_waited_out_and_rejected_tokens_delete_nothing() {
     }
 
     // A project vanishing between the project list and its repository list
-    // makes the listing incomplete: its repositories are not marked deleted.
+    // makes the listing incomplete: its repositories are not marked deleted,
+    // they are still synced (known from earlier runs), and the run is partial.
     w.az.set_mode(Mode::Normal);
     w.az.with(|s| s.gone_project = Some("Beta".into()));
     let report = w.dir.path().join("report-incomplete.json");
     let out = w.sync(&v, &["--json", "--report", report.to_str().unwrap()]);
     let doc = parse_json(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert_eq!(doc["discovery"]["deleted"], json!([]), "{doc:#}");
     assert_eq!(doc["discovery"]["discovered"], 1, "{doc:#}");
+    assert_eq!(
+        strs(&doc["discovery"]["from_earlier_runs"]),
+        set(&[&w.name("Beta", "lib")]),
+        "{doc:#}"
+    );
+    assert_eq!(doc["totals"]["unchanged"], 2, "{doc:#}");
     let warnings = doc["discovery"]["warnings"].as_array().unwrap();
     assert!(
         warnings
@@ -1472,7 +1523,9 @@ fn token_never_leaks_from_a_verbose_nightly_run() {
         .iter()
         .filter(|f| f.starts_with(&v.cache) && f.file_name().is_some_and(|n| n == "config"))
         .collect();
-    assert!(mirror_configs.len() >= 5, "{mirror_configs:?}");
+    // Four mirrors: "elsewhere" is refused (its host is not the source's)
+    // before any mirror is made for it.
+    assert!(mirror_configs.len() >= 4, "{mirror_configs:?}");
     for f in mirror_configs {
         let text = std::fs::read_to_string(f).unwrap();
         assert!(
@@ -1756,4 +1809,521 @@ fn bench_200_repositories() {
     let doc = timed(&def, "default jobs, unchanged");
     assert_eq!(doc["totals"]["unchanged"], N);
     eprintln!("bench: git server requests {}", w.git.request_count());
+}
+
+// ---------------------------------------------------------------------------
+// 7. Part-way failures, credentials only for the source's hosts, deadlines
+// ---------------------------------------------------------------------------
+
+/// One request a [`Front`] received: its target and its whole head.
+#[derive(Debug, Clone)]
+struct FrontSeen {
+    target: String,
+    head: String,
+}
+
+impl FrontSeen {
+    fn authorization(&self) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("authorization")
+                .then_some(v.trim())
+        })
+    }
+}
+
+/// A TCP front on `ip` that records every request head and either answers a
+/// redirect (a target starting with a `redirects` prefix: `301` to the
+/// replacement + the rest of the target) or passes the connection through to
+/// the git server on 127.0.0.1:`backend`.
+struct Front {
+    port: u16,
+    ip: &'static str,
+    log: Arc<Mutex<Vec<FrontSeen>>>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Front {
+    fn start(ip: &'static str, backend: u16, redirects: Vec<(String, String)>) -> Front {
+        let listener = TcpListener::bind((ip, 0)).expect("bind the front");
+        let port = listener.local_addr().unwrap().port();
+        let log: Arc<Mutex<Vec<FrontSeen>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (lg, st) = (log.clone(), stop.clone());
+        let redirects = Arc::new(redirects);
+        let accept = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (lg, redirects) = (lg.clone(), redirects.clone());
+                std::thread::spawn(move || front_serve(stream, backend, &lg, &redirects));
+            }
+        });
+        Front {
+            port,
+            ip,
+            log,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}:{}", self.ip, self.port)
+    }
+
+    fn log(&self) -> Vec<FrontSeen> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect((self.ip, self.port));
+        if let Some(a) = self.accept.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+fn front_serve(
+    mut client: TcpStream,
+    backend: u16,
+    log: &Mutex<Vec<FrontSeen>>,
+    redirects: &[(String, String)],
+) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match client.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
+    log.lock().unwrap().push(FrontSeen {
+        target: target.clone(),
+        head,
+    });
+    if let Some((from, to)) = redirects.iter().find(|(from, _)| target.starts_with(from)) {
+        let location = format!("{to}{}", &target[from.len()..]);
+        let reply = format!(
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let _ = client.write_all(reply.as_bytes());
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", backend)) else {
+        return;
+    };
+    if server.write_all(&buf).is_err() {
+        return;
+    }
+    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut s2);
+        let _ = s2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
+}
+
+impl World {
+    /// Replaces the config's `git_hosts` line.
+    fn set_git_hosts(&self, v: &Vault, hosts: &[String]) {
+        let text = std::fs::read_to_string(&v.config).unwrap();
+        let list = hosts
+            .iter()
+            .map(|h| format!("\"{h}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("git_hosts") {
+                    format!("git_hosts = [{list}]")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        std::fs::write(&v.config, text.join("\n") + "\n").unwrap();
+    }
+}
+
+/// The `repos` entry of the summary named `name`.
+fn report_of<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in the summary: {doc:#}"))
+}
+
+/// The `repovault: error:` lines of stderr.
+fn error_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("repovault: error:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_listing_that_fails_part_way_still_backs_up_what_earlier_runs_knew() {
+    let mut w = World::new("azdo-pat-PartWay-0008", 1);
+    w.add_project("Alpha");
+    w.add_project("Beta");
+    let e = w.entry("Alpha", "app");
+    let app = w.add(e, Git::Work(small_repo("app")));
+    let e = w.entry("Alpha", "app2");
+    let app2 = w.add(e, Git::Work(small_repo("app2")));
+    let e = w.entry("Beta", "lib");
+    let lib = w.add(e, Git::Work(small_repo("lib")));
+    let v = w.vault("vault", Some(2));
+    w.sync_ok(&v, "report-1.json");
+    let before = states(&w, &v);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let lib_name = w.name("Beta", "lib");
+
+    // Page 2 of the project list (Beta) answers 500 on every attempt; lib,
+    // known from run 1, got a new commit upstream.
+    w.work(&lib).commit_file("new.txt", "news\n", "lib: news");
+    w.publish(&lib, &w.bare(&lib));
+    w.az.with(|s| s.failing_page = Some(2));
+    let out = w.sync(&v, &["-q"]);
+    assert_eq!(out.status.code(), Some(3), "partial: {}", describe(&out));
+    let errors = error_lines(&out);
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error line, even with -q: {}",
+        describe(&out)
+    );
+    let line = &errors[0];
+    for word in [LABEL, "incomplete", "page 2", "500", "earlier runs"] {
+        assert!(line.contains(word), "{word:?} missing: {line}");
+    }
+    assert_eq!(states(&w, &v).len(), 3);
+    assert!(
+        states(&w, &v).iter().all(|(_, state, _)| state == "active"),
+        "nothing marked deleted: {:?}",
+        states(&w, &v)
+    );
+    let snaps = w.snapshots(&v, &lib_name);
+    assert_eq!(
+        snaps.len(),
+        2,
+        "lib was synced although unlisted: {snaps:#?}"
+    );
+    assert_restores_equal(&w, &v, &[&lib, &app]);
+
+    // The same with --json: the summary names what came from earlier runs.
+    let out = w.sync(&v, &["--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let doc = parse_json(&out);
+    let d = &doc["discovery"];
+    assert_eq!(strs(&d["from_earlier_runs"]), set(&[&lib_name]), "{doc:#}");
+    assert_eq!(d["deleted"], json!([]), "{doc:#}");
+    assert_eq!(
+        d["sources_incomplete"].as_array().unwrap().len(),
+        1,
+        "{doc:#}"
+    );
+    assert_eq!(report_of(&doc, &lib_name)["status"], "unchanged", "{doc:#}");
+    w.az.with(|s| s.failing_page = None);
+
+    // An inconsistent answer: Alpha's repository list says {"count":2,"value":[]}.
+    w.az.with(|s| s.emptied_project = Some("Alpha".into()));
+    w.work(&app2)
+        .commit_file("more.txt", "more\n", "app2: more");
+    w.publish(&app2, &w.bare(&app2));
+    let report = w.dir.path().join("report-emptied.json");
+    let out = w.sync(&v, &["-q", "--report", report.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{}", describe(&out));
+    assert!(errors[0].contains("count"), "{}", errors[0]);
+    let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(doc["discovery"]["deleted"], json!([]), "{doc:#}");
+    assert_eq!(
+        strs(&doc["discovery"]["from_earlier_runs"]),
+        set(&[&w.name("Alpha", "app"), &w.name("Alpha", "app2")]),
+        "{doc:#}"
+    );
+    assert!(
+        states(&w, &v).iter().all(|(_, state, _)| state == "active"),
+        "nothing marked deleted: {:?}",
+        states(&w, &v)
+    );
+    assert_eq!(w.snapshots(&v, &w.name("Alpha", "app2")).len(), 2);
+    assert_restores_equal(&w, &v, &[&app2]);
+
+    // Back to normal: exit 0 again.
+    w.az.with(|s| s.emptied_project = None);
+    let doc = w.sync_ok(&v, "report-ok.json");
+    assert_eq!(doc["discovery"]["from_earlier_runs"], json!([]), "{doc:#}");
+}
+
+#[test]
+fn the_token_goes_only_to_the_sources_hosts_and_same_host_redirects_are_followed() {
+    const TOKEN: &str = "azdo-pat-Hosts-0009-secret";
+    let mut w = World::new(TOKEN, 100);
+    w.add_project("P");
+    // Another host (127.0.0.2) and another port of this host: both serve the
+    // same git data, and record what they receive.
+    let stranger = Front::start("127.0.0.2", w.git.port, Vec::new());
+    let other_port = Front::start("127.0.0.1", w.git.port, Vec::new());
+    // A configured git host that redirects /old/... to /... on itself and
+    // /bounce/... to the stranger.
+    let front = Front::start(
+        "127.0.0.1",
+        w.git.port,
+        vec![
+            ("/old/".into(), "/".into()),
+            ("/bounce/".into(), format!("{}/", stranger.base())),
+        ],
+    );
+    let path = |name: &str| format!("{ORG}/P/_git/{name}");
+    let e = w.entry("P", "home");
+    let home = w.add(e, Git::Work(small_repo("home")));
+    let mut e = w.entry("P", "moved");
+    e.remote = Some(format!("{}/old/{}", front.base(), path("moved")));
+    let moved = w.add(e, Git::Work(small_repo("moved")));
+    let mut e = w.entry("P", "away");
+    e.remote = Some(format!("{}/{}", stranger.base(), path("away")));
+    w.add(e, Git::Work(small_repo("away")));
+    let mut e = w.entry("P", "port");
+    e.remote = Some(format!("{}/{}", other_port.base(), path("port")));
+    w.add(e, Git::Work(small_repo("port")));
+    let mut e = w.entry("P", "bounce");
+    e.remote = Some(format!("{}/bounce/{}", front.base(), path("bounce")));
+    w.add(e, Git::Work(small_repo("bounce")));
+    let v = w.vault("vault", Some(2));
+    w.set_git_hosts(
+        &v,
+        &[
+            format!("127.0.0.1:{}", w.git.port),
+            format!("127.0.0.1:{}", front.port),
+        ],
+    );
+
+    let out = w.sync(&v, &["--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    // First of all: neither the other host nor the other port ever saw the token.
+    let b64 = base64_encode(format!("pat:{TOKEN}").as_bytes());
+    for (what, f) in [("127.0.0.2", &stranger), ("the other port", &other_port)] {
+        for seen in f.log() {
+            assert_eq!(
+                seen.authorization(),
+                None,
+                "{what} got credentials: {seen:?}"
+            );
+            assert!(
+                !seen.head.contains(TOKEN) && !seen.head.contains(&b64),
+                "{what} got the token: {seen:?}"
+            );
+        }
+    }
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let doc = parse_json(&out);
+    for name in ["home", "moved"] {
+        let r = report_of(&doc, &w.name("P", name));
+        assert_eq!(r["status"], "new", "{name}: {r:#}");
+    }
+    assert_restores_equal(&w, &v, &[&home, &moved]);
+    for (name, host) in [
+        ("away", format!("127.0.0.2:{}", stranger.port)),
+        ("port", format!("127.0.0.1:{}", other_port.port)),
+    ] {
+        let r = report_of(&doc, &w.name("P", name));
+        assert_eq!(r["status"], "failed", "{name}: {r:#}");
+        let e = r["error"].as_str().unwrap();
+        for word in ["not synced", host.as_str(), "git_hosts", LABEL] {
+            assert!(e.contains(word), "{name}: {word:?} missing: {e}");
+        }
+    }
+    let r = report_of(&doc, &w.name("P", "bounce"));
+    assert_eq!(r["status"], "failed", "{r:#}");
+    let e = r["error"].as_str().unwrap();
+    assert!(
+        e.contains("another host") && e.contains(&format!("127.0.0.2:{}", stranger.port)),
+        "{e}"
+    );
+    assert_eq!(doc["totals"]["failed"], 3, "{doc:#}");
+
+    // The API: a same-host redirect is followed (with the token), one to
+    // another host is not (and the repositories earlier runs knew are synced).
+    w.az.with(|s| s.redirect_projects_to = Some(w.az.base()));
+    w.az.clear_log();
+    let out = w.sync(&v, &["--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let doc = parse_json(&out);
+    assert_eq!(doc["discovery"]["sources_failed"], json!([]), "{doc:#}");
+    assert_eq!(doc["totals"]["unchanged"], 2, "{doc:#}");
+    assert!(
+        w.az.log()
+            .iter()
+            .any(|s| s.q("redirected") == Some("1") && s.authorization.is_some()),
+        "{:#?}",
+        w.az.log()
+    );
+    w.az.with(|s| s.redirect_projects_to = Some(stranger.base()));
+    let out = w.sync(&v, &["--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let doc = parse_json(&out);
+    assert_eq!(
+        doc["discovery"]["sources_failed"].as_array().unwrap().len(),
+        1,
+        "{doc:#}"
+    );
+    assert_eq!(doc["totals"]["unchanged"], 2, "{doc:#}");
+    assert_eq!(stranger.log().len(), 0, "{:#?}", stranger.log());
+
+    // The front redirected /old/ to itself, and served the repository there.
+    let log = front.log();
+    assert!(
+        log.iter().any(|s| s.target.starts_with("/old/")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|s| s.target.starts_with(&format!("/{}/", path("moved")))
+                && s.authorization().is_some()),
+        "the redirect was followed: {log:#?}"
+    );
+}
+
+/// A TCP listener that accepts connections and never answers.
+struct Stall {
+    port: u16,
+    accepted: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Stall {
+    fn start() -> Stall {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let accepted: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let acc = accepted.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                acc.lock().unwrap().push(s);
+            }
+        });
+        Stall { port, accepted }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+}
+
+#[test]
+fn a_stalled_api_gives_up_at_its_deadline_without_holding_the_store_lock() {
+    let dir = tempdir("repovault-nightly-stall-");
+    let stall = Stall::start();
+    let store = dir.path().join("store");
+    let config = dir.path().join("repovault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = '{}'\ncache = '{}'\ndiscovery_timeout = 4\n\n[[sources]]\nkind = \"azure-devops\"\norganization = \"{ORG}\"\nurl = \"http://127.0.0.1:{}\"\ntoken_env = \"{PAT_VAR}\"\n",
+            store.display(),
+            dir.path().join("cache").display(),
+            stall.port
+        ),
+    )
+    .unwrap();
+    let bin = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        support::hermetic(&mut cmd);
+        cmd.env(PAT_VAR, "azdo-pat-Stall-0010")
+            .env_remove("RUST_LOG")
+            .env_remove("REPOVAULT_STORE")
+            .args(args);
+        cmd
+    };
+    let out = run(bin(&["--store", store.to_str().unwrap(), "init"]).arg("-q"));
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let t = Instant::now();
+    let mut nightly = bin(&["sync", "--config", config.to_str().unwrap()]);
+    nightly
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = nightly.spawn().expect("spawn the nightly run");
+    while stall.connections() == 0 {
+        if t.elapsed() > Duration::from_secs(20) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("discovery never reached the API: {}", describe(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // While discovery hangs, another writer gets the store at once.
+    let local = small_repo("local");
+    let out = run(&mut bin(&[
+        "--store",
+        store.to_str().unwrap(),
+        "sync",
+        local.path.to_str().unwrap(),
+        "--lock-wait",
+        "0",
+    ]));
+    let still_running = child.try_wait().unwrap().is_none();
+    if !out.status.success() || !still_running {
+        let _ = child.kill();
+    }
+    assert!(
+        out.status.success(),
+        "a writer was blocked while discovery stalled: {}",
+        describe(&out)
+    );
+    assert!(still_running, "the sync should have overlapped the stall");
+
+    // The nightly run gives up at the deadline, naming it.
+    let mut status = None;
+    while t.elapsed() < Duration::from_secs(60) {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let took = t.elapsed();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.is_some(),
+        "no deadline: still running after {took:?}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(took >= Duration::from_secs(4), "took {took:?}");
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{}", describe(&out));
+    assert!(
+        errors[0].contains("deadline") && errors[0].contains("4s"),
+        "{}",
+        errors[0]
+    );
 }

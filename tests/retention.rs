@@ -1681,24 +1681,35 @@ fn forget_and_prune_one_repo_then_all() {
 }
 
 #[test]
-fn forget_needs_a_rule_and_allow_empty_drops_a_whole_repo() {
+fn forget_needs_a_rule_and_ids_drop_a_whole_repo() {
     let fix = fixture();
     let (_dir, store) = copy_store(fix);
     let before = rv_ok(&store, &["snapshots", "--json"]).stdout;
-    let out = rv(&store, &["forget", "--repo", "fork"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no keep rule"),
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(rv_ok(&store, &["snapshots", "--json"]).stdout, before);
+    // No rule, with or without --allow-empty: refused (a bad command line), nothing removed.
+    for extra in [&[][..], &["--allow-empty"][..]] {
+        let mut args = vec!["forget", "--repo", "fork"];
+        args.extend_from_slice(extra);
+        let out = rv(&store, &args);
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no keep rule"),
+            "{}",
+            describe(&out)
+        );
+        assert_eq!(rv_ok(&store, &["snapshots", "--json"]).stdout, before);
+    }
 
-    // --allow-empty with no rule: every fork snapshot goes, even the newest.
-    let doc = rv_json(
-        &store,
-        &["forget", "--repo", "fork", "--allow-empty", "--json"],
+    // Every fork snapshot named by id: all go, even the newest.
+    let fork = rv_json(&store, &["snapshots", "--repo", "fork", "--json"]);
+    let mut args = vec!["forget".to_owned(), "--json".to_owned()];
+    args.extend(
+        fork.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned()),
     );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let doc = rv_json(&store, &args);
     assert_eq!(doc["removed"], 4, "{doc:#}");
     let report = rv_json(&store, &["prune", "--json"]);
     let ups: Vec<&SnapExp> = (1..=4).map(|n| fix.get("upstream", n)).collect();

@@ -1267,7 +1267,14 @@ fn cli_refuses_bad_store_paths() {
         let line = assert_error_line(&out, &[&plain.display().to_string()], &what);
         assert_advises(&line, &what);
         assert_eq!(out.status.code(), Some(10), "{what}: {line}");
-        assert!(out.stdout.is_empty(), "{what}: wrote to stdout");
+        if args.contains(&"--json") {
+            // Under --json the error is also one JSON document on stdout.
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{what}: stdout is not JSON: {e}"));
+            assert_eq!(v["error"]["exit_code"], 10, "{what}: {v}");
+        } else {
+            assert!(out.stdout.is_empty(), "{what}: wrote to stdout");
+        }
     }
     assert_eq!(
         listing(base.path()),
@@ -1595,6 +1602,22 @@ fn cli_sync_waits_for_the_lock_and_names_the_holder() {
     let out = env.run(sync_args(&root));
     let waited = start.elapsed();
     let pid = format!("pid {}", std::process::id());
+    // Besides the error, one line says that it waits (tests/perms_locks.rs checks it).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let waiting = stderr
+        .lines()
+        .filter(|l| l.contains("waiting up to"))
+        .count();
+    assert_eq!(waiting, 1, "{stderr}");
+    let out = Output {
+        stderr: stderr
+            .lines()
+            .filter(|l| !l.contains("waiting up to"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes(),
+        ..out
+    };
     let line = assert_error_line(&out, &[&pid], "sync while the store is locked");
     assert_eq!(out.status.code(), Some(11), "sync while locked: {line}");
     assert!(
@@ -1624,7 +1647,7 @@ fn second_writer_waits_for_the_first() {
     let w = store.writer(WAIT).unwrap();
     match other.writer(Duration::from_millis(200)) {
         Err(Error::Lock(repovault::lock::Error::Locked { holder, .. })) => {
-            assert_eq!(holder.pid, std::process::id())
+            assert_eq!(holder.pid(), Some(std::process::id()))
         }
         Err(e) => panic!("expected Locked, got {e}"),
         Ok(_) => panic!("two writers at once"),

@@ -603,7 +603,7 @@ fn hex(b: &[u8]) -> String {
 
 /// Every snapshot of the store, oldest first.
 fn snapshots(store: &Path) -> Vec<Snap> {
-    let doc = parse_json(&rv_ok(store, &["snapshots", "--json"]));
+    let doc = parse_json(&rv_ok(store, &["snapshots", "--json", "--refs"]));
     doc.as_array()
         .expect("snapshots --json is an array")
         .iter()
@@ -1703,9 +1703,10 @@ fn read_data_subsets_partition_the_packs() {
     assert_eq!(all.count("packs_checked"), fx.packs.len() as u64);
     for bad in ["0/2", "3/2", "2", "0%", "101%", "x/y"] {
         let out = c.rv(&["verify", "--read-data-subset", bad]);
+        // A bad value is a bad command line (README's exit codes).
         assert_eq!(
             out.status.code(),
-            Some(1),
+            Some(2),
             "--read-data-subset {bad}: {}",
             describe(&out)
         );

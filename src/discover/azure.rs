@@ -117,6 +117,12 @@ pub(super) async fn list(
             );
             continue;
         };
+        if let Some(why) = count_mismatch(&resp.body, items.len()) {
+            out.incomplete(
+                ctx,
+                format!("project {:?}: the repository list {why}", p.name),
+            );
+        }
         for item in items {
             match repo(item, &coll, &names, &p.name) {
                 Ok(r) => out.push(r),
@@ -128,6 +134,22 @@ pub(super) async fn list(
         }
     }
     Ok(())
+}
+
+/// Azure collections are `{"count": N, "value": [...]}`: a `count` that is
+/// not the number of entries (`{"count":2,"value":[]}`) means a truncated or
+/// inconsistent answer, so the listing must not be trusted as complete.
+fn count_mismatch(body: &serde_json::Value, len: usize) -> Option<String> {
+    let count = body.get("count")?;
+    match count.as_u64() {
+        Some(n) if n == len as u64 => None,
+        Some(n) => Some(format!(
+            "says \"count\": {n} but holds {len} entries: not trusted as complete"
+        )),
+        None => Some(format!(
+            "has a \"count\" that is not a number ({count}): not trusted as complete"
+        )),
+    }
 }
 
 /// The collection (organisation) URL: `base/org`, or `base` itself when its
@@ -268,6 +290,9 @@ async fn list_projects(
             out.incomplete(ctx, e.to_string());
             break;
         };
+        if let Some(why) = count_mismatch(&resp.body, items.len()) {
+            out.incomplete(ctx, format!("project list page {page}: {why}"));
+        }
         for item in items {
             match (str_field(item, "id"), str_field(item, "name")) {
                 (Some(id), Some(name)) => {

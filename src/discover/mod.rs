@@ -42,8 +42,10 @@
 mod azure;
 mod github;
 mod gitlab;
+mod hosts;
 mod http;
 
+pub use hosts::{host_of, CredentialHosts};
 pub use http::{HttpClient, HttpOptions};
 
 use crate::sync::Secret;
@@ -162,6 +164,14 @@ pub struct ProviderSource {
     /// Where the token comes from, quoted in authentication errors, e.g.
     /// `token_env AZDO_PAT`; empty = "the token".
     pub token_hint: String,
+    /// The longest the whole discovery of this source may take (every page,
+    /// retry and rate-limit wait included); `None` = no limit. Past it,
+    /// [`discover`] fails with [`Error::Deadline`].
+    pub deadline: Option<std::time::Duration>,
+    /// More hosts (`host` or `host:port`) the token may be sent to for git,
+    /// besides the ones [`CredentialHosts::for_source`] derives from the API
+    /// base URL.
+    pub git_hosts: Vec<String>,
 }
 
 impl ProviderSource {
@@ -177,6 +187,8 @@ impl ProviderSource {
             exclude: Vec::new(),
             label: String::new(),
             token_hint: String::new(),
+            deadline: None,
+            git_hosts: Vec::new(),
         }
     }
 
@@ -330,6 +342,32 @@ pub enum Error {
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The discovery took longer than [`ProviderSource::deadline`].
+    #[error("{label}: discovery did not finish within its deadline of {secs}s (the API is stalled or too slow; raise discovery_timeout if the organisation is just large)")]
+    Deadline {
+        /// The source's label.
+        label: String,
+        /// The deadline in seconds.
+        secs: u64,
+    },
+}
+
+impl Error {
+    /// Whether the credentials were rejected (then nothing else of the
+    /// source should be tried with them).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Error::Auth { .. })
+    }
+}
+
+/// The user name to send with the token for git over https: `pat` (Azure:
+/// any name works), `oauth2` (GitLab), `x-access-token` (GitHub).
+pub fn git_user(provider: Provider) -> &'static str {
+    match provider {
+        Provider::AzureDevOps => "pat",
+        Provider::GitLab => "oauth2",
+        Provider::GitHub => "x-access-token",
+    }
 }
 
 /// Lists the repositories of `src`.
@@ -338,9 +376,27 @@ pub enum Error {
 /// [`Error`] when nothing useful could be listed: bad configuration, a
 /// rejected token (401, a non-rate-limit 403, a 2xx that is not JSON such as
 /// Azure's 203 sign-in page), an unknown scope (404), an unreachable host, or
-/// a failure of the first page. Failures of later pages or of single Azure
-/// projects only make the listing incomplete, with a warning.
+/// a failure of the first page, or [`Error::Deadline`]. Failures of later
+/// pages or of single Azure projects only make the listing incomplete, with a
+/// warning.
 pub async fn discover(src: &ProviderSource, http: &HttpClient) -> Result<Listing, Error> {
+    let Some(deadline) = src.deadline else {
+        return discover_inner(src, http).await;
+    };
+    match tokio::time::timeout(deadline, discover_inner(src, http)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let e = Error::Deadline {
+                label: src.display_label(),
+                secs: deadline.as_secs(),
+            };
+            tracing::error!("{e}");
+            Err(e)
+        }
+    }
+}
+
+async fn discover_inner(src: &ProviderSource, http: &HttpClient) -> Result<Listing, Error> {
     let ctx = Ctx::new(src);
     let filter = Filter::new(src, &ctx)?;
     let mut out = Collector::new(filter);

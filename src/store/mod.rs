@@ -41,6 +41,8 @@ pub const PACKS_DIR: &str = "packs";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 /// File name of the lock.
 pub const LOCK_FILE: &str = "lock";
+/// File name of the readers lock (see [`lock::ReadLock`]).
+pub const READERS_FILE: &str = "readers";
 
 /// Decoded chunks kept in memory for reuse as delta bases.
 const CHUNK_CACHE_BYTES: usize = 256 << 20;
@@ -297,6 +299,8 @@ impl ChunkCache {
 pub struct ReadSession<'s> {
     store: &'s Store,
     active: bool,
+    // Dropped after the read transaction ends (fields drop after `drop`).
+    _readers: Option<lock::ReadLock>,
 }
 
 impl Drop for ReadSession<'_> {
@@ -353,8 +357,15 @@ fn read_config(root: &Path) -> Result<StoreConfig, Error> {
 
 fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
+    let mut f = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(Error::io(&tmp))?;
     f.write_all(bytes).map_err(Error::io(&tmp))?;
     f.sync_all().map_err(Error::io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(Error::io(path))?;
@@ -410,9 +421,27 @@ impl Store {
                 source,
             })?;
         let t = tmp.path();
-        std::fs::create_dir(t.join(PACKS_DIR)).map_err(Error::io(t))?;
-        std::fs::create_dir(t.join(SNAPSHOTS_DIR)).map_err(Error::io(t))?;
-        File::create(t.join(LOCK_FILE)).map_err(Error::io(t))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o700))
+                .map_err(Error::io(t))?;
+        }
+        // Private whatever the umask (the directory itself is made 0700 above).
+        {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            let mut dirs = std::fs::DirBuilder::new();
+            dirs.mode(0o700);
+            dirs.create(t.join(PACKS_DIR)).map_err(Error::io(t))?;
+            dirs.create(t.join(SNAPSHOTS_DIR)).map_err(Error::io(t))?;
+            for f in [LOCK_FILE, READERS_FILE] {
+                File::options()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(t.join(f))
+                    .map_err(Error::io(t))?;
+            }
+        }
         drop(Index::create(&t.join(INDEX_FILE))?);
         let json = serde_json::to_string_pretty(&config).expect("config serializes");
         write_file_durably(&t.join(CONFIG_FILE), json.as_bytes())?;
@@ -588,12 +617,31 @@ impl Store {
     /// store sees one consistent state of the index and is cheaper (see
     /// [`Index::begin_read`]). For long read-only walks (restore, verify).
     /// Must not be held while writing through this store.
+    ///
+    /// It also holds the readers lock shared (taken before the read
+    /// transaction starts), so prune does not delete a pack this view of the
+    /// index still names until the session ends.
     pub fn read_session(&self) -> Result<ReadSession<'_>, index::Error> {
+        let readers = lock::ReadLock::acquire(&self.root.join(READERS_FILE));
         let active = self.with_index(|i| i.begin_read())?;
         Ok(ReadSession {
             store: self,
             active,
+            _readers: readers,
         })
+    }
+
+    /// Waits at most `wait` until no reader (restore, verify) runs and returns
+    /// the readers lock held exclusively (`None` if readers still run): prune
+    /// deletes pack files only while holding it.
+    ///
+    /// # Errors
+    /// [`Error::Lock`] when the lock file cannot be opened.
+    pub fn exclude_readers(&self, wait: Duration) -> Result<Option<lock::NoReaders>, Error> {
+        Ok(lock::NoReaders::acquire(
+            &self.root.join(READERS_FILE),
+            wait,
+        )?)
     }
 
     /// The plain bytes of the chunk with row id `rowid`, checked against its blake3.

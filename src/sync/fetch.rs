@@ -57,19 +57,43 @@ pub fn open_mirror(dir: &Path) -> Result<gix::Repository, Error> {
     })
 }
 
+/// The `Authorization` header's value for `a`.
+fn authorization(a: &Auth) -> String {
+    use base64::Engine;
+    if a.bearer {
+        format!("Bearer {}", a.token.expose())
+    } else {
+        let cred = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            a.user,
+            a.token.expose()
+        ));
+        format!("Basic {cred}")
+    }
+}
+
+/// gix follows no redirect once the token is a configured header. When it
+/// refuses one, this is where the same-host redirects of `url` lead
+/// (`redirect.rs`; another host is an error): `None` when `result` is not
+/// such a refusal, or the redirects lead nowhere new.
+fn redirected<T>(
+    result: &Result<T, Error>,
+    url: &str,
+    auth: Option<&Auth>,
+) -> Result<Option<String>, Error> {
+    let (Err(Error::Fetch { reason }), Some(a)) = (result, auth) else {
+        return Ok(None);
+    };
+    if !reason.contains("refusing to follow redirect") {
+        return Ok(None);
+    }
+    let resolved = super::redirect::resolve(url, &authorization(a))?;
+    Ok((resolved != url).then_some(resolved))
+}
+
 fn with_auth(mut repo: gix::Repository, auth: Option<&Auth>) -> Result<gix::Repository, Error> {
     if let Some(a) = auth {
-        use base64::Engine;
-        let header = if a.bearer {
-            format!("Authorization: Bearer {}", a.token.expose())
-        } else {
-            let cred = base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                a.user,
-                a.token.expose()
-            ));
-            format!("Authorization: Basic {cred}")
-        };
+        let header = format!("Authorization: {}", authorization(a));
         let mut cfg = repo.config_snapshot_mut();
         cfg.set_value(&gix::config::tree::Http::EXTRA_HEADER, header.as_str())
             .map_err(|e| Error::Fetch {
@@ -160,8 +184,22 @@ pub fn list_remote(
     url: &str,
     auth: Option<&Auth>,
 ) -> Result<Vec<RefEntry>, Error> {
+    let result = list_remote_at(mirror.clone(), url, url, auth);
+    match redirected(&result, url, auth)? {
+        Some(at) => list_remote_at(mirror, &at, url, auth),
+        None => result,
+    }
+}
+
+/// [`list_remote`] of `url`, connecting to `at`.
+fn list_remote_at(
+    mirror: gix::Repository,
+    at: &str,
+    url: &str,
+    auth: Option<&Auth>,
+) -> Result<Vec<RefEntry>, Error> {
     let repo = with_auth(mirror, auth)?;
-    let remote = remote(&repo, url)?;
+    let remote = remote(&repo, at)?;
     let conn = remote
         .connect(Direction::Fetch)
         .map_err(|e| classify(e, url))?;
@@ -195,8 +233,24 @@ pub fn fetch(
     interrupt: &AtomicBool,
     progress: &dyn crate::progress::Progress,
 ) -> Result<Fetched, Error> {
+    let result = fetch_at(mirror.clone(), url, url, auth, interrupt, progress);
+    match redirected(&result, url, auth)? {
+        Some(at) => fetch_at(mirror, &at, url, auth, interrupt, progress),
+        None => result,
+    }
+}
+
+/// [`fetch`] of `url`, connecting to `at`.
+fn fetch_at(
+    mirror: gix::Repository,
+    at: &str,
+    url: &str,
+    auth: Option<&Auth>,
+    interrupt: &AtomicBool,
+    progress: &dyn crate::progress::Progress,
+) -> Result<Fetched, Error> {
     let repo = with_auth(mirror, auth)?;
-    let remote = remote(&repo, url)?;
+    let remote = remote(&repo, at)?;
     let conn = remote
         .connect(Direction::Fetch)
         .map_err(|e| classify(e, url))?;

@@ -10,6 +10,8 @@
 
 pub mod fetch;
 pub mod ingest;
+pub mod plan;
+mod redirect;
 
 pub use fetch::{Auth, Secret};
 
@@ -155,12 +157,7 @@ impl Source {
             if u.password().is_some() {
                 return Err(bad("the URL contains a password or token: remove it and pass the token with --token-env VAR"));
             }
-            let path = u.path.to_string();
-            let derived = match u.host() {
-                Some(h) => clean_name(&format!("{h}/{}", path.trim_start_matches('/'))),
-                None => clean_name(path.trim_start_matches('/')),
-            };
-            (spec.to_owned(), derived)
+            (spec.to_owned(), url_name(&u, true))
         };
         let name = match name {
             Some(n) if n.trim().is_empty() => return Err(bad("--name is empty")),
@@ -193,6 +190,106 @@ impl Source {
             .join("/");
         cache.join(format!("{safe}.git"))
     }
+}
+
+/// The name a URL gets: host, the port when it is not the scheme's default
+/// (`git://h:9418/x` and `git://h/x` are one repository, `git://h:40471/x` is
+/// another), and the path without a trailing `/` or `.git`. The scheme and the
+/// user are not part of it: `https://h/x` and `git@h:x` are one repository.
+/// Without `with_port`: the name repovault gave before ports were part of it.
+fn url_name(u: &gix::Url, with_port: bool) -> String {
+    let path = u.path.to_string();
+    let path = path.trim_start_matches('/');
+    match u.host() {
+        Some(h) => {
+            let host = if h.contains(':') && !h.starts_with('[') {
+                format!("[{h}]")
+            } else {
+                h.to_owned()
+            };
+            match u
+                .port
+                .filter(|p| with_port && Some(*p) != u.scheme.default_port())
+            {
+                Some(port) => clean_name(&format!("{host}:{port}/{path}")),
+                None => clean_name(&format!("{host}/{path}")),
+            }
+        }
+        None => clean_name(path),
+    }
+}
+
+/// The identity of a recorded source (a URL, or the canonical path of a local
+/// repository, as the `repos` table keeps it): the name it gets, and the name
+/// older repovault versions gave it (without the port).
+fn names_of(url: &str) -> Option<(String, String)> {
+    if !url.contains("://") && !is_scp_like(url) {
+        let n = clean_name(url.trim_start_matches('/'));
+        return Some((n.clone(), n));
+    }
+    let u = gix::url::parse(gix::bstr::BStr::new(url.as_bytes())).ok()?;
+    Some((url_name(&u, true), url_name(&u, false)))
+}
+
+/// The name under which `source` (named from its URL, not by `--name`) is
+/// already in the store, when it differs from its derived name: a repository
+/// backed up before ports were part of names keeps its old name
+/// (`127.0.0.1/rg` for `git://127.0.0.1:40471/rg.git`) when its recorded URL
+/// is the same repository.
+///
+/// # Errors
+/// [`Error::BadSource`] when the store's repository of that name was synced
+/// from a different repository (another port of the same host, say): syncing
+/// into it would look like every ref being deleted and replaced.
+pub fn existing_name(repos: &[index::RepoRow], source: &Source) -> Result<Option<String>, Error> {
+    let Some((name, legacy)) = names_of(&source.url) else {
+        return Ok(None);
+    };
+    if source.name != name {
+        return Ok(None);
+    }
+    if let Some(row) = repos.iter().find(|r| r.name == name) {
+        // Discovered repositories are matched by their provider's key, not by URL.
+        let provider = row.key.as_deref().is_some_and(|k| !k.starts_with("git:"));
+        return match names_of(&row.url) {
+            Some((id, _)) if id != name && !provider => Err(Error::BadSource {
+                spec: redact(&source.url),
+                reason: format!(
+                    "the store's repository {name} was synced from {}, a different repository: pass --name NAME to back this one up under another name",
+                    redact(&row.url)
+                ),
+            }),
+            _ => Ok(None),
+        };
+    }
+    if legacy == name {
+        return Ok(None);
+    }
+    Ok(repos
+        .iter()
+        .find(|r| r.name == legacy && names_of(&r.url).is_some_and(|(id, _)| id == name))
+        .map(|r| r.name.clone()))
+}
+
+/// The repositories a path or URL given to `--repo` was synced as: the one
+/// whose recorded URL is exactly it, else those whose URL is the same
+/// repository (same name under the naming rule), else the one named after it.
+pub fn repos_synced_from<'a>(repos: &'a [index::RepoRow], spec: &str) -> Vec<&'a index::RepoRow> {
+    let Ok(src) = Source::parse(spec, None, None) else {
+        return Vec::new();
+    };
+    let exact: Vec<_> = repos.iter().filter(|r| r.url == src.url).collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    let same: Vec<_> = repos
+        .iter()
+        .filter(|r| names_of(&r.url).is_some_and(|(id, _)| id == src.name))
+        .collect();
+    if !same.is_empty() {
+        return same;
+    }
+    repos.iter().filter(|r| r.name == src.name).collect()
 }
 
 fn is_scp_like(s: &str) -> bool {
@@ -618,23 +715,26 @@ fn record_snapshot(
     had_snapshot: bool,
 ) -> Result<(Snapshot, Status), Error> {
     let t = now();
-    let repo_id = w
-        .index()
-        .upsert_repo(&source.name, &source.url, t.as_second())?;
     if !missing.is_empty() && !allow_incomplete {
         let needing = refs_needing(repo, &refs, &missing);
         let err = Error::MissingObjects {
             objects: missing,
             refs: needing,
         };
-        w.index().set_repo_status(
-            repo_id,
-            t.as_second(),
-            Status::Failed.as_str(),
-            Some(&err.to_string()),
-        )?;
+        // A repository the store does not know yet gets no row for a failure.
+        if let Some(repo_id) = w.index().repo_id(&source.name)? {
+            w.index().set_repo_status(
+                repo_id,
+                t.as_second(),
+                Status::Failed.as_str(),
+                Some(&err.to_string()),
+            )?;
+        }
         return Err(err);
     }
+    let repo_id = w
+        .index()
+        .upsert_repo(&source.name, &source.url, t.as_second())?;
     let mut snap = Snapshot {
         id: String::new(),
         repo: source.name.clone(),
@@ -847,14 +947,13 @@ fn rebuild_mirror(
     ingest::mark_ingested(mirror_dir, store_id, &packs)
 }
 
-/// Records a failed attempt in the index (best effort).
+/// Records a failed attempt in the index (best effort), for a repository the
+/// store already has (one with a snapshot, or registered by discovery): a
+/// failed first sync (a typo'd URL, say) leaves no repository behind.
 pub fn record_failure(writer: &Mutex<Writer<'_>>, source: &Source, error: &str) {
     let t = now();
     let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-    if let Ok(id) = w
-        .index()
-        .upsert_repo(&source.name, &source.url, t.as_second())
-    {
+    if let Ok(Some(id)) = w.index().repo_id(&source.name) {
         let _ = w
             .index()
             .set_repo_status(id, t.as_second(), Status::Failed.as_str(), Some(error));
@@ -883,6 +982,14 @@ mod tests {
         assert_eq!(s.name, "github.com/acme/widget");
         let s = Source::parse("git://127.0.0.1:9418/x.git", None, None).unwrap();
         assert_eq!(s.name, "127.0.0.1/x");
+        let s = Source::parse("git://127.0.0.1:40471/x.git", None, None).unwrap();
+        assert_eq!(s.name, "127.0.0.1:40471/x");
+        let s = Source::parse("ssh://git@h:2222/a/x.git", None, None).unwrap();
+        assert_eq!(s.name, "h:2222/a/x");
+        let s = Source::parse("https://h:443/a/x", None, None).unwrap();
+        assert_eq!(s.name, "h/a/x");
+        let s = Source::parse("file:///srv/git/x.git", None, None).unwrap();
+        assert_eq!(s.name, "srv/git/x");
         let s = Source::parse("https://h/x.git", Some("mine"), None).unwrap();
         assert_eq!(s.name, "mine");
     }
