@@ -538,7 +538,7 @@ fn bench_ingest(c: &mut Criterion, idx: &Path, decoded: Decoded) {
                         &packs,
                         Some(idx),
                         &AtomicBool::new(false),
-                        &|_| {},
+                        &repovault::progress::NoProgress,
                     )
                     .expect("ingest");
                     assert_eq!(got.objects_seen, n);
@@ -572,7 +572,7 @@ fn bench_restore(c: &mut Criterion, repo: &Path, decoded: Decoded) {
             allow_incomplete: false,
         },
         &AtomicBool::new(false),
-        &|_| {},
+        &repovault::progress::NoProgress,
     )
     .expect("sync");
     writer

@@ -210,7 +210,8 @@ struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL_OPTIONS, display_order = 1001)]
     verbose: u8,
-    /// Only errors on stderr
+    /// Print nothing on success (no progress, no summary); errors and warnings still go to
+    /// stderr, --json and --report are still written
     #[arg(short, long, global = true, help_heading = GLOBAL_OPTIONS, display_order = 1002)]
     quiet: bool,
     #[command(subcommand)]
@@ -565,6 +566,7 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    crate::ui::set_quiet(cli.quiet);
     init_logging(cli.verbose, cli.quiet);
     let interrupt = Arc::new(AtomicBool::new(false));
     {
@@ -719,8 +721,9 @@ fn exit_code_of(err: &anyhow::Error) -> u8 {
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
+    // -q silences results and progress, not problems: warnings stay.
     let level = match (quiet, verbose) {
-        (true, _) => "error",
+        (true, _) => "warn",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",
@@ -771,6 +774,9 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
             };
             // Whatever is in the way (a store, a file, a non-empty directory), init fails with 1.
             let s = Store::init(&path, opts).map_err(|e| with_code(exit::ERROR, e))?;
+            if crate::ui::quiet() {
+                return Ok(exit::OK);
+            }
             println!(
                 "created store {} (id {})",
                 path.display(),
@@ -801,7 +807,9 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
                 dry_run: a.dry_run,
             };
             let r = repovault::prune::prune(&mut w, opts, interrupt)?;
-            print_prune(&r, a.json)?;
+            if a.json || !crate::ui::quiet() {
+                print_prune(&r, a.json)?;
+            }
             Ok(exit::OK)
         }
         Command::RepairIndex(a) => cmd_repair(&cli.store, a),
@@ -1007,12 +1015,6 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
         return Ok(exit::OK);
     }
     let dest = a.dest.expect("clap requires DEST without --list");
-    eprintln!(
-        "repovault: restoring snapshot {} of {} taken {}",
-        snap.short_id(),
-        snap.repo,
-        snap.time
-    );
     let start = Instant::now();
     let opts = restore::RestoreOptions {
         force: a.force,
@@ -1024,7 +1026,15 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
     if let Some(m) = USER_UMASK.get() {
         nix::sys::stat::umask(*m);
     }
-    let report = restore::restore(&s, &snap, &dest, opts, interrupt)?;
+    let bars = crate::ui::Bars::new(1);
+    let progress = crate::ui::Task::new(
+        bars.as_ref(),
+        format!("restore {} of {}", snap.short_id(), snap.repo),
+    );
+    let report = restore::restore_with_progress(&s, &snap, &dest, opts, interrupt, &progress);
+    drop(progress);
+    drop(bars);
+    let report = report?;
     for sk in &snap.skipped {
         tracing::warn!(
             "snapshot {} is incomplete: ref {} of the source was not backed up ({})",
@@ -1038,7 +1048,7 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
         v["millis"] = serde_json::json!(start.elapsed().as_millis() as u64);
         v["refs_not_backed_up"] = serde_json::to_value(&snap.skipped)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+    } else if !crate::ui::quiet() || !report.problems.is_empty() {
         println!(
             "restored {} ({} refs, {} objects, {} as deltas, pack {}) to {} in {:.1}s",
             snap.short_id(),
@@ -1092,7 +1102,7 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
         }
         Err(e) => return Err(e.into()),
     };
-    let bar = (opts.read_data && std::io::stderr().is_terminal()).then(|| {
+    let bar = (opts.read_data && crate::ui::draws()).then(|| {
         let total: u64 = s.totals().map(|t| t.stored_bytes).unwrap_or(0);
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
@@ -1168,6 +1178,9 @@ fn print_verify(r: &repovault::verify::VerifyReport, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    if crate::ui::quiet() && r.is_clean() {
+        return Ok(());
+    }
     let mut out = output::stdout();
     writeln!(
         out,
@@ -1215,7 +1228,7 @@ fn cmd_repair(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {
     let r = repovault::repair::repair_index(&path, Duration::from_secs(60))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
+    } else if !crate::ui::quiet() {
         if let Some(old) = &r.old_index {
             println!("the old index was kept as {}", old.display());
         }
@@ -1289,6 +1302,9 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
     if a.json {
         let doc = serde_json::json!({ "dry_run": a.dry_run, "removed": removed, "snapshots": decisions, "prune": prune_report });
         println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(exit::OK);
+    }
+    if crate::ui::quiet() {
         return Ok(exit::OK);
     }
     let mut out = output::stdout();
@@ -1690,7 +1706,9 @@ fn open_for_sync(store_arg: &Option<PathBuf>, config_store: Option<&Path>) -> Re
             if p.exists() {
                 open_caught_up(&p)?
             } else {
-                eprintln!("repovault: creating the default store at {}", p.display());
+                if !crate::ui::quiet() {
+                    eprintln!("repovault: creating the default store at {}", p.display());
+                }
                 Store::init(&p, InitOptions::default())?
             }
         }
@@ -1774,9 +1792,7 @@ fn run_jobs(
     retry: bool,
     interrupt: &AtomicBool,
 ) -> Vec<RepoReport> {
-    let bars = std::io::stderr()
-        .is_terminal()
-        .then(indicatif::MultiProgress::new);
+    let bars = crate::ui::Bars::new(sources.len());
     let queue = Mutex::new(sources.iter().enumerate().collect::<Vec<_>>().into_iter());
     let reports: Mutex<Vec<(usize, RepoReport)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -1787,38 +1803,52 @@ fn run_jobs(
                 if interrupt.load(Ordering::SeqCst) {
                     break;
                 }
-                let bar = bars.as_ref().map(|m| {
-                    let b = m.add(indicatif::ProgressBar::new_spinner());
-                    b.set_message(format!("{}: syncing", src.name));
-                    b.enable_steady_tick(Duration::from_millis(120));
-                    b
-                });
+                let progress = crate::ui::Task::new(
+                    bars.as_ref(),
+                    format!("[{}/{}] {}", i + 1, sources.len(), src.name),
+                );
                 let t = Instant::now();
-                let progress = |msg: String| {
-                    if let Some(b) = &bar {
-                        b.set_message(format!("{}: {msg}", src.name));
-                    }
-                };
                 let mut attempt = 0;
                 let report = loop {
                     attempt += 1;
                     match sync::sync_repo(store, writer, src, opts, interrupt, &progress) {
                         Ok(r) => break r,
                         Err(e) => {
+                            let millis = t.elapsed().as_millis() as u64;
+                            if matches!(e, sync::Error::Interrupted)
+                                || interrupt.load(Ordering::SeqCst)
+                            {
+                                break with_written(
+                                    RepoReport {
+                                        millis,
+                                        error: Some("interrupted".into()),
+                                        ..RepoReport::new(src, Status::Interrupted)
+                                    },
+                                    &progress.written(),
+                                );
+                            }
                             let msg = one_line(&format!("{e}"));
-                            let again = retry && attempt == 1 && !interrupt.load(Ordering::SeqCst);
+                            let again = retry && attempt == 1;
                             if again {
                                 tracing::warn!(repo = %src.name, "{msg}; retrying once");
                                 continue;
                             }
-                            tracing::error!(repo = %src.name, "{msg}");
+                            if !crate::ui::summary_shown() {
+                                tracing::error!(repo = %src.name, "{msg}");
+                            }
                             sync::record_failure(writer, src, &msg);
-                            break failed_report(src, t.elapsed().as_millis() as u64, msg);
+                            let mut r = failed_report(src, millis, msg);
+                            if let sync::Error::MissingObjects { objects, refs } = &e {
+                                r.missing_objects = objects.iter().map(|o| o.to_string()).collect();
+                                r.missing_needed_by = refs.clone();
+                            }
+                            break with_written(r, &progress.written());
                         }
                     }
                 };
-                if let Some(b) = bar {
-                    b.finish_with_message(format!("{}: {}", src.name, report.status.as_str()));
+                progress.finish();
+                if let Some(b) = &bars {
+                    b.item_done();
                 }
                 reports
                     .lock()
@@ -1832,11 +1862,20 @@ fn run_jobs(
     reports.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Repositories that failed, or were never started (interrupted).
+/// A failed or interrupted repository's report, counting what it wrote to the store.
+fn with_written(mut r: RepoReport, w: &store::WriteStats) -> RepoReport {
+    r.new_objects = w.objects;
+    r.new_chunks = w.chunks;
+    r.new_bytes_stored = w.stored_bytes;
+    r.new_pack_bytes = w.pack_bytes;
+    r
+}
+
+/// Repositories that failed, were interrupted, or were never started (interrupted).
 fn failed_or_skipped(reports: &[RepoReport], planned: usize) -> usize {
     reports
         .iter()
-        .filter(|r| r.status == Status::Failed)
+        .filter(|r| matches!(r.status, Status::Failed | Status::Interrupted))
         .count()
         + planned.saturating_sub(reports.len())
 }
@@ -1906,6 +1945,7 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
     };
     let writer = Mutex::new(store.writer_for(Duration::from_secs(a.lock_wait), "sync")?);
     let start = Instant::now();
+    crate::ui::set_summary_shown(!a.json && !crate::ui::quiet());
     let reports = run_jobs(
         &store,
         &writer,
@@ -2494,6 +2534,7 @@ fn cmd_sync_config(
         }
     }
     let jobs = a.jobs.or(config.jobs).unwrap_or(4);
+    crate::ui::set_summary_shown(!a.json && !crate::ui::quiet());
     let mut reports = run_jobs(&store, &writer, &sources, &opts, jobs, true, interrupt);
     for (src, why) in &refused {
         tracing::error!(repo = %src.name, "{why}");
@@ -2627,8 +2668,10 @@ fn sync_summary(
             "changed": count(Status::Changed),
             "unchanged": count(Status::Unchanged),
             "failed": count(Status::Failed),
+            "interrupted": count(Status::Interrupted),
             "new_objects": reports.iter().map(|r| r.new_objects).sum::<u64>(),
             "new_bytes_stored": reports.iter().map(|r| r.new_bytes_stored).sum::<u64>(),
+            "new_pack_bytes": reports.iter().map(|r| r.new_pack_bytes).sum::<u64>(),
             "millis": elapsed.as_millis() as u64,
         }
     })
@@ -2648,6 +2691,10 @@ fn emit_summary(
         println!("{}", serde_json::to_string_pretty(doc)?);
         return Ok(());
     }
+    if crate::ui::quiet() {
+        // Failures were logged on stderr as they happened; success says nothing.
+        return Ok(());
+    }
     print_sync_summary(reports, doc)
 }
 
@@ -2657,20 +2704,21 @@ fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result
         let snap = r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-");
         write!(
             out,
-            "{:<9} {}  snapshot {}  refs {}  objects +{}  stored +{}  {:.1}s",
+            "{:<11} {}  snapshot {}  refs {}  objects +{}  packs +{}  {:.1}s",
             r.status.as_str(),
             r.name,
             snap,
             r.refs,
             r.new_objects,
-            human_bytes(r.new_bytes_stored),
+            human_bytes(r.new_pack_bytes),
             r.millis as f64 / 1000.0
         )?;
         if r.incomplete {
             write!(out, "  (incomplete)")?;
         }
-        if let Some(e) = &r.error {
-            write!(out, "  error: {e}")?;
+        match &r.error {
+            Some(e) if r.status == Status::Failed => write!(out, "  error: {e}")?,
+            _ => {}
         }
         writeln!(out)?;
         for sk in &r.skipped_refs {
@@ -2703,15 +2751,16 @@ fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result
     let t = &doc["totals"];
     writeln!(
         out,
-        "{} repositories: {} synced ({} new, {} changed), {} unchanged, {} failed; +{} objects, +{} stored in {:.1}s",
+        "{} repositories: {} synced ({} new, {} changed), {} unchanged, {} failed, {} interrupted; +{} objects, +{} in packs in {:.1}s",
         t["repos"],
         t["synced"],
         t["new"],
         t["changed"],
         t["unchanged"],
         t["failed"],
+        t["interrupted"],
         t["new_objects"],
-        human_bytes(t["new_bytes_stored"].as_u64().unwrap_or(0)),
+        human_bytes(t["new_pack_bytes"].as_u64().unwrap_or(0)),
         t["millis"].as_u64().unwrap_or(0) as f64 / 1000.0
     )?;
     Ok(())

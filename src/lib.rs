@@ -44,6 +44,7 @@ pub mod index;
 pub mod jsontime;
 pub mod lock;
 pub mod pack;
+pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod restore;
@@ -80,6 +81,27 @@ pub fn crash_point(name: &str) {
             .status();
         loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+/// Interrupt-testing hook: when the environment variable
+/// `REPOVAULT_INTERRUPT_AT` names this point, the process sends itself SIGINT
+/// here (as Ctrl-C would) and waits until the handler has set `interrupt`, so
+/// tests can interrupt at deterministic points. Costs one environment lookup
+/// otherwise.
+#[doc(hidden)]
+pub fn interrupt_point(name: &str, interrupt: &std::sync::atomic::AtomicBool) {
+    if std::env::var("REPOVAULT_INTERRUPT_AT").is_ok_and(|v| v == name) {
+        let _ = std::process::Command::new("kill")
+            .arg("-INT")
+            .arg(std::process::id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !interrupt.load(std::sync::atomic::Ordering::SeqCst)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 }

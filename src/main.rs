@@ -2,6 +2,7 @@
 //! parses arguments, sets up logging and Ctrl-C, and maps errors to exit codes.
 
 mod cli;
+mod ui;
 
 use std::process::ExitCode;
 

@@ -343,6 +343,29 @@ pub fn restore(
     opts: RestoreOptions,
     interrupt: &AtomicBool,
 ) -> Result<RestoreReport, Error> {
+    restore_with_progress(
+        store,
+        snap,
+        dest,
+        opts,
+        interrupt,
+        &crate::progress::NoProgress,
+    )
+}
+
+/// [`restore`], reporting its progress: "reading snapshot" (the walk), then
+/// "restoring" (objects written of the total, and the pack's bytes so far).
+///
+/// # Errors
+/// As [`restore`].
+pub fn restore_with_progress(
+    store: &Store,
+    snap: &Snapshot,
+    dest: &Path,
+    opts: RestoreOptions,
+    interrupt: &AtomicBool,
+    progress: &dyn crate::progress::Progress,
+) -> Result<RestoreReport, Error> {
     check_destination(dest, opts.force)?;
     let abs = std::path::absolute(dest).map_err(|e| Error::Destination {
         path: dest.to_owned(),
@@ -366,6 +389,7 @@ pub fn restore(
 
     let _read = store.read_session()?;
     let started = std::time::Instant::now();
+    progress.begin("reading snapshot", None);
     let (nodes, mut problems) = walk(store, snap)?;
     crate::pause_point("restore-walked");
     tracing::debug!(
@@ -465,6 +489,8 @@ pub fn restore(
         let count = u32::try_from(nodes.len())
             .map_err(|_| Error::Write(format!("{} objects do not fit one pack", nodes.len())))?;
         let mut w = gitpack::PackWriter::new(file, count).map_err(|e| werr(&e))?;
+        progress.begin("restoring", Some(u64::from(count)));
+        let (mut done, mut bytes) = (0u64, 0u64);
         for slice in nodes.chunks(1024) {
             if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(Error::Write("interrupted".into()));
@@ -482,7 +508,10 @@ pub fn restore(
                 }
                 w.add(e.oid, e.kind, e.size, &e.compressed)
                     .map_err(|e| werr(&e))?;
+                done += 1;
+                bytes += e.compressed.len() as u64;
             }
+            progress.update(done, bytes);
         }
         let (file, sum, mut entries) = w.finish().map_err(|e| werr(&e))?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "pack written");

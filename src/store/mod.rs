@@ -259,6 +259,8 @@ pub struct WriteStats {
     pub stored_bytes: u64,
     /// Packs written.
     pub packs: u64,
+    /// Bytes of the pack files written (chunks, records and trailers).
+    pub pack_bytes: u64,
 }
 
 struct PackHandle {
@@ -1208,6 +1210,7 @@ impl<'s> Writer<'s> {
             tracing::debug!(pack = %p.name, bytes = p.size, chunks = p.entries.len(), objects = p.objects.len(), "pack committed");
         }
         self.stats.packs += finished.len() as u64;
+        self.stats.pack_bytes += finished.iter().map(|p| p.size).sum::<u64>();
         self.pending_chunks.clear();
         self.pending_objects.clear();
         Ok(())

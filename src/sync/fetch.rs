@@ -266,10 +266,11 @@ pub fn fetch(
     url: &str,
     auth: Option<&Auth>,
     interrupt: &AtomicBool,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<Fetched, Error> {
-    let result = fetch_at(mirror.clone(), url, url, auth, interrupt);
+    let result = fetch_at(mirror.clone(), url, url, auth, interrupt, progress);
     match redirected(&result, url, auth)? {
-        Some(at) => fetch_at(mirror, &at, url, auth, interrupt),
+        Some(at) => fetch_at(mirror, &at, url, auth, interrupt, progress),
         None => result,
     }
 }
@@ -281,6 +282,7 @@ fn fetch_at(
     url: &str,
     auth: Option<&Auth>,
     interrupt: &AtomicBool,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<Fetched, Error> {
     let repo = with_auth(mirror, auth)?;
     let remote = remote(&repo, at)?;
@@ -329,10 +331,23 @@ fn fetch_at(
     let (mut objects_received, mut bytes_received) = (0, 0);
     let mut verified_pack = None;
     if has_objects {
-        let outcome = prepare
-            .with_write_packed_refs_only(true)
-            .receive(gix::progress::Discard, interrupt)
-            .map_err(|e| classify_receive(e, url, repo.path()))?;
+        let root = gix::progress::prodash::tree::Root::new();
+        let done = AtomicBool::new(false);
+        let outcome = std::thread::scope(|scope| {
+            scope.spawn(|| report_fetch_progress(&root, &done, progress));
+            let outcome = prepare
+                .with_write_packed_refs_only(true)
+                .receive(root.add_child("fetch"), interrupt);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            outcome
+        })
+        .map_err(|e| {
+            if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+                Error::Interrupted
+            } else {
+                classify_receive(e, url, repo.path())
+            }
+        })?;
         if let gix::remote::fetch::Status::Change {
             write_pack_bundle, ..
         } = &outcome.status
@@ -407,6 +422,45 @@ fn prepare_excluding<'a, 'r>(
                 .prepare_fetch(gix::progress::Discard, opts)
         })
         .map_err(|e| classify(e, url))
+}
+
+/// Polls gix's progress tree during a fetch and reports the pack's objects
+/// as they are received ("receiving": objects indexed of the pack's count,
+/// bytes read) and then resolved ("resolving"), until `done`.
+fn report_fetch_progress(
+    root: &gix::progress::prodash::tree::Root,
+    done: &AtomicBool,
+    progress: &dyn crate::progress::Progress,
+) {
+    let mut tasks = Vec::new();
+    let mut step = "";
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        root.sorted_snapshot(&mut tasks);
+        let value = |name: &str| {
+            tasks
+                .iter()
+                .find(|(_, t)| t.name == name)
+                .and_then(|(_, t)| t.progress.as_ref())
+                .map(|v| {
+                    (
+                        v.step.load(std::sync::atomic::Ordering::Relaxed) as u64,
+                        v.done_at.map(|m| m as u64),
+                    )
+                })
+        };
+        let bytes = value("read pack").map_or(0, |v| v.0);
+        let (now, counts) = match (value("Resolving"), value("indexing")) {
+            (Some(r), _) if r.1.is_some() => ("resolving", r),
+            (_, Some(i)) => ("receiving", i),
+            _ => continue,
+        };
+        if now != step {
+            step = now;
+            progress.begin(now, counts.1);
+        }
+        progress.update(counts.0, bytes);
+    }
 }
 
 /// Deletes mirror refs the remote does not have, and points HEAD where the remote's does.

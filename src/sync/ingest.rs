@@ -97,6 +97,8 @@ pub struct Ingested {
 
 const BATCH_BYTES: usize = 16 << 20;
 const BATCH_OBJECTS: usize = 4096;
+/// Objects between two progress updates.
+const PROGRESS_EVERY: u64 = 64;
 
 /// Decodes every object of `packs` and puts it into the store through `writer`.
 pub fn ingest_packs(
@@ -104,13 +106,20 @@ pub fn ingest_packs(
     packs: &[PathBuf],
     verified: Option<&Path>,
     interrupt: &AtomicBool,
-    progress: &super::Progress<'_>,
+    progress: &dyn super::Progress,
 ) -> Result<Ingested, Error> {
     // Memory stays proportional to what one pack's objects refer to outside
     // that pack (usually few), not to the objects: a million-object pack
     // must not need a set of a million ids.
     let mut seen = 0u64;
     let mut needed: HashSet<ObjectId> = HashSet::new();
+    let total: u64 = packs
+        .iter()
+        .filter_map(|p| pack::index::File::at(p, gix::hash::Kind::Sha1).ok())
+        .map(|i| u64::from(i.num_objects()))
+        .sum();
+    progress.begin("storing", Some(total));
+    let mut bytes = 0u64;
     for idx in packs {
         // A pack gix indexed in this very fetch had every object hashed from its
         // content; packs left from earlier runs are hashed again on the way in.
@@ -121,6 +130,7 @@ pub fn ingest_packs(
             trusted,
             interrupt,
             &mut seen,
+            &mut bytes,
             &mut needed,
             progress,
         )?;
@@ -138,14 +148,16 @@ pub fn ingest_packs(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn ingest_one(
     writer: &mut Writer<'_>,
     idx_path: &Path,
     trusted: bool,
     interrupt: &AtomicBool,
     seen: &mut u64,
+    bytes: &mut u64,
     needed: &mut HashSet<ObjectId>,
-    progress: &super::Progress<'_>,
+    progress: &dyn super::Progress,
 ) -> Result<(), Error> {
     let perr = |e: &dyn std::fmt::Display| Error::Mirror {
         path: idx_path.to_owned(),
@@ -244,6 +256,10 @@ fn ingest_one(
                 }
             };
             *seen += 1;
+            *bytes += item.data.len() as u64;
+            if seen.is_multiple_of(PROGRESS_EVERY) {
+                progress.update(*seen, *bytes);
+            }
             needed.extend(item.external);
             batch_bytes += item.data.len();
             batch.push(NewObject {
@@ -261,7 +277,7 @@ fn ingest_one(
                     break;
                 }
                 crate::crash_point("ingest-batch");
-                progress(format!("ingested {seen} objects"));
+                crate::interrupt_point("ingest-batch", interrupt);
                 batch_bytes = 0;
             }
         }
@@ -276,6 +292,7 @@ fn ingest_one(
             return Err(Error::Interrupted);
         }
         writer.put_verified(batch).map_err(Error::Store)?;
+        progress.update(*seen, *bytes);
         Ok(())
     })
 }

@@ -60,14 +60,15 @@ pub enum Error {
         reason: String,
     },
     /// The source lacks objects its refs need.
-    #[error("the source is missing {count} object(s) its refs need ({sample}), needed by {refs}; nothing was recorded (use --allow-incomplete to back up what is there)")]
+    #[error("the source lacks {} object(s) that {} need: repair the source, or sync with --allow-incomplete to back up what is there; nothing was recorded ({}; the full lists are in --json)",
+        .objects.len(),
+        if .refs.is_empty() { "its refs".to_owned() } else { format!("{} ref(s)", .refs.len()) },
+        missing_text(.objects, .refs))]
     MissingObjects {
-        /// How many.
-        count: usize,
-        /// The first few.
-        sample: String,
-        /// The refs that need them.
-        refs: String,
+        /// Every missing object.
+        objects: Vec<ObjectId>,
+        /// Every ref that needs one of them (empty when not found).
+        refs: Vec<String>,
     },
     /// Writing a snapshot record failed.
     #[error("snapshot record {path}: {source}")]
@@ -86,6 +87,36 @@ pub enum Error {
     /// Interrupted by the user.
     #[error("interrupted")]
     Interrupted,
+}
+
+/// How many names an error message lists before "and N more".
+const NAMES_IN_MESSAGES: usize = 3;
+
+/// The first few `names`, and how many more there are.
+fn first_few(names: &[String]) -> String {
+    let mut s = names
+        .iter()
+        .take(NAMES_IN_MESSAGES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMES_IN_MESSAGES {
+        s.push_str(&format!(" and {} more", names.len() - NAMES_IN_MESSAGES));
+    }
+    s
+}
+
+fn missing_text(objects: &[ObjectId], refs: &[String]) -> String {
+    let objects: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+    if refs.is_empty() {
+        format!("missing {}", first_few(&objects))
+    } else {
+        format!(
+            "missing {}; needed by {}",
+            first_few(&objects),
+            first_few(refs)
+        )
+    }
 }
 
 /// A repository to back up.
@@ -287,8 +318,7 @@ fn redact(spec: &str) -> String {
     }
 }
 
-/// A progress callback: receives a short status line ("fetching", "ingested 4096 objects").
-pub type Progress<'a> = dyn Fn(String) + Sync + 'a;
+pub use crate::progress::Progress;
 
 /// Options of a sync run.
 #[derive(Debug, Clone)]
@@ -311,6 +341,8 @@ pub enum Status {
     Unchanged,
     /// The sync failed.
     Failed,
+    /// The sync was interrupted (Ctrl-C); what it stored stays stored.
+    Interrupted,
 }
 
 impl Status {
@@ -321,6 +353,7 @@ impl Status {
             Status::Changed => "changed",
             Status::Unchanged => "unchanged",
             Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
         }
     }
 }
@@ -344,8 +377,10 @@ pub struct RepoReport {
     pub new_objects: u64,
     /// New chunks stored.
     pub new_chunks: u64,
-    /// Bytes added to packs.
+    /// Compressed bytes of the new chunks.
     pub new_bytes_stored: u64,
+    /// Bytes of the pack files written (chunks, object records and trailers).
+    pub new_pack_bytes: u64,
     /// Wall time in milliseconds.
     pub millis: u64,
     /// Whether the snapshot lacks objects or refs.
@@ -354,6 +389,12 @@ pub struct RepoReport {
     pub skipped_refs: Vec<SkippedRef>,
     /// The error, for a failed sync.
     pub error: Option<String>,
+    /// Every object the source lacks (a sync refused for missing objects).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_objects: Vec<String>,
+    /// Every ref that needs a missing object.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_needed_by: Vec<String>,
 }
 
 impl RepoReport {
@@ -369,11 +410,69 @@ impl RepoReport {
             new_objects: 0,
             new_chunks: 0,
             new_bytes_stored: 0,
+            new_pack_bytes: 0,
             millis: 0,
             incomplete: false,
             skipped_refs: Vec::new(),
             error: None,
+            missing_objects: Vec::new(),
+            missing_needed_by: Vec::new(),
         }
+    }
+}
+
+/// The shared writer, locked for one repository. When it is released (the
+/// sync succeeded, failed or was interrupted) what was put is flushed into
+/// packs and what this repository wrote is reported through
+/// [`Progress::written`], so a failed or interrupted sync still says what it
+/// left in the store.
+struct Locked<'a, 'w> {
+    w: std::sync::MutexGuard<'a, Writer<'w>>,
+    before: store::WriteStats,
+    progress: &'a dyn Progress,
+}
+
+fn lock_writer<'a, 'w>(
+    writer: &'a Mutex<Writer<'w>>,
+    progress: &'a dyn Progress,
+) -> Locked<'a, 'w> {
+    let w = writer.lock().unwrap_or_else(|p| p.into_inner());
+    let before = w.stats();
+    Locked {
+        w,
+        before,
+        progress,
+    }
+}
+
+impl<'w> std::ops::Deref for Locked<'_, 'w> {
+    type Target = Writer<'w>;
+    fn deref(&self) -> &Self::Target {
+        &self.w
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_, '_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.w
+    }
+}
+
+impl Drop for Locked<'_, '_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.w.flush() {
+            tracing::debug!("flushing after a failed sync: {e}");
+        }
+        let (a, b) = (self.w.stats(), self.before);
+        self.progress.written(&store::WriteStats {
+            objects: a.objects - b.objects,
+            chunks: a.chunks - b.chunks,
+            delta_chunks: a.delta_chunks - b.delta_chunks,
+            raw_bytes: a.raw_bytes - b.raw_bytes,
+            stored_bytes: a.stored_bytes - b.stored_bytes,
+            packs: a.packs - b.packs,
+            pack_bytes: a.pack_bytes - b.pack_bytes,
+        });
     }
 }
 
@@ -448,7 +547,7 @@ pub fn sync_repo(
     source: &Source,
     opts: &SyncOptions,
     interrupt: &AtomicBool,
-    progress: &Progress<'_>,
+    progress: &dyn Progress,
 ) -> Result<RepoReport, Error> {
     let start = Instant::now();
     let span = tracing::info_span!("sync", repo = %source.name);
@@ -492,11 +591,11 @@ pub fn sync_repo(
     // Cheap check first: refs only, no pack.
     let pending_packs = ingest::packs_to_ingest(&mirror_dir, &store_id)?;
     if let Some(last) = &last {
-        progress("listing refs".into());
+        progress.begin("listing refs", None);
         let remote = fetch::list_remote(mirror.clone(), &source.url, source.auth.as_ref())?;
         if remote.refs == last.refs && remote.skipped == last.skipped {
             let t = now();
-            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut w = lock_writer(writer, progress);
             if !pending_packs.is_empty() {
                 // Left by a sync killed after its snapshot (or after a fetch whose refs
                 // moved back): store what they hold, but the state is unchanged.
@@ -524,8 +623,15 @@ pub fn sync_repo(
         }
     }
 
-    progress("fetching".into());
-    let fetched = match fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt) {
+    progress.begin("fetching", None);
+    crate::interrupt_point("fetching", interrupt);
+    let fetched = match fetch::fetch(
+        mirror.clone(),
+        &source.url,
+        source.auth.as_ref(),
+        interrupt,
+        progress,
+    ) {
         Ok(f) => f,
         Err(e @ Error::Mirror { .. }) => {
             // The cache failed (disk full, a path it refuses, damage): it is only a
@@ -539,7 +645,7 @@ pub fn sync_repo(
                 rebuild_mirror(store, last, &mirror_dir, &store_id, interrupt)?;
             }
             mirror = fetch::open_mirror(&mirror_dir)?;
-            match fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt) {
+            match fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt, progress) {
                 Ok(f) => f,
                 Err(again) => {
                     return Err(Error::Mirror {
@@ -573,7 +679,6 @@ pub fn sync_repo(
         },
         Err(e) => return Err(e),
     };
-    progress(format!("received {} objects", fetched.objects_received));
     report.objects_received = fetched.objects_received;
     tracing::info!(
         objects = fetched.objects_received,
@@ -587,7 +692,7 @@ pub fn sync_repo(
     // mapped twice are ~200 MB of resident memory) and reopen it afterwards.
     drop(mirror);
 
-    let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+    let mut w = lock_writer(writer, progress);
     let before = w.stats();
     let ingested = ingest::ingest_packs(
         &mut w,
@@ -632,6 +737,7 @@ pub fn sync_repo(
     report.new_objects = after.objects - before.objects;
     report.new_chunks = after.chunks - before.chunks;
     report.new_bytes_stored = after.stored_bytes - before.stored_bytes;
+    report.new_pack_bytes = after.pack_bytes - before.pack_bytes;
     report.incomplete = !snap.complete;
     report.skipped_refs = snap.skipped.clone();
     report.millis = start.elapsed().as_millis() as u64;
@@ -664,18 +770,8 @@ fn record_snapshot(
     if !missing.is_empty() && !allow_incomplete {
         let needing = refs_needing(repo, &refs, &missing);
         let err = Error::MissingObjects {
-            count: missing.len(),
-            sample: missing
-                .iter()
-                .take(5)
-                .map(|o| o.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            refs: if needing.is_empty() {
-                "unknown refs".into()
-            } else {
-                needing.join(", ")
-            },
+            objects: missing,
+            refs: needing,
         };
         // A repository the store does not know yet gets no row for a failure.
         if let Some(repo_id) = w.index().repo_id(&source.name)? {
@@ -745,7 +841,7 @@ fn sync_from_local_odb(
     fetch_error: Error,
     mirror: &gix::Repository,
     interrupt: &AtomicBool,
-    progress: &Progress<'_>,
+    progress: &dyn Progress,
 ) -> Result<RepoReport, Error> {
     let merr = |e: &dyn std::fmt::Display| Error::Mirror {
         path: path.to_owned(),
@@ -770,7 +866,7 @@ fn sync_from_local_odb(
         "{fetch_error}; the source lacks {} object(s): reading its objects directly",
         lacking.len()
     );
-    let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+    let mut w = lock_writer(writer, progress);
     let before = w.stats();
     let missing = if opts.allow_incomplete {
         // Its packs first, with the deltas git chose (a damaged pack is left to
@@ -815,6 +911,7 @@ fn sync_from_local_odb(
         new_objects: after.objects - before.objects,
         new_chunks: after.chunks - before.chunks,
         new_bytes_stored: after.stored_bytes - before.stored_bytes,
+        new_pack_bytes: after.pack_bytes - before.pack_bytes,
         millis: start.elapsed().as_millis() as u64,
         incomplete: !snap.complete,
         ..RepoReport::new(source, status)
