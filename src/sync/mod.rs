@@ -868,30 +868,26 @@ fn sync_from_local_odb(
     );
     let mut w = lock_writer(writer, progress);
     let before = w.stats();
-    let missing = if opts.allow_incomplete {
-        // Its packs first, with the deltas git chose (a damaged pack is left to
-        // the walk below), then every reachable object (loose ones, and objects
-        // stored by an earlier failed attempt may themselves miss what they refer to).
-        for idx in ingest::packs_to_ingest(repo.path(), "")? {
-            if let Err(e) = ingest::ingest_packs(
-                &mut w,
-                std::slice::from_ref(&idx),
-                None,
-                interrupt,
-                progress,
-            ) {
-                if matches!(e, Error::Interrupted) {
-                    return Err(e);
-                }
-                tracing::warn!("{e}; reading its objects one by one instead");
+    // Its packs first, with the deltas git chose (a damaged pack is left to the
+    // walk below), then every reachable object (loose ones, and objects stored by
+    // an earlier failed attempt may themselves miss what they refer to). What is
+    // present is stored even when the sync is refused, for the next attempt.
+    for idx in ingest::packs_to_ingest(repo.path(), "")? {
+        if let Err(e) = ingest::ingest_packs(
+            &mut w,
+            std::slice::from_ref(&idx),
+            None,
+            interrupt,
+            progress,
+        ) {
+            if matches!(e, Error::Interrupted) {
+                return Err(e);
             }
+            tracing::warn!("{e}; reading its objects one by one instead");
         }
-        let mut missing = put_from_odb(&mut w, &repo, tips, false)?;
-        missing.sort();
-        missing
-    } else {
-        lacking
-    };
+    }
+    let mut missing = put_from_odb(&mut w, &repo, tips, false)?;
+    missing.sort();
     let (snap, status) = record_snapshot(
         store,
         &mut w,
