@@ -1530,7 +1530,13 @@ impl Index {
                 )
                 .optional()
                 .map_err(e)?;
-            if last.as_deref() != Some(record.as_str()) {
+            // Compared as JSON values, not text: key order is not part of a
+            // record (older stores wrote keys sorted, newer in the provider's order).
+            let unchanged = last
+                .as_deref()
+                .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .is_some_and(|l| l == r.record);
+            if !unchanged {
                 tx.execute(
                     "INSERT OR REPLACE INTO repo_records (repo, time, record) VALUES (?1, ?2, ?3)",
                     params![id, now, record],

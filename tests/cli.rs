@@ -181,6 +181,48 @@ fn json_times_are_rfc3339_utc_strings() {
     assert_rfc3339(&forget["snapshots"][0]["time"], "forget --json: time");
 }
 
+/// The keys of `doc`'s object at `path` (a JSON pointer) in the order the
+/// document's text has them.
+fn keys_in_text_order(text: &str, pointer: &str) -> Vec<String> {
+    // Parsed with serde_json's `preserve_order` (the crate's feature, which the
+    // test binary shares), so the map keeps the text's order.
+    let doc: Value = serde_json::from_str(text).expect("JSON document");
+    doc.pointer(pointer)
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("no object at {pointer} in {text}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn json_keys_keep_the_order_the_code_writes_them() {
+    let v = Vault::new();
+    let r = small_repo("order");
+    let cache = v.cache.to_str().unwrap().to_owned();
+    let out = v.ok(&[
+        "sync",
+        r.path.to_str().unwrap(),
+        "--name",
+        "order",
+        "--cache",
+        &cache,
+        "--json",
+    ]);
+    let text = stdout(&out);
+    // Sorted keys would put "discovery" first and "changed" before "repos".
+    assert_eq!(
+        keys_in_text_order(&text, ""),
+        ["repos", "discovery", "totals"],
+        "{text}"
+    );
+    let totals = keys_in_text_order(&text, "/totals");
+    assert_eq!(&totals[..3], ["repos", "synced", "new"], "{text}");
+    // The same document twice: the same text, key for key.
+    let again = stdout(&v.ok(&["snapshots", "--json"]));
+    assert_eq!(again, stdout(&v.ok(&["snapshots", "--json"])));
+}
+
 #[test]
 fn errors_under_json_are_json_objects_with_the_exit_code() {
     let dir = tempdir("repovault-cli-err-");

@@ -1129,9 +1129,63 @@ fn nightly_run_discovers_syncs_restores_and_tracks_changes() {
     let added = w.add(e, Git::Work(small_repo("newcomer")));
     let added_name = w.name("Gamma", "newcomer");
 
+    // Provider records written with another key order (older versions sorted
+    // the keys): the same record, so run 2 must not record it again.
+    let index = rusqlite::Connection::open(v.store.join("index.sqlite")).unwrap();
+    let reordered: Vec<(i64, i64, String)> = {
+        let mut st = index
+            .prepare("SELECT repo, time, record FROM repo_records")
+            .unwrap();
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)))
+            .unwrap();
+        rows.map(|r| {
+            let (repo, time, text) = r.unwrap();
+            let rec: Value = serde_json::from_str(&text).unwrap();
+            let map = rec.as_object().unwrap();
+            let mut out = String::from("{");
+            for (i, (k, val)) in map.iter().rev().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&format!("{}:{}", json!(k), val));
+            }
+            out.push('}');
+            assert_ne!(out, text, "reversing changes the text");
+            (repo, time, out)
+        })
+        .collect()
+    };
+    for (repo, time, text) in &reordered {
+        index
+            .execute(
+                "UPDATE repo_records SET record = ?3 WHERE repo = ?1 AND time = ?2",
+                rusqlite::params![repo, time, text],
+            )
+            .unwrap();
+    }
+    drop(index);
+    let records_of = |name: &str| -> i64 {
+        let index = rusqlite::Connection::open(v.store.join("index.sqlite")).unwrap();
+        index
+            .query_row(
+                "SELECT count(*) FROM repo_records x JOIN repos r ON r.id = x.repo WHERE r.name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let wiki_name = w.name("Alpha", "Alpha.wiki");
+    assert_eq!(records_of(&wiki_name), 1);
+
     // ---- run 2 -----------------------------------------------------------
     w.az.clear_log();
     let doc = w.sync_ok(&v, "report-2.json");
+    assert_eq!(
+        records_of(&wiki_name),
+        1,
+        "an unchanged record in another key order is no new record"
+    );
     let d = &doc["discovery"];
     assert_eq!(d["new"], json!([added_name]), "{doc:#}");
     assert_eq!(
