@@ -6,23 +6,17 @@
 
 mod support;
 
+use support::{tempdir, Vault};
+
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use support::{describe, parse_json, TestRepo};
-use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_repovault");
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn tempdir(prefix: &str) -> TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .expect("create temp dir")
-}
 
 fn rv_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
@@ -39,41 +33,7 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A store and a mirror cache in temporary directories.
-struct Vault {
-    _dir: TempDir,
-    store: PathBuf,
-    cache: PathBuf,
-}
-
 impl Vault {
-    fn new() -> Vault {
-        let dir = tempdir("repovault-cli-");
-        let v = Vault {
-            store: dir.path().join("store"),
-            cache: dir.path().join("cache"),
-            _dir: dir,
-        };
-        v.ok(&["init"]);
-        v
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = rv_cmd(&[]);
-        cmd.arg("--store").arg(&self.store).args(args);
-        support::run_with_timeout(&mut cmd, RUN_TIMEOUT)
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(out.status.success(), "{args:?} failed:\n{}", describe(&out));
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        parse_json(&self.ok(args))
-    }
-
     fn sync(&self, source: &Path, name: &str) -> Value {
         let cache = self.cache.to_str().unwrap().to_owned();
         self.json(&[

@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::Vault;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -18,52 +20,7 @@ use tempfile::TempDir;
 const BIN: &str = env!("CARGO_BIN_EXE_repovault");
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-struct Vault {
-    _dir: TempDir,
-    store: PathBuf,
-    cache: PathBuf,
-}
-
 impl Vault {
-    fn new() -> Vault {
-        let dir = tempfile::Builder::new()
-            .prefix("repovault-diff-")
-            .tempdir()
-            .unwrap();
-        let v = Vault {
-            store: dir.path().join("store"),
-            cache: dir.path().join("cache"),
-            _dir: dir,
-        };
-        v.ok(&["init"]);
-        v
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        support::hermetic(&mut cmd);
-        cmd.arg("--store").arg(&self.store).args(args);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        support::run_with_timeout(&mut self.cmd(args), TIMEOUT)
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "repovault {args:?} failed:\n{}",
-            describe(&out)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        parse_json(&self.ok(args))
-    }
-
     fn stdout(&self, args: &[&str]) -> String {
         String::from_utf8_lossy(&self.ok(args).stdout).into_owned()
     }

@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::{tempdir, Vault};
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,57 +17,7 @@ use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_repovault");
 
-fn tempdir(prefix: &str) -> TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .expect("create temp dir")
-}
-
-/// A store and a mirror cache in temporary directories.
-struct Vault {
-    _dir: TempDir,
-    store: PathBuf,
-    cache: PathBuf,
-}
-
 impl Vault {
-    fn new() -> Vault {
-        let dir = tempdir("repovault-h5-");
-        let v = Vault {
-            store: dir.path().join("store"),
-            cache: dir.path().join("cache"),
-            _dir: dir,
-        };
-        v.ok(&["init"]);
-        v
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        support::hermetic(&mut cmd);
-        cmd.arg("--store").arg(&self.store).args(args);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        support::run_with_timeout(&mut self.cmd(args), Duration::from_secs(600))
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "repovault {args:?} failed:\n{}",
-            describe(&out)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        parse_json(&self.ok(args))
-    }
-
     /// `sync --cache CACHE --json <args>`: the run's output.
     fn sync_raw(&self, args: &[&str]) -> Output {
         let mut a = vec!["sync", "--json", "--cache", self.cache.to_str().unwrap()];

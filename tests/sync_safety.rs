@@ -8,64 +8,18 @@
 
 mod support;
 
+use support::{tempdir, Vault};
+
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use support::{describe, git, parse_json, HttpGitServer, Rng, TestRepo};
-use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_repovault");
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn tempdir(prefix: &str) -> TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .expect("create temp dir")
-}
-
-/// A store and a mirror cache in temporary directories.
-struct Vault {
-    _dir: TempDir,
-    store: PathBuf,
-    cache: PathBuf,
-}
-
 impl Vault {
-    fn new() -> Vault {
-        let dir = tempdir("repovault-safety-");
-        let v = Vault {
-            store: dir.path().join("store"),
-            cache: dir.path().join("cache"),
-            _dir: dir,
-        };
-        v.ok(&["init"]);
-        v
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        support::hermetic(&mut cmd);
-        cmd.arg("--store").arg(&self.store).args(args);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        support::run_with_timeout(&mut self.cmd(args), RUN_TIMEOUT)
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "repovault {args:?} failed:\n{}",
-            describe(&out)
-        );
-        out
-    }
-
     fn sync_cmd(&self, source: &str, name: &str) -> Command {
         let mut cmd = self.cmd(&["sync", "--json", "--name", name, "--cache"]);
         cmd.arg(&self.cache).arg(source);

@@ -874,3 +874,72 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     v.truncate(len);
     v
 }
+
+// ---------------------------------------------------------------------------
+// A store under test, driven through the binary
+// ---------------------------------------------------------------------------
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_repovault");
+
+/// A temporary directory named `<prefix>XXXXXX`.
+pub fn tempdir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create temp dir")
+}
+
+/// An initialised store and a mirror cache path in one temporary directory;
+/// test files add their own verbs in `impl Vault` blocks.
+pub struct Vault {
+    _dir: TempDir,
+    pub store: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Vault {
+    /// A new store (`repovault init`), the cache not created yet.
+    pub fn new() -> Vault {
+        let dir = tempdir("repovault-vault-");
+        let v = Vault {
+            store: dir.path().join("store"),
+            cache: dir.path().join("cache"),
+            _dir: dir,
+        };
+        v.ok(&["init"]);
+        v
+    }
+
+    /// `repovault --store STORE ARGS...` in the hermetic environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        hermetic(&mut cmd);
+        cmd.env_remove("REPOVAULT_STORE")
+            .arg("--store")
+            .arg(&self.store)
+            .args(args);
+        cmd
+    }
+
+    /// Runs `cmd(args)` with a 10-minute limit.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_with_timeout(&mut self.cmd(args), Duration::from_secs(600))
+    }
+
+    /// Runs `cmd(args)` and asserts it succeeded.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "repovault {args:?} failed:\n{}",
+            describe(&out)
+        );
+        out
+    }
+
+    /// Runs `cmd(args)`, asserts it succeeded and parses its stdout as JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        parse_json(&self.ok(args))
+    }
+}
