@@ -11,6 +11,8 @@
 
 mod support;
 
+use support::cp_a;
+
 use rusqlite::Connection;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -42,16 +44,6 @@ fn rv_ok(store: &Path, args: &[&str]) -> Output {
 
 fn p(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
-}
-
-fn cp_a(from: &Path, to: &Path) {
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cp -a: {}", describe(&out));
 }
 
 /// `sync SOURCE --name NAME --json`; returns the repository's status.

@@ -19,6 +19,8 @@
 
 mod support;
 
+use support::cp_a;
+
 use jiff::Timestamp;
 use repovault::prune::plan_forget;
 use repovault::retention::{apply, Policy, Within};
@@ -1018,11 +1020,6 @@ fn rv_json(store: &Path, args: &[&str]) -> Value {
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
-}
-
-fn cp_a(from: &Path, to: &Path) {
-    let out = run(Command::new("cp").arg("-a").arg(from).arg(to));
-    assert!(out.status.success(), "cp -a failed:\n{}", describe(&out));
 }
 
 fn num(v: &Value, key: &str) -> u64 {

@@ -29,6 +29,8 @@
 
 mod support;
 
+use support::cp_a;
+
 use rusqlite::Connection;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -78,11 +80,6 @@ fn rv_ok(store: &Path, args: &[&str]) -> Output {
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
-}
-
-fn cp_a(from: &Path, to: &Path) {
-    let out = run(Command::new("cp").arg("-a").arg(from).arg(to));
-    assert!(out.status.success(), "cp -a failed:\n{}", describe(&out));
 }
 
 // ---------------------------------------------------------------------------

@@ -943,3 +943,12 @@ impl Vault {
         parse_json(&self.ok(args))
     }
 }
+
+/// `cp -a FROM TO` (a repository or a store copied with its modes), asserted.
+pub fn cp_a(from: &Path, to: &Path) {
+    let out = run_with_timeout(
+        Command::new("cp").arg("-a").arg(from).arg(to),
+        Duration::from_secs(600),
+    );
+    assert!(out.status.success(), "cp -a failed:\n{}", describe(&out));
+}
