@@ -129,6 +129,12 @@ pub enum Error {
         /// Its version.
         found: u32,
     },
+    /// The index file is not there.
+    #[error("index {path} is missing: rebuild it from the packs and snapshot files with `repovault repair-index`")]
+    Missing {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A value in the database is not what the schema allows.
     #[error("index {path} is damaged: {reason} (run `repovault verify`)")]
     Corrupt {
@@ -254,9 +260,8 @@ impl Index {
     /// Opens an existing index, migrating an older schema.
     pub fn open(path: &Path) -> Result<Self, Error> {
         if !path.is_file() {
-            return Err(Error::Corrupt {
+            return Err(Error::Missing {
                 path: path.to_owned(),
-                reason: "the file is missing (run `repovault repair-index`)".into(),
             });
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;

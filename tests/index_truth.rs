@@ -299,6 +299,67 @@ fn an_index_truncated_to_zero_bytes_loses_nothing() {
     assert_restores(&store, base.path(), "a", &recorded[1].0, &bare);
 }
 
+/// Item 1, the index file deleted: writers refuse with one fix
+/// (`repair-index`), delete nothing, and the rebuild brings every snapshot back.
+#[test]
+fn a_deleted_index_is_refused_with_one_fix_and_loses_nothing() {
+    let base = tempfile::tempdir().unwrap();
+    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
+    rv_ok(&store, &["init"]);
+    let a = repo(3);
+    let bare = base.path().join("a.git");
+    git(base.path(), &["init", "-q", "--bare", p(&bare)]);
+    publish(&a, &bare);
+    sync(&store, &cache, &bare, "a");
+    let recorded = snapshot_list(&store);
+    let packs = |s: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(s.join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = packs(&store);
+
+    for f in index_files(&store) {
+        let _ = std::fs::remove_file(f);
+    }
+    let (source, cache) = (p(&bare).to_owned(), p(&cache).to_owned());
+    for args in [
+        vec![
+            "sync",
+            source.as_str(),
+            "--name",
+            "a",
+            "--cache",
+            cache.as_str(),
+        ],
+        vec!["forget", "--keep-last", "1", "--prune"],
+    ] {
+        let out = rv(&store, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.contains("error:"))
+            .unwrap_or_else(|| panic!("{args:?}: {}", describe(&out)));
+        assert!(
+            line.contains("is missing") && line.contains("`repovault repair-index`"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("repovault verify"),
+            "one fix, not two: {line}"
+        );
+        assert_eq!(packs(&store), before, "{args:?} changed the packs");
+    }
+    rv_ok(&store, &["repair-index"]);
+    assert_eq!(snapshot_list(&store), recorded);
+    assert_eq!(verify(&store, true).0, 0);
+    assert_restores(&store, base.path(), "a", &recorded[0].0, &bare);
+}
+
 /// Item 1: prune refuses to delete anything while a snapshot file is one the
 /// index does not know (here: one it cannot read).
 #[test]
