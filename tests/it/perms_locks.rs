@@ -2,7 +2,7 @@
 //! store lock's wait and holder, exit codes and a closed stdout; every test
 //! runs the real binary (issue 12 items 9, 10, 12; issue 13 items 11, 12).
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;

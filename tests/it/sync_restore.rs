@@ -6,7 +6,7 @@
 //! the same refs with the same targets, the same HEAD, the same reachable
 //! objects), and a snapshot records exactly the source's refs.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::ffi::OsStr;

@@ -4,7 +4,7 @@
 //! The crash test re-executes this test binary: the `#[ignore]`d test
 //! `crash_child` is the child that writes until it is killed.
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use repovault::chunk::{ChunkId, ChunkerParams};
@@ -839,7 +839,7 @@ fn spawn_crash_child(
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
-        "crash_child",
+        "store::crash_child",
         "--nocapture",
         "--ignored",
         "--test-threads",

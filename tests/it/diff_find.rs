@@ -6,7 +6,7 @@
 //! force-pushed (its two commits replaced by one), `0.1.0` is deleted and a
 //! branch `newbranch` with two new commits is added; snapshot 2.
 
-mod support;
+use crate::support;
 
 use support::Vault;
 
@@ -26,7 +26,7 @@ impl Vault {
     }
 
     /// Syncs a bare repository as `name`; returns the new snapshot's id.
-    fn sync(&self, bare: &Path, name: &str) -> String {
+    fn sync_id(&self, bare: &Path, name: &str) -> String {
         let cache = self.cache.to_str().unwrap();
         let doc = self.json(&[
             "sync",
@@ -92,7 +92,7 @@ fn history() -> History {
     let bare = base.path().join("proj.git");
     r.bare_clone_to(&bare);
     let v = Vault::new();
-    let snap1 = v.sync(&bare, "proj");
+    let snap1 = v.sync_id(&bare, "proj");
     let old_tips = tips(&bare);
 
     // Force-push topic: its two commits replaced by one.
@@ -108,7 +108,7 @@ fn history() -> History {
     // Delete the tag.
     r.git(&["tag", "-d", "0.1.0"]);
     r.git(&["push", "-q", "--mirror", "--force", bare.to_str().unwrap()]);
-    let snap2 = v.sync(&bare, "proj");
+    let snap2 = v.sync_id(&bare, "proj");
     assert_ne!(snap1, snap2);
     let new_tips = tips(&bare);
     History {
@@ -235,7 +235,7 @@ fn find_names_the_snapshots_that_hold_a_ref_or_a_commit() {
         ],
     );
     git(&fork, &["tag", "0.1.0", &h.tag_target]);
-    let fork_snap = h.v.sync(&fork, "fork");
+    let fork_snap = h.v.sync_id(&fork, "fork");
 
     // The deleted tag: snapshot 1 (and the fork), with --repo snapshot 1 only.
     let f = h.v.json(&["find", "0.1.0", "--repo", "proj", "--json"]);
@@ -360,7 +360,7 @@ fn snapshots_latest_and_refs() {
     other.commit_file("x", "x\n", "x");
     let obare = h._base.path().join("other.git");
     other.bare_clone_to(&obare);
-    let other_snap = h.v.sync(&obare, "other");
+    let other_snap = h.v.sync_id(&obare, "other");
 
     let all = h.v.json(&["snapshots", "--json"]);
     let ids: Vec<&str> = all
@@ -470,7 +470,7 @@ fn a_closed_pipe_ends_output_quietly() {
     let mut child = up.spawn().unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
-    h.v.sync(&h.bare, "proj");
+    h.v.sync_id(&h.bare, "proj");
     let script = format!(
         "'{BIN}' --store '{}' snapshots --json --refs | head -c 10 >/dev/null; echo \"exit=${{PIPESTATUS[0]}}\" >&2",
         h.v.store.display()

@@ -15,7 +15,7 @@
 //! The benchmark `bench_200_repositories` is `#[ignore]`d; run it with
 //! `cargo test --release --test nightly -- --ignored --nocapture`.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};

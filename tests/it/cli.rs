@@ -4,7 +4,7 @@
 //! flag, shell completions, the man page, `sync --dry-run`, `stats --repo`
 //! and `verify --repo`.
 
-mod support;
+use crate::support;
 
 use support::{tempdir, Vault};
 
@@ -34,7 +34,7 @@ fn stdout(out: &Output) -> String {
 }
 
 impl Vault {
-    fn sync(&self, source: &Path, name: &str) -> Value {
+    fn sync_named(&self, source: &Path, name: &str) -> Value {
         let cache = self.cache.to_str().unwrap().to_owned();
         self.json(&[
             "sync",
@@ -105,9 +105,9 @@ fn assert_rfc3339(v: &Value, what: &str) {
 fn json_times_are_rfc3339_utc_strings() {
     let v = Vault::new();
     let r = small_repo("times");
-    v.sync(&r.path, "times");
+    v.sync_named(&r.path, "times");
     // A second, unchanged sync sets last_checked and checked_at again.
-    v.sync(&r.path, "times");
+    v.sync_named(&r.path, "times");
 
     let repos = v.json(&["repos", "--json"]);
     let repo = &repos.as_array().expect("repos is an array")[0];
@@ -432,7 +432,7 @@ fn man_page_is_generated_from_the_command_line_definition() {
 fn sync_dry_run_lists_the_changes_and_writes_nothing() {
     let v = Vault::new();
     let r = small_repo("dry");
-    v.sync(&r.path, "dry");
+    v.sync_named(&r.path, "dry");
     let old_main = r.rev_parse("main");
     let old_tag = r.rev_parse("refs/tags/v0.1");
     let new_main = r.commit_file("NEW", "new\n", "third");
@@ -604,8 +604,8 @@ fn stats_repo_reports_what_a_fork_holds_alone_and_shares() {
             "fork commit",
         );
     }
-    v.sync(&base.path, "base");
-    v.sync(&fork.path, "fork");
+    v.sync_named(&base.path, "base");
+    v.sync_named(&fork.path, "fork");
 
     let total = v.json(&["stats", "--json"]);
     let f = v.json(&["stats", "--repo", "fork", "--json"]);
@@ -654,9 +654,9 @@ fn verify_repo_checks_only_that_repository() {
             "b",
         );
     }
-    v.sync(&alpha.path, "alpha");
+    v.sync_named(&alpha.path, "alpha");
     let alpha_packs = pack_files(&v.store);
-    v.sync(&beta.path, "beta");
+    v.sync_named(&beta.path, "beta");
     let beta_packs: Vec<PathBuf> = pack_files(&v.store)
         .difference(&alpha_packs)
         .cloned()

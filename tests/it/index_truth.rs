@@ -9,7 +9,7 @@
 //!   next writer, and repair-index names it when it cannot recover it;
 //! * repair-index salvages a pack with one flipped byte chunk by chunk.
 
-mod support;
+use crate::support;
 
 use support::cp_a;
 

@@ -27,7 +27,7 @@
 //! they are expected to fail (fast) and in the lost-index test.
 //!
 
-mod support;
+use crate::support;
 
 use support::cp_a;
 

@@ -17,7 +17,7 @@
 //! 6. A 30-snapshot store with rewritten history: bytes before and after
 //!    `forget --keep-last 3 --prune`, and how long that took (printed).
 
-mod support;
+use crate::support;
 
 use support::cp_a;
 

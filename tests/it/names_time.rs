@@ -4,7 +4,7 @@
 //! stores named before that keep their names), and failed first syncs that
 //! leave no repository behind (`repos --remove`, `--repo PATH-OR-URL`).
 
-mod support;
+use crate::support;
 
 use support::{tempdir, Vault};
 
@@ -26,7 +26,7 @@ impl Vault {
     }
 
     /// Syncs one source successfully; returns its report.
-    fn sync(&self, args: &[&str]) -> Value {
+    fn sync_args(&self, args: &[&str]) -> Value {
         let out = self.sync_raw(args);
         assert!(out.status.success(), "sync {args:?}:\n{}", describe(&out));
         let doc = parse_json(&out);
@@ -117,14 +117,14 @@ fn at_with_the_time_snapshots_prints_restores_that_snapshot() {
     let w = repo_at(&bare, "before");
     let v = Vault::new();
     let src = bare.to_str().unwrap();
-    let first = v.sync(&[src]);
+    let first = v.sync_args(&[src]);
     let before_refs = refs_of(&bare);
     // A force-push: main rewritten, the tag moved; synced right away.
     w.git(&["reset", "-q", "--hard", "HEAD~1"]);
     w.commit_file("src.txt", "rewritten\n", "rewritten second");
     w.git(&["tag", "-f", "before-tag", "HEAD"]);
     publish(&w, &bare);
-    let second = v.sync(&[src]);
+    let second = v.sync_args(&[src]);
     assert_eq!(second["status"], "changed", "{second:#}");
     let after_refs = refs_of(&bare);
     assert_ne!(before_refs, after_refs);
@@ -255,7 +255,7 @@ fn forget_without_a_rule_is_refused_and_ids_remove_exactly_those() {
             w.commit_file("n.txt", format!("{i}\n"), &format!("commit {i}"));
             publish(&w, &bare);
         }
-        v.sync(&[src]);
+        v.sync_args(&[src]);
         states.push(refs_of(&bare));
     }
     let ids = v.snapshot_ids();
@@ -338,8 +338,8 @@ fn two_servers_with_the_same_path_are_two_repositories() {
     let (u1, u2) = (d1.url("rg.git"), d2.url("rg.git"));
     let v = Vault::new();
 
-    let r1 = v.sync(&[&u1]);
-    let r2 = v.sync(&[&u2]);
+    let r1 = v.sync_args(&[&u1]);
+    let r2 = v.sync_args(&[&u2]);
     let n1 = format!("127.0.0.1:{}/rg", d1.port);
     let n2 = format!("127.0.0.1:{}/rg", d2.port);
     assert_eq!(r1["name"], n1.as_str(), "{r1:#}");
@@ -354,8 +354,8 @@ fn two_servers_with_the_same_path_are_two_repositories() {
     want.sort();
     assert_eq!(names, want);
     // Again: both unchanged, neither replaced by the other.
-    assert_eq!(v.sync(&[&u1])["status"], "unchanged");
-    assert_eq!(v.sync(&[&u2])["status"], "unchanged");
+    assert_eq!(v.sync_args(&[&u1])["status"], "unchanged");
+    assert_eq!(v.sync_args(&[&u2])["status"], "unchanged");
     assert_eq!(v.snapshot_ids().len(), 2);
 
     // Each restores to its own server's refs (named, or by the URL it was synced from).
@@ -389,7 +389,7 @@ fn a_store_named_before_ports_were_in_names_keeps_its_names() {
 
     // The store as repovault named it before: the git:// repository as
     // `127.0.0.1/rg` (its URL recorded with the port), the local one by its path.
-    let old = v.sync(&[&url, "--name", "127.0.0.1/rg"]);
+    let old = v.sync_args(&[&url, "--name", "127.0.0.1/rg"]);
     assert_eq!(old["name"], "127.0.0.1/rg");
     let local_name = local
         .canonicalize()
@@ -400,21 +400,21 @@ fn a_store_named_before_ports_were_in_names_keeps_its_names() {
         .trim_end_matches(".git")
         .to_owned();
     assert_eq!(
-        v.sync(&[local.to_str().unwrap()])["name"],
+        v.sync_args(&[local.to_str().unwrap()])["name"],
         local_name.as_str()
     );
 
     // Synced again by URL alone: found under the old name, nothing new.
-    let again = v.sync(&[&url]);
+    let again = v.sync_args(&[&url]);
     assert_eq!(again["name"], "127.0.0.1/rg", "{again:#}");
     assert_eq!(again["status"], "unchanged", "{again:#}");
     w.commit_file("later.txt", "later\n", "later");
     publish(&w, &bare);
-    let changed = v.sync(&[&url]);
+    let changed = v.sync_args(&[&url]);
     assert_eq!(changed["name"], "127.0.0.1/rg", "{changed:#}");
     assert_eq!(changed["status"], "changed", "{changed:#}");
     // The local path keeps its name (no port, nothing changes).
-    let l = v.sync(&[local.to_str().unwrap()]);
+    let l = v.sync_args(&[local.to_str().unwrap()]);
     assert_eq!(
         (l["name"].as_str(), l["status"].as_str()),
         (Some(local_name.as_str()), Some("unchanged"))
@@ -465,7 +465,7 @@ fn a_store_named_before_ports_were_in_names_keeps_its_names() {
     let b2 = tempdir("repovault-h5-s2-");
     let _w2 = repo_at(&b2.path().join("rg.git"), "other");
     let d2 = GitDaemon::start(b2.path());
-    let other = v.sync(&[&d2.url("rg.git")]);
+    let other = v.sync_args(&[&d2.url("rg.git")]);
     assert_eq!(other["name"], format!("127.0.0.1:{}/rg", d2.port).as_str());
     assert_eq!(other["status"], "new");
     // A URL whose new name is the old name but is another repository (the
@@ -491,7 +491,7 @@ fn a_failed_first_sync_leaves_no_repository() {
     let _w = repo_at(&bare, "widget");
     let d = GitDaemon::start(base.path());
     let v = Vault::new();
-    let good = v.sync(&[&d.url("team/widget.git")]);
+    let good = v.sync_args(&[&d.url("team/widget.git")]);
     let name = good["name"].as_str().unwrap().to_owned();
 
     // A typo'd URL, twice: fails, and leaves no repository.
@@ -531,7 +531,7 @@ fn a_failed_first_sync_leaves_no_repository() {
     );
     let link = base.path().join("link-to-team");
     std::os::unix::fs::symlink(base.path().join("team"), &link).unwrap();
-    let lname = v.sync(&[link.join("widget.git").to_str().unwrap()])["name"]
+    let lname = v.sync_args(&[link.join("widget.git").to_str().unwrap()])["name"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -565,11 +565,11 @@ fn repos_remove_drops_a_repository_without_snapshots_only() {
     let _g = repo_at(&other, "gadget");
     let d = GitDaemon::start(base.path());
     let v = Vault::new();
-    let name = v.sync(&[&d.url("team/widget.git")])["name"]
+    let name = v.sync_args(&[&d.url("team/widget.git")])["name"]
         .as_str()
         .unwrap()
         .to_owned();
-    let gadget = v.sync(&[&d.url("team/gadget.git")])["name"]
+    let gadget = v.sync_args(&[&d.url("team/gadget.git")])["name"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -6,7 +6,7 @@
 //! Every test runs the real binary against real git repositories; the
 //! terminal tests run it inside a private tmux server.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::io::Write;

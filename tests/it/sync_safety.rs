@@ -6,7 +6,7 @@
 //! every other ref is backed up; and kill -9 at random points of a sync over
 //! http never stops the next sync.
 
-mod support;
+use crate::support;
 
 use support::{tempdir, Vault};
 
@@ -27,7 +27,7 @@ impl Vault {
     }
 
     /// One sync; returns the output and the repository's report.
-    fn sync(&self, source: &str, name: &str) -> (Output, Value) {
+    fn sync_out(&self, source: &str, name: &str) -> (Output, Value) {
         let out = support::run_with_timeout(&mut self.sync_cmd(source, name), RUN_TIMEOUT);
         let doc = parse_json(&out);
         let report = doc["repos"][0].clone();
@@ -36,7 +36,7 @@ impl Vault {
 
     /// One sync that must succeed (exit 0, not failed).
     fn sync_ok(&self, source: &str, name: &str) -> Value {
-        let (out, report) = self.sync(source, name);
+        let (out, report) = self.sync_out(source, name);
         assert!(
             out.status.success() && report["status"] != "failed",
             "sync of {source} failed:\n{}",
@@ -467,7 +467,7 @@ fn refs_that_cannot_be_mirrored_are_skipped_and_recorded() {
 
     for (source, name) in [(url.as_str(), "odd-http"), (path_str(&bare), "odd-local")] {
         let v = Vault::new();
-        let (out, report) = v.sync(source, name);
+        let (out, report) = v.sync_out(source, name);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -525,7 +525,7 @@ fn refs_that_cannot_be_mirrored_are_skipped_and_recorded() {
         assert_eq!(on_disk["skipped"], snap["skipped"]);
 
         // Nothing changed: unchanged, still partial.
-        let (out, again) = v.sync(source, name);
+        let (out, again) = v.sync_out(source, name);
         assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
         assert_eq!(again["status"], "unchanged", "{again:#}");
         assert_eq!(again["skipped_refs"], report["skipped_refs"]);
@@ -580,7 +580,7 @@ fn index_of_schema_3_is_migrated() {
         .unwrap();
     writeln!(packed, "{head} refs/heads/with space").unwrap();
     drop(packed);
-    let (out, report) = v.sync(path_str(&bare), "m");
+    let (out, report) = v.sync_out(path_str(&bare), "m");
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert_eq!(report["status"], "changed", "{report:#}");
     let snaps = v.snapshots("m");

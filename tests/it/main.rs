@@ -1,0 +1,20 @@
+//! The integration tests: one binary (as ripgrep does), one module per area,
+//! and one `support` module shared by all of them. Every test drives the real
+//! `repovault` binary or library against real git repositories, real SQLite and
+//! real git servers on 127.0.0.1.
+
+mod support;
+
+mod cli;
+mod diff_find;
+mod discover;
+mod index_truth;
+mod names_time;
+mod nightly;
+mod output;
+mod perms_locks;
+mod retention;
+mod store;
+mod sync_restore;
+mod sync_safety;
+mod verify;
