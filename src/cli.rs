@@ -11,24 +11,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Exit codes (also documented in README.md).
+/// Exit codes: the README's table, as [`repovault::error::Failure::exit_code`] has it.
 pub mod exit {
+    use repovault::error::Failure;
     /// Everything succeeded.
-    pub const OK: u8 = 0;
+    pub const OK: u8 = repovault::error::EXIT_OK;
     /// An error: nothing (or not everything) could run.
-    pub const ERROR: u8 = 1;
+    pub const ERROR: u8 = Failure::Failed.exit_code();
     /// Some repositories failed, the others were backed up.
-    pub const PARTIAL: u8 = 3;
-    /// The store does not exist or is not a store.
-    pub const NO_STORE: u8 = 10;
-    /// The store is locked by another writer.
-    pub const LOCKED: u8 = 11;
+    pub const PARTIAL: u8 = Failure::Partial.exit_code();
     /// Verification found damage.
-    pub const DAMAGED: u8 = 12;
+    pub const DAMAGED: u8 = Failure::Damaged.exit_code();
     /// Interrupted (Ctrl-C).
-    pub const INTERRUPTED: u8 = 130;
+    pub const INTERRUPTED: u8 = Failure::Interrupted.exit_code();
     /// A bad command line: an unknown option, a missing or malformed value.
-    pub const USAGE: u8 = 2;
+    pub const USAGE: u8 = Failure::Usage.exit_code();
 }
 
 /// Results go to stdout through here. A closed stdout (`repovault snapshots |
@@ -586,23 +583,18 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            if interrupt.load(Ordering::SeqCst) {
+            let code = exit_code_of(&err, interrupt.load(Ordering::SeqCst));
+            if code == exit::OK {
+                return ExitCode::from(code);
+            }
+            let line = if code == exit::INTERRUPTED {
                 eprintln!("repovault: interrupted");
-                if json {
-                    print_json_error("interrupted", exit::INTERRUPTED);
-                }
-                return ExitCode::from(exit::INTERRUPTED);
-            }
-            for cause in err.chain() {
-                if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        return ExitCode::from(exit::OK);
-                    }
-                }
-            }
-            let line = error_line(&err);
-            let code = exit_code_of(&err);
-            eprintln!("repovault: error: {line}");
+                "interrupted".to_owned()
+            } else {
+                let line = error_line(&err);
+                eprintln!("repovault: error: {line}");
+                line
+            };
             if json {
                 print_json_error(&line, code);
             }
@@ -695,29 +687,33 @@ fn one_line(s: &str) -> String {
         .join("; ")
 }
 
-fn exit_code_of(err: &anyhow::Error) -> u8 {
+/// The one place an error becomes an exit code: a run Ctrl-C stopped is
+/// interrupted whatever failed on the way out; a closed stdout is no error
+/// (the output stopped quietly); a code decided where the error happened (a
+/// bad value on the command line) stands; otherwise the first of the
+/// library's errors in the chain says what it means
+/// ([`repovault::error::Classify`]), and anything else is an error (1).
+fn exit_code_of(err: &anyhow::Error, interrupted: bool) -> u8 {
+    use repovault::error::Failure;
+    if interrupted {
+        return Failure::Interrupted.exit_code();
+    }
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return exit::OK;
+            }
+        }
+    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<ExitWith>() {
             return e.code;
         }
-        if let Some(e) = cause.downcast_ref::<store::Error>() {
-            return match e {
-                store::Error::NotFound { .. }
-                | store::Error::NotAStore { .. }
-                | store::Error::NotADirectory { .. }
-                | store::Error::BadConfig { .. }
-                | store::Error::NewerFormat { .. } => exit::NO_STORE,
-                store::Error::Lock(repovault::lock::Error::Locked { .. }) => exit::LOCKED,
-                _ => exit::ERROR,
-            };
-        }
-        if let Some(repovault::lock::Error::Locked { .. }) =
-            cause.downcast_ref::<repovault::lock::Error>()
-        {
-            return exit::LOCKED;
+        if let Some(e) = repovault::error::classified(cause) {
+            return e.failure().exit_code();
         }
     }
-    exit::ERROR
+    Failure::Failed.exit_code()
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -1828,7 +1824,9 @@ fn run_jobs(
                                 );
                             }
                             let msg = one_line(&format!("{e}"));
-                            let again = retry && attempt == 1;
+                            let again = retry
+                                && attempt == 1
+                                && repovault::error::Classify::is_retryable(&e);
                             if again {
                                 tracing::warn!(repo = %src.name, "{msg}; retrying once");
                                 continue;

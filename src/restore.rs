@@ -53,6 +53,9 @@ pub enum Error {
     /// The index failed.
     #[error(transparent)]
     Index(#[from] index::Error),
+    /// Interrupted (Ctrl-C) before the repository was complete.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// Which snapshot to restore.
@@ -493,7 +496,7 @@ pub fn restore_with_progress(
         let (mut done, mut bytes) = (0u64, 0u64);
         for slice in nodes.chunks(1024) {
             if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(Error::Write("interrupted".into()));
+                return Err(Error::Interrupted);
             }
             let encoded: Result<Vec<Encoded>, String> =
                 slice.par_iter().map(|n| build(n, &written)).collect();

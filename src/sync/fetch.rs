@@ -44,6 +44,129 @@ pub struct Auth {
     pub bearer: bool,
 }
 
+/// Why a fetch (or a listing of a remote's refs) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The remote, or the way to it, failed as gix reports it.
+    #[error("{detail}")]
+    Remote {
+        /// gix's error and its causes as one line ([`describe`]).
+        detail: String,
+        /// What kind of failure it was, read from gix's typed error.
+        transport: Transport,
+    },
+    /// The in-memory configuration of the mirror refused the auth header.
+    #[error("cannot set the auth header: {0}")]
+    AuthHeader(String),
+    /// The server sent a ref that cannot be mirrored although it was not asked for.
+    #[error("the server sent ref {name} although it was not asked for ({reason}): it cannot be left out")]
+    UnaskedRef {
+        /// The ref, as shown.
+        name: String,
+        /// Why it cannot be mirrored.
+        reason: String,
+    },
+    /// A ref shares every prefix with a ref that cannot be mirrored.
+    #[error("ref {name} cannot be fetched without refs that cannot be mirrored ({skipped}): rename one of them in the source")]
+    Inseparable {
+        /// The ref that cannot be asked for alone.
+        name: String,
+        /// The refs that cannot be mirrored, comma-separated.
+        skipped: String,
+    },
+    /// A ref prefix cannot be written as a refspec.
+    #[error("cannot ask for refs starting with {prefix}")]
+    BadPrefix {
+        /// The prefix.
+        prefix: String,
+    },
+    /// A redirect of the remote is not followed.
+    #[error("{url} redirects to {to}{why}")]
+    Redirect {
+        /// The remote.
+        url: String,
+        /// Where it redirects to (no user info or query).
+        to: String,
+        /// Why it is not followed, and the fix.
+        why: String,
+    },
+}
+
+/// What kind of transport failure a gix error is: decided from its types
+/// (gix's error classes, the HTTP status of reqwest's error, I/O error
+/// kinds), never from its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Worth trying again: the connection was refused, reset or aborted, timed
+    /// out, or the server answered 5xx or 429.
+    Transient,
+    /// The server rejected the credentials (HTTP 401 or 403).
+    Rejected,
+    /// gix refused to follow a redirect (it follows none once the token is a
+    /// configured header).
+    RedirectRefused,
+    /// Anything else: a protocol error, a missing repository, a local failure.
+    Other,
+}
+
+impl Transport {
+    /// Reads what kind of failure `e` is from its types.
+    pub fn of(e: &gix::Error) -> Transport {
+        use gix::protocol::transport::client::AuthenticationRequired;
+        use std::io::ErrorKind as K;
+        let http = e.downcast_any_ref::<reqwest::Error>();
+        let status = http.and_then(reqwest::Error::status);
+        if e.downcast_any_ref::<AuthenticationRequired>().is_some()
+            || status.is_some_and(|s| {
+                s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN
+            })
+        {
+            return Transport::Rejected;
+        }
+        if http.is_some_and(reqwest::Error::is_redirect) {
+            return Transport::RedirectRefused;
+        }
+        if status.is_some_and(|s| {
+            s.is_server_error() && s != reqwest::StatusCode::NOT_IMPLEMENTED
+                || s == reqwest::StatusCode::TOO_MANY_REQUESTS
+        }) || http.is_some_and(|h| h.is_timeout() || h.is_connect())
+        {
+            return Transport::Transient;
+        }
+        let io_transient = e.iter_errors().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    K::ConnectionRefused
+                        | K::ConnectionReset
+                        | K::ConnectionAborted
+                        | K::TimedOut
+                        | K::UnexpectedEof
+                        | K::BrokenPipe
+                )
+            })
+        });
+        if io_transient || e.is_retryable() {
+            Transport::Transient
+        } else {
+            Transport::Other
+        }
+    }
+}
+
+impl FetchError {
+    /// Whether trying again may succeed (a transient transport failure).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Remote {
+                transport: Transport::Transient,
+                ..
+            }
+        )
+    }
+}
+
 /// Opens the mirror at `dir`, creating an empty bare repository if needed.
 pub fn open_mirror(dir: &Path) -> Result<gix::Repository, Error> {
     let r = if dir.join("HEAD").is_file() {
@@ -81,12 +204,16 @@ fn redirected<T>(
     url: &str,
     auth: Option<&Auth>,
 ) -> Result<Option<String>, Error> {
-    let (Err(Error::Fetch { reason }), Some(a)) = (result, auth) else {
+    let (
+        Err(Error::Fetch(FetchError::Remote {
+            transport: Transport::RedirectRefused,
+            ..
+        })),
+        Some(a),
+    ) = (result, auth)
+    else {
         return Ok(None);
     };
-    if !reason.contains("refusing to follow redirect") {
-        return Ok(None);
-    }
     let resolved = super::redirect::resolve(url, &authorization(a))?;
     Ok((resolved != url).then_some(resolved))
 }
@@ -96,13 +223,10 @@ fn with_auth(mut repo: gix::Repository, auth: Option<&Auth>) -> Result<gix::Repo
         let header = format!("Authorization: {}", authorization(a));
         let mut cfg = repo.config_snapshot_mut();
         cfg.set_value(&gix::config::tree::Http::EXTRA_HEADER, header.as_str())
-            .map_err(|e| Error::Fetch {
-                reason: format!("cannot set the auth header: {e}"),
-            })?;
+            .map_err(|e| Error::Fetch(FetchError::AuthHeader(e.to_string())))?;
         // Only the in-memory configuration changes; the mirror's config file is untouched.
-        cfg.commit().map_err(|e| Error::Fetch {
-            reason: format!("cannot set the auth header: {e}"),
-        })?;
+        cfg.commit()
+            .map_err(|e| Error::Fetch(FetchError::AuthHeader(e.to_string())))?;
     }
     Ok(repo)
 }
@@ -168,8 +292,11 @@ fn ref_map_options() -> gix::remote::ref_map::Options {
 }
 
 fn remote<'r>(repo: &'r gix::Repository, url: &str) -> Result<gix::Remote<'r>, Error> {
-    let fetch_err = |e: gix::Error| Error::Fetch {
-        reason: format!("{e:#}"),
+    let fetch_err = |e: gix::Error| {
+        Error::Fetch(FetchError::Remote {
+            detail: format!("{e:#}"),
+            transport: Transport::Other,
+        })
     };
     repo.remote_at(url)
         .map_err(fetch_err)?
@@ -319,13 +446,10 @@ fn fetch_at(
     let (refs, still_bad) =
         super::refs::partition(refs_from_remote(&prepare.ref_map().remote_refs));
     if let Some(bad) = still_bad.first() {
-        return Err(Error::Fetch {
-            reason: format!(
-                "the server sent ref {} although it was not asked for ({}): it cannot be left out",
-                bad.display_name(),
-                bad.reason
-            ),
-        });
+        return Err(Error::Fetch(FetchError::UnaskedRef {
+            name: bad.display_name(),
+            reason: bad.reason.to_string(),
+        }));
     }
     let has_objects = refs.iter().any(|r| r.target.is_some());
     let (mut objects_received, mut bytes_received) = (0, 0);
@@ -386,26 +510,24 @@ fn prepare_excluding<'a, 'r>(
 > {
     let good_names: Vec<&[u8]> = good.iter().map(|n| &n[..]).collect();
     let bad_names: Vec<&[u8]> = skipped.iter().map(|s| &s.name[..]).collect();
-    let cover = super::refs::prefix_cover(&good_names, &bad_names).map_err(|g| Error::Fetch {
-        reason: format!(
-            "ref {} cannot be fetched without refs that cannot be mirrored ({}): rename one of them in the source",
-            String::from_utf8_lossy(&g),
-            skipped
+    let cover = super::refs::prefix_cover(&good_names, &bad_names).map_err(|g| {
+        Error::Fetch(FetchError::Inseparable {
+            name: String::from_utf8_lossy(&g).into_owned(),
+            skipped: skipped
                 .iter()
                 .map(|s| s.display_name())
                 .collect::<Vec<_>>()
-                .join(", ")
-        ),
+                .join(", "),
+        })
     })?;
     let mut extra: Vec<gix::refspec::RefSpec> = Vec::with_capacity(cover.len() + 1);
     for p in &cover {
         let spec = super::refs::glob_spec(p)
             .or_else(|| super::refs::exact_spec(p))
-            .ok_or_else(|| Error::Fetch {
-                reason: format!(
-                    "cannot ask for refs starting with {}",
-                    String::from_utf8_lossy(p)
-                ),
+            .ok_or_else(|| {
+                Error::Fetch(FetchError::BadPrefix {
+                    prefix: String::from_utf8_lossy(p).into_owned(),
+                })
             })?;
         extra.push(spec);
     }
@@ -533,21 +655,20 @@ fn classify_receive(e: gix::Error, url: &str, mirror: &Path) -> Error {
     }
 }
 
-/// Turns a gix error into ours, telling auth failures apart.
+/// Turns a gix error into ours: rejected credentials are [`Error::Auth`],
+/// anything else [`Error::Fetch`] with its [`Transport`] kind, both read
+/// from the error's types ([`Transport::of`]).
 fn classify(e: gix::Error, url: &str) -> Error {
     let msg = describe(&e);
-    let lower = msg.to_lowercase();
-    if lower.contains("401")
-        || lower.contains("403")
-        || lower.contains("unauthenticated")
-        || lower.contains("credentials")
-    {
-        Error::Auth {
+    match Transport::of(&e) {
+        Transport::Rejected => Error::Auth {
             url: url.to_owned(),
             reason: first_line(&msg),
-        }
-    } else {
-        Error::Fetch { reason: msg }
+        },
+        transport => Error::Fetch(FetchError::Remote {
+            detail: msg,
+            transport,
+        }),
     }
 }
 

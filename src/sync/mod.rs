@@ -46,11 +46,8 @@ pub enum Error {
         reason: String,
     },
     /// Fetching failed.
-    #[error("fetch failed: {reason}")]
-    Fetch {
-        /// What failed.
-        reason: String,
-    },
+    #[error("fetch failed: {0}")]
+    Fetch(#[from] fetch::FetchError),
     /// The remote rejected the credentials.
     #[error("{url}: authentication failed ({reason}): check the token (--token-env) and its permissions")]
     Auth {

@@ -9,6 +9,7 @@
 //! is refused: the token is only sent to the host the source names. Any other
 //! answer (or no answer) ends the probe, and gix reports what is wrong.
 
+use super::fetch::FetchError;
 use super::Error;
 use reqwest::header::{HeaderValue, AUTHORIZATION, LOCATION};
 use std::time::Duration;
@@ -71,25 +72,30 @@ pub(super) fn resolve(url: &str, authorization: &str) -> Result<String, Error> {
             else {
                 break;
             };
-            let next = probe_url.join(location).map_err(|e| Error::Fetch {
-                reason: format!("{url} redirects to an unusable location: {e}"),
-            })?;
+            let redirect = |to: String, why: String| {
+                Error::Fetch(FetchError::Redirect {
+                    url: url.to_owned(),
+                    to,
+                    why,
+                })
+            };
+            let next = probe_url
+                .join(location)
+                .map_err(|e| redirect("an unusable location".into(), format!(": {e}")))?;
             if !same_host(&probe_url, &next) {
-                return Err(Error::Fetch {
-                    reason: format!(
-                        "{url} redirects to {}, another host: not followed, the token is only sent to {}; if the repository moved, update its URL",
-                        shown(&next),
+                return Err(redirect(
+                    shown(&next),
+                    format!(
+                        ", another host: not followed, the token is only sent to {}; if the repository moved, update its URL",
                         authority(&probe_url)
                     ),
-                });
+                ));
             }
             let Some(new_base) = next.as_str().strip_suffix(SUFFIX) else {
-                return Err(Error::Fetch {
-                    reason: format!(
-                        "{url} redirects to {}, which is not the same git request: not followed",
-                        shown(&next)
-                    ),
-                });
+                return Err(redirect(
+                    shown(&next),
+                    ", which is not the same git request: not followed".into(),
+                ));
             };
             tracing::info!(from = %base, to = %new_base, "following a same-host redirect");
             base = new_base.trim_end_matches('/').to_owned();
