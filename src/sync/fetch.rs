@@ -116,7 +116,12 @@ impl Transport {
         use std::io::ErrorKind as K;
         let http = e.downcast_any_ref::<reqwest::Error>();
         let status = http.and_then(reqwest::Error::status);
-        if e.downcast_any_ref::<AuthenticationRequired>().is_some()
+        // A 401 during the handshake: gix asks for credentials (repovault has
+        // none to give beyond the configured header) and reports the refusal
+        // as its `Unauthenticated` class; a 401 later keeps the transport's
+        // `AuthenticationRequired`; a 403 is reqwest's status.
+        if e.is_unauthenticated()
+            || e.downcast_any_ref::<AuthenticationRequired>().is_some()
             || status.is_some_and(|s| {
                 s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN
             })
@@ -345,10 +350,27 @@ fn list_remote_at(
             let (refs, skipped) = super::refs::partition(refs_from_remote(&ref_map.remote_refs));
             Ok(Listing { refs, skipped })
         }
-        Err(e) => match tolerant_listing(&repo, &remote, at) {
-            Some(listing) => Ok(listing),
-            None => Err(classify(e, url)),
+        Err(e) => match may_be_refs(classify(e, url)) {
+            Ok(e) => match tolerant_listing(&repo, &remote, at) {
+                Some(listing) => Ok(listing),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
         },
+    }
+}
+
+/// `Ok(e)` when the failure `e` may be gix refusing a listing with refs that
+/// cannot be mirrored (worth reading it line by line); `Err(e)` when it is
+/// the credentials, the connection or a redirect, which another request
+/// would only repeat.
+fn may_be_refs(e: Error) -> Result<Error, Error> {
+    match e {
+        Error::Fetch(FetchError::Remote {
+            transport: Transport::Other,
+            ..
+        }) => Ok(e),
+        e => Err(e),
     }
 }
 
@@ -429,16 +451,19 @@ fn fetch_at(
                 (prepare_excluding(&remote, url, &good, &skipped)?, skipped)
             }
         }
-        Err(e) => match tolerant_listing(&repo, &remote, at) {
-            Some(listing) => {
-                let good: Vec<Vec<u8>> = listing.refs.iter().map(|r| r.name.clone()).collect();
-                (
-                    prepare_excluding(&remote, url, &good, &listing.skipped)?,
-                    listing.skipped,
-                )
+        Err(e) => {
+            let e = may_be_refs(classify(e, url))?;
+            match tolerant_listing(&repo, &remote, at) {
+                Some(listing) => {
+                    let good: Vec<Vec<u8>> = listing.refs.iter().map(|r| r.name.clone()).collect();
+                    (
+                        prepare_excluding(&remote, url, &good, &listing.skipped)?,
+                        listing.skipped,
+                    )
+                }
+                None => return Err(e),
             }
-            None => return Err(classify(e, url)),
-        },
+        }
     };
     for s in &skipped {
         tracing::warn!(reference = %s.display_name(), "not backed up: {}", s.reason);

@@ -8,6 +8,8 @@ mod support;
 mod cli;
 mod diff_find;
 mod discover;
+mod exit_codes;
+mod fetch_failures;
 mod index_truth;
 mod names_time;
 mod nightly;
