@@ -11,9 +11,11 @@
 pub mod fetch;
 pub mod ingest;
 pub mod mirror;
+pub mod nightly;
 pub mod plan;
 mod redirect;
 pub mod refs;
+pub mod run;
 
 pub use fetch::{Auth, Secret};
 
