@@ -9,6 +9,7 @@ mod cli;
 mod diff_find;
 mod discover;
 mod index_truth;
+mod mirror_cache;
 mod names_time;
 mod nightly;
 mod output;
