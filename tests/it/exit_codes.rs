@@ -198,7 +198,7 @@ fn every_exit_code_of_the_readme() {
     // A store whose write lock another process holds. forget, prune and
     // repair-index wait 60 s for it, so those rows run side by side.
     let held = Held::lock(&good.store);
-    let on_locked = vec![
+    let on_locked = [
         row(
             "sync",
             11,

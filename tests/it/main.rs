@@ -11,6 +11,7 @@ mod discover;
 mod exit_codes;
 mod fetch_failures;
 mod index_truth;
+mod mirror_cache;
 mod names_time;
 mod nightly;
 mod output;
