@@ -1,7 +1,7 @@
 //! A run of many syncs: the sources of one `sync` command (or of a config's
 //! nightly run, see [`super::nightly`]) synced on a few threads under one
-//! store writer, each failure worth retrying retried once when asked, and the run's typed
-//! summary ([`SyncSummary`]); also `sync --dry-run` ([`plan_all`], [`DryRun`]).
+//! store writer, each failure worth retrying retried once when asked, and
+//! the run's typed summary ([`SyncSummary`]); also `sync --dry-run` ([`plan_all`], [`DryRun`]).
 //!
 //! Nothing here prints: failures are logged with `tracing` (unless the
 //! caller shows a summary naming them) and everything else is in the returned
@@ -111,8 +111,9 @@ pub fn failed_report(src: &Source, millis: u64, msg: String) -> RepoReport {
 }
 
 /// Syncs `sources` on `run.jobs` threads; a failed repository is retried once
-/// when `run.retry` and the failure is worth retrying. Reports come back in the order of `sources`; sources not
-/// started because of an interrupt have none.
+/// when `run.retry` and the failure is worth retrying. Reports come back in
+/// the order of `sources`; sources not started because of an interrupt have
+/// none.
 pub fn run_jobs(
     store: &Store,
     writer: &Mutex<Writer<'_>>,
