@@ -15,7 +15,7 @@ pub mod plan;
 mod redirect;
 pub mod refs;
 
-pub use fetch::{Auth, Secret};
+pub use crate::secret::{Auth, Secret};
 
 use crate::index;
 use crate::snapshot::{RefEntry, SkippedRef, Snapshot};
