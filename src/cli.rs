@@ -2247,7 +2247,7 @@ fn discover_all(resolved: &[repovault::config::Resolved]) -> Vec<SourceListing> 
                     Err(e) => {
                         out.push(SourceListing {
                             label,
-                            result: Err(e),
+                            result: Err(e.to_string()),
                             known: None,
                         });
                         continue;
