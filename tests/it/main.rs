@@ -10,6 +10,7 @@ mod config_file;
 mod diff_find;
 mod discover;
 mod index_truth;
+mod mirror_cache;
 mod names_time;
 mod nightly;
 mod output;
