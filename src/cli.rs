@@ -1129,10 +1129,12 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
         Ok(r) => r,
         Err(verify::Error::Index(e)) => {
             // SQLite failing while reading the index is damage to report as well.
-            let report = index_damage(
-                opts,
-                format!("{e}; run `repovault repair-index` to rebuild it from the packs"),
-            );
+            let detail = if e.is_damage() {
+                e.to_string()
+            } else {
+                format!("{e}; run `repovault repair-index` to rebuild it from the packs")
+            };
+            let report = index_damage(opts, detail);
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
@@ -1685,7 +1687,7 @@ fn cmd_repos(store: &Option<PathBuf>, a: ReposArgs) -> Result<u8> {
         writeln!(
             out,
             "{:<10}  {:<20}  {:>9}  {}",
-            r.last_status.as_deref().unwrap_or("-"),
+            r.last_status.map_or("-", |s| s.as_str()),
             when,
             r.snapshots,
             r.name
@@ -2384,7 +2386,12 @@ fn known_from_earlier_runs(
     let mut refused = Vec::new();
     for row in index.repos()? {
         let key = match &row.key {
-            Some(k) if row.origin.as_deref() == Some(label) && row.state == "active" => k,
+            Some(k)
+                if row.origin.as_deref() == Some(label)
+                    && row.state == repovault::index::RepoState::Active =>
+            {
+                k
+            }
             _ => continue,
         };
         if listed.contains(key) {
