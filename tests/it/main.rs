@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod damaged_index;
 mod diff_find;
 mod discover;
 mod index_truth;
