@@ -12,9 +12,11 @@ pub mod fetch;
 pub mod ingest;
 mod local;
 pub mod mirror;
+pub mod nightly;
 pub mod plan;
 mod redirect;
 pub mod refs;
+pub mod run;
 mod source;
 
 pub use fetch::{Auth, Secret};

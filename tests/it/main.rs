@@ -10,6 +10,7 @@ mod damaged_index;
 mod diff_find;
 mod discover;
 mod index_truth;
+mod mirror_cache;
 mod names_time;
 mod nightly;
 mod output;
