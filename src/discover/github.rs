@@ -11,11 +11,12 @@
 //! 2022-11-28`, `Authorization: Bearer <token>`. Git over https uses the user
 //! name `x-access-token`.
 
+use super::filter::Collector;
 use super::http::{plain_header, secret_header, HttpClient};
-use super::{
-    bool_field, clean_clone_url, follow_pages, host_and_path, join_segments, parse_base, pick,
-    str_field, Collector, Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope,
-};
+use super::paging::follow_pages;
+use super::record::{bool_field, id_name_url, pick, str_field, BadRecord};
+use super::urls::{host_and_path, join_segments, parse_base};
+use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope};
 use reqwest::header::HeaderMap;
 use url::Url;
 
@@ -131,15 +132,8 @@ fn request_headers(src: &ProviderSource, ctx: &Ctx) -> Result<HeaderMap, Error> 
 }
 
 /// A repository record as a [`DiscoveredRepo`].
-fn repo(v: &serde_json::Value, web: &str) -> Result<DiscoveredRepo, String> {
-    let id = v
-        .get("id")
-        .and_then(|x| x.as_u64())
-        .ok_or("no numeric id")?;
-    let full = str_field(v, "full_name").ok_or_else(|| format!("{id}: no full_name"))?;
-    let clone_url = str_field(v, "clone_url")
-        .and_then(clean_clone_url)
-        .ok_or_else(|| format!("{full}: no http(s) clone_url"))?;
+fn repo(v: &serde_json::Value, web: &str) -> Result<DiscoveredRepo, BadRecord> {
+    let (id, full, clone_url) = id_name_url(v, "full_name", "clone_url")?;
     let path = match (str_field(v, "name"), full.split_once('/')) {
         (Some(name), _) => name.to_owned(),
         (None, Some((_, rest))) => rest.to_owned(),

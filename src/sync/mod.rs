@@ -19,7 +19,7 @@ pub mod refs;
 pub mod run;
 mod source;
 
-pub use fetch::{Auth, Secret};
+pub use crate::secret::{Auth, Secret};
 pub use source::{existing_name, repos_synced_from, Source};
 
 use crate::index;

@@ -155,7 +155,7 @@ fn list_provider(
         Err(e) => {
             return SourceListing {
                 label,
-                result: Err(e),
+                result: Err(e.to_string()),
                 known: None,
             }
         }

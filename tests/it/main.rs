@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod config_file;
 mod damaged_index;
 mod diff_find;
 mod discover;
