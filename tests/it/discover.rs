@@ -12,7 +12,7 @@ use repovault::discover::{
     discover, discover_blocking, DiscoveredRepo, Error, HttpClient, HttpOptions, Listing, Provider,
     ProviderSource, Scope, TokenKind,
 };
-use repovault::sync::Secret;
+use repovault::secret::Secret;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -6,9 +6,12 @@
 mod support;
 
 mod cli;
+mod config_file;
+mod damaged_index;
 mod diff_find;
 mod discover;
 mod index_truth;
+mod mirror_cache;
 mod names_time;
 mod nightly;
 mod output;
