@@ -67,10 +67,12 @@ pub(crate) fn cmd_verify(
         Ok(r) => r,
         Err(verify::Error::Index(e)) => {
             // SQLite failing while reading the index is damage to report as well.
-            let report = index_damage(
-                opts,
-                format!("{e}; run `repovault repair-index` to rebuild it from the packs"),
-            );
+            let detail = if e.is_damage() {
+                e.to_string()
+            } else {
+                format!("{e}; run `repovault repair-index` to rebuild it from the packs")
+            };
+            let report = index_damage(opts, detail);
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }

@@ -194,7 +194,7 @@ pub(crate) fn cmd_repos(store: &Option<PathBuf>, a: ReposArgs) -> Result<u8> {
         writeln!(
             out,
             "{:<10}  {:<20}  {:>9}  {}",
-            r.last_status.as_deref().unwrap_or("-"),
+            r.last_status.map_or("-", |s| s.as_str()),
             when,
             r.snapshots,
             r.name

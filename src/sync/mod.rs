@@ -135,34 +135,8 @@ pub struct SyncOptions {
     pub allow_incomplete: bool,
 }
 
-/// How a repository's sync ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// First snapshot of the repository.
-    New,
-    /// A new snapshot was recorded.
-    Changed,
-    /// The refs equal the last snapshot's; nothing was fetched.
-    Unchanged,
-    /// The sync failed.
-    Failed,
-    /// The sync was interrupted (Ctrl-C); what it stored stays stored.
-    Interrupted,
-}
-
-impl Status {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::New => "new",
-            Status::Changed => "changed",
-            Status::Unchanged => "unchanged",
-            Status::Failed => "failed",
-            Status::Interrupted => "interrupted",
-        }
-    }
-}
+/// How a repository's sync ended (the index records it as the repository's last status).
+pub use crate::index::SyncStatus as Status;
 
 /// The summary of one repository's sync.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -414,7 +388,7 @@ pub fn sync_repo(
                 .upsert_repo(&source.name, &source.url, t.as_second())?;
             w.index().touch_snapshot(&last.id, t.as_microsecond())?;
             w.index()
-                .set_repo_status(repo_id, t.as_second(), Status::Unchanged.as_str(), None)?;
+                .set_repo_status(repo_id, t.as_second(), Status::Unchanged, None)?;
             report.status = Status::Unchanged;
             report.snapshot = Some(last.id.clone());
             report.refs = last.refs.len();
@@ -584,7 +558,7 @@ fn record_snapshot(
             w.index().set_repo_status(
                 repo_id,
                 t.as_second(),
-                Status::Failed.as_str(),
+                Status::Failed,
                 Some(&err.to_string()),
             )?;
         }
@@ -615,7 +589,7 @@ fn record_snapshot(
         Status::New
     };
     w.index()
-        .set_repo_status(repo_id, t.as_second(), status.as_str(), None)?;
+        .set_repo_status(repo_id, t.as_second(), status, None)?;
     Ok((snap, status))
 }
 
@@ -628,7 +602,7 @@ pub fn record_failure(writer: &Mutex<Writer<'_>>, source: &Source, error: &str) 
     if let Ok(Some(id)) = w.index().repo_id(&source.name) {
         let _ = w
             .index()
-            .set_repo_status(id, t.as_second(), Status::Failed.as_str(), Some(error));
+            .set_repo_status(id, t.as_second(), Status::Failed, Some(error));
     }
 }
 

@@ -7,6 +7,7 @@ mod support;
 
 mod cli;
 mod config_file;
+mod damaged_index;
 mod diff_find;
 mod discover;
 mod index_truth;
