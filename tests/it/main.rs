@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod diff_find;
 mod discover;
+mod durable_write;
 mod index_truth;
 mod names_time;
 mod nightly;
