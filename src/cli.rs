@@ -2,13 +2,15 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use repovault::snapshot::short_id;
 use repovault::store::{self, InitOptions, Store};
-use repovault::sync::{self, Auth, RepoReport, Secret, Source, Status, SyncOptions};
+use repovault::sync::run::{one_line, RunOptions, RunProgress, SyncSummary};
+use repovault::sync::{self, nightly, Auth, Secret, Source, Status, SyncOptions};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Exit codes (also documented in README.md).
@@ -687,14 +689,6 @@ fn error_line(err: &anyhow::Error) -> String {
     line
 }
 
-fn one_line(s: &str) -> String {
-    s.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn exit_code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<ExitWith>() {
@@ -1129,10 +1123,12 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
         Ok(r) => r,
         Err(verify::Error::Index(e)) => {
             // SQLite failing while reading the index is damage to report as well.
-            let report = index_damage(
-                opts,
-                format!("{e}; run `repovault repair-index` to rebuild it from the packs"),
-            );
+            let detail = if e.is_damage() {
+                e.to_string()
+            } else {
+                format!("{e}; run `repovault repair-index` to rebuild it from the packs")
+            };
+            let report = index_damage(opts, detail);
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
@@ -1202,7 +1198,7 @@ fn print_verify(r: &repovault::verify::VerifyReport, json: bool) -> Result<()> {
         writeln!(
             out,
             "UNRESTORABLE: snapshot {} of {}: {}",
-            &a.snapshot[..8.min(a.snapshot.len())],
+            short_id(&a.snapshot),
             a.repo,
             a.reason
         )?;
@@ -1318,7 +1314,7 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
             out,
             "  {:<6} {}  {}  {}",
             if d.keep { "keep" } else { "remove" },
-            &d.snapshot[..8],
+            short_id(&d.snapshot),
             d.time.strftime("%Y-%m-%d %H:%M:%S"),
             d.reasons.join(", ")
         )?;
@@ -1481,7 +1477,7 @@ fn cmd_diff(store: &Option<PathBuf>, a: DiffArgs) -> Result<u8> {
         writeln!(
             out,
             "{label:<4} {}  {}  {}",
-            &sn.id[..8.min(sn.id.len())],
+            short_id(&sn.id),
             utc_micros(sn.time),
             sn.repo
         )?;
@@ -1550,14 +1546,13 @@ fn cmd_find(store: &Option<PathBuf>, a: FindArgs) -> Result<u8> {
         return print_json(&r).map(|()| exit::OK);
     }
     let mut out = output::stdout();
-    let short = |id: &str| id[..8.min(id.len())].to_owned();
     if !r.refs.is_empty() {
         writeln!(out, "ref {}:", r.query)?;
         for h in &r.refs {
             writeln!(
                 out,
                 "  {}  {}  {}  {}  {}",
-                short(&h.snapshot.id),
+                short_id(&h.snapshot.id),
                 utc_micros(h.snapshot.time),
                 h.snapshot.repo,
                 h.entry.name_lossy(),
@@ -1572,7 +1567,7 @@ fn cmd_find(store: &Option<PathBuf>, a: FindArgs) -> Result<u8> {
             writeln!(
                 out,
                 "  {}  {}  {}  reachable from {}{}",
-                short(&h.snapshot.id),
+                short_id(&h.snapshot.id),
                 utc_micros(h.snapshot.time),
                 h.snapshot.repo,
                 h.refs
@@ -1685,7 +1680,7 @@ fn cmd_repos(store: &Option<PathBuf>, a: ReposArgs) -> Result<u8> {
         writeln!(
             out,
             "{:<10}  {:<20}  {:>9}  {}",
-            r.last_status.as_deref().unwrap_or("-"),
+            r.last_status.map_or("-", |s| s.as_str()),
             when,
             r.snapshots,
             r.name
@@ -1774,110 +1769,44 @@ fn repair_losses(r: &repovault::repair::RepairReport) -> Vec<String> {
     out
 }
 
-fn failed_report(src: &Source, millis: u64, msg: String) -> RepoReport {
-    RepoReport {
-        millis,
-        error: Some(msg),
-        ..RepoReport::new(src, Status::Failed)
+/// The bars of a run of syncs: one per repository, and a top bar counting
+/// the repositories done when there are several.
+#[derive(Default)]
+struct SyncBars(std::sync::OnceLock<Option<crate::ui::Bars>>);
+
+impl RunProgress for SyncBars {
+    fn begin(&self, repos: usize) {
+        let _ = self.0.set(crate::ui::Bars::new(repos));
+    }
+
+    fn repo(
+        &self,
+        index: usize,
+        total: usize,
+        name: &str,
+    ) -> Box<dyn repovault::progress::Progress + '_> {
+        Box::new(crate::ui::Task::new(
+            self.0.get().and_then(Option::as_ref),
+            format!("[{}/{}] {}", index + 1, total, name),
+        ))
+    }
+
+    fn repo_done(&self) {
+        if let Some(b) = self.0.get().and_then(Option::as_ref) {
+            b.item_done();
+        }
     }
 }
 
-/// Syncs `sources` on `jobs` threads; a failed repository is retried once when `retry`.
-fn run_jobs(
-    store: &Store,
-    writer: &Mutex<repovault::store::Writer<'_>>,
-    sources: &[Source],
-    opts: &SyncOptions,
-    jobs: usize,
-    retry: bool,
-    interrupt: &AtomicBool,
-) -> Vec<RepoReport> {
-    let bars = crate::ui::Bars::new(sources.len());
-    let queue = Mutex::new(sources.iter().enumerate().collect::<Vec<_>>().into_iter());
-    let reports: Mutex<Vec<(usize, RepoReport)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, 64).min(sources.len().max(1)) {
-            scope.spawn(|| loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                let Some((i, src)) = next else { break };
-                if interrupt.load(Ordering::SeqCst) {
-                    break;
-                }
-                let progress = crate::ui::Task::new(
-                    bars.as_ref(),
-                    format!("[{}/{}] {}", i + 1, sources.len(), src.name),
-                );
-                let t = Instant::now();
-                let mut attempt = 0;
-                let report = loop {
-                    attempt += 1;
-                    match sync::sync_repo(store, writer, src, opts, interrupt, &progress) {
-                        Ok(r) => break r,
-                        Err(e) => {
-                            let millis = t.elapsed().as_millis() as u64;
-                            if matches!(e, sync::Error::Interrupted)
-                                || interrupt.load(Ordering::SeqCst)
-                            {
-                                break with_written(
-                                    RepoReport {
-                                        millis,
-                                        error: Some("interrupted".into()),
-                                        ..RepoReport::new(src, Status::Interrupted)
-                                    },
-                                    &progress.written(),
-                                );
-                            }
-                            let msg = one_line(&format!("{e}"));
-                            let again = retry && attempt == 1;
-                            if again {
-                                tracing::warn!(repo = %src.name, "{msg}; retrying once");
-                                continue;
-                            }
-                            if !crate::ui::summary_shown() {
-                                tracing::error!(repo = %src.name, "{msg}");
-                            }
-                            sync::record_failure(writer, src, &msg);
-                            let mut r = failed_report(src, millis, msg);
-                            if let sync::Error::MissingObjects { objects, refs } = &e {
-                                r.missing_objects = objects.iter().map(|o| o.to_string()).collect();
-                                r.missing_needed_by = refs.clone();
-                            }
-                            break with_written(r, &progress.written());
-                        }
-                    }
-                };
-                progress.finish();
-                if let Some(b) = &bars {
-                    b.item_done();
-                }
-                reports
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((i, report));
-            });
-        }
-    });
-    let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
-    reports.sort_by_key(|(i, _)| *i);
-    reports.into_iter().map(|(_, r)| r).collect()
-}
-
-/// A failed or interrupted repository's report, counting what it wrote to the store.
-fn with_written(mut r: RepoReport, w: &store::WriteStats) -> RepoReport {
-    r.new_objects = w.objects;
-    r.new_chunks = w.chunks;
-    r.new_bytes_stored = w.stored_bytes;
-    r.new_pack_bytes = w.pack_bytes;
-    r
-}
-
-/// Repositories that failed, were interrupted, or were never started (interrupted).
-fn failed_or_skipped(reports: &[RepoReport], planned: usize) -> usize {
-    reports
-        .iter()
-        .filter(|r| matches!(r.status, Status::Failed | Status::Interrupted))
-        .count()
-        + planned.saturating_sub(reports.len())
+/// How a run of `sync` goes: `jobs` at once; failures are logged as they
+/// happen unless a summary naming them is printed at the end.
+fn run_options(jobs: usize, json: bool) -> RunOptions {
+    let summary_shown = !json && !crate::ui::quiet();
+    RunOptions {
+        jobs,
+        retry: false,
+        log_failures: !summary_shown,
+    }
 }
 
 fn exit_for(total: usize, failed: usize, interrupted: bool) -> u8 {
@@ -1892,6 +1821,56 @@ fn exit_for(total: usize, failed: usize, interrupted: bool) -> u8 {
     }
 }
 
+/// The exit code of a run: a run whose repositories all synced but left refs
+/// out is partial (exit 3).
+fn exit_of_run(s: &SyncSummary, interrupted: bool) -> u8 {
+    let code = exit_for(s.total(), s.failed_or_skipped(), interrupted);
+    if code == exit::OK && s.refs_skipped() {
+        exit::PARTIAL
+    } else {
+        code
+    }
+}
+
+/// The credentials of `--token-env VAR` (`None` without it); an empty
+/// variable is refused unless `allow_empty` (a dry run sends nothing).
+fn token_auth(a: &SyncArgs, allow_empty: bool) -> Result<Option<Auth>> {
+    let Some(var) = &a.token_env else {
+        return Ok(None);
+    };
+    let token = std::env::var(var).map_err(|_| {
+        anyhow::anyhow!("--token-env {var}: the environment variable {var} is not set")
+    })?;
+    if !allow_empty && token.trim().is_empty() {
+        bail!("--token-env {var}: the environment variable {var} is empty");
+    }
+    Ok(Some(Auth {
+        user: a.token_user.clone(),
+        token: Secret::new(token.trim().to_owned()),
+        bearer: false,
+    }))
+}
+
+/// `--name` names one repository: refused with several SOURCEs.
+fn check_name(a: &SyncArgs) -> Result<()> {
+    if a.name.is_some() && a.sources.len() > 1 {
+        return Err(usage(anyhow::anyhow!(
+            "--name names one repository, but {} sources were given: sync them one by one",
+            a.sources.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The SOURCE arguments as sources.
+fn sources_of(a: &SyncArgs, auth: Option<Auth>) -> Result<Vec<Source>> {
+    a.sources
+        .iter()
+        .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(usage)
+}
+
 fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) -> Result<u8> {
     if a.dry_run {
         return cmd_sync_dry_run(store_arg, &a, interrupt);
@@ -1902,37 +1881,12 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
     if a.sources.is_empty() {
         bail!("nothing to sync: give SOURCE URLs or paths, or --config FILE");
     }
-    if a.name.is_some() && a.sources.len() > 1 {
-        return Err(usage(anyhow::anyhow!(
-            "--name names one repository, but {} sources were given: sync them one by one",
-            a.sources.len()
-        )));
-    }
+    check_name(&a)?;
     let store = open_for_sync(store_arg, None)?;
-    let auth = match &a.token_env {
-        Some(var) => {
-            let token = std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("--token-env {var}: the environment variable {var} is not set")
-            })?;
-            if token.trim().is_empty() {
-                bail!("--token-env {var}: the environment variable {var} is empty");
-            }
-            Some(Auth {
-                user: a.token_user.clone(),
-                token: Secret::new(token.trim().to_owned()),
-                bearer: false,
-            })
-        }
-        None => None,
-    };
-    let mut sources: Vec<Source> = a
-        .sources
-        .iter()
-        .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
-        .collect::<Result<_, _>>()
-        .map_err(usage)?;
+    let auth = token_auth(&a, false)?;
+    let mut sources = sources_of(&a, auth)?;
     if a.name.is_none() {
-        keep_existing_names(&store, &mut sources)?;
+        sync::run::keep_existing_names(&store, &mut sources)?;
     }
     let cache = a
         .cache
@@ -1943,37 +1897,21 @@ fn cmd_sync(store_arg: &Option<PathBuf>, a: SyncArgs, interrupt: &AtomicBool) ->
         cache,
         allow_incomplete: a.allow_incomplete,
     };
-    let writer = Mutex::new(store.writer_for(Duration::from_secs(a.lock_wait), "sync")?);
-    let start = Instant::now();
-    crate::ui::set_summary_shown(!a.json && !crate::ui::quiet());
-    let reports = run_jobs(
+    let writer = store.writer_for(Duration::from_secs(a.lock_wait), "sync")?;
+    let bars = SyncBars::default();
+    let summary = sync::run::sync_all(
         &store,
-        &writer,
+        writer,
         &sources,
         &opts,
-        a.jobs.unwrap_or(4),
-        false,
+        run_options(a.jobs.unwrap_or(4), a.json),
         interrupt,
+        &bars,
     );
-    let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
-    w.commit()?;
-    drop(w);
-    let failed = failed_or_skipped(&reports, sources.len());
-    let doc = sync_summary(&reports, None, start.elapsed());
-    emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
-    Ok(partial_if_refs_skipped(
-        exit_for(sources.len(), failed, interrupt.load(Ordering::SeqCst)),
-        &reports,
-    ))
-}
-
-/// A run whose repositories all synced but left refs out is partial (exit 3).
-fn partial_if_refs_skipped(code: u8, reports: &[RepoReport]) -> u8 {
-    if code == exit::OK && reports.iter().any(|r| !r.skipped_refs.is_empty()) {
-        exit::PARTIAL
-    } else {
-        code
-    }
+    drop(bars);
+    let summary = summary?;
+    emit_summary(&summary, a.json, a.report.as_deref())?;
+    Ok(exit_of_run(&summary, interrupt.load(Ordering::SeqCst)))
 }
 
 /// `sync --dry-run`: lists each source's refs and compares them with its last
@@ -1984,9 +1922,7 @@ fn cmd_sync_dry_run(
     a: &SyncArgs,
     interrupt: &AtomicBool,
 ) -> Result<u8> {
-    let mut sources_failed = Vec::new();
-    let mut warnings: Vec<String> = Vec::new();
-    let (store, mut sources) = match &a.config {
+    let (store, sources, sources_failed, warnings) = match &a.config {
         Some(path) => {
             let config = repovault::config::Config::load(path)?;
             let resolved = config.resolve(path)?;
@@ -1995,423 +1931,79 @@ fn cmd_sync_dry_run(
                 (None, Some(p)) => Store::open(p)?,
                 (None, None) => Store::open(&default_store()?)?,
             };
-            let mut sources = Vec::new();
-            for SourceListing { label, result, .. } in discover_all(&resolved) {
-                match result {
-                    Ok(found) => {
-                        let refused: std::collections::HashSet<String> =
-                            found.refused.iter().map(|(s, _)| s.name.clone()).collect();
-                        warnings.extend(found.refused.into_iter().map(|(_, why)| why));
-                        sources.extend(
-                            found
-                                .repos
-                                .into_iter()
-                                .filter(|(s, r)| !r.disabled && !refused.contains(&s.name))
-                                .map(|(s, _)| s),
-                        );
-                    }
-                    Err(e) if e.starts_with(&label) => sources_failed.push(e),
-                    Err(e) => sources_failed.push(format!("{label}: {e}")),
-                }
-            }
-            (store, sources)
+            let listed = nightly::discover_all(&resolved);
+            let (sources, failed, warnings) = nightly::dry_run_sources(&store, listed)?;
+            (store, sources, failed, warnings)
         }
         None => {
-            if a.name.is_some() && a.sources.len() > 1 {
-                return Err(usage(anyhow::anyhow!(
-                    "--name names one repository, but {} sources were given: sync them one by one",
-                    a.sources.len()
-                )));
-            }
-            let auth = match &a.token_env {
-                Some(var) => {
-                    let token = std::env::var(var).map_err(|_| {
-                        anyhow::anyhow!(
-                            "--token-env {var}: the environment variable {var} is not set"
-                        )
-                    })?;
-                    Some(Auth {
-                        user: a.token_user.clone(),
-                        token: Secret::new(token.trim().to_owned()),
-                        bearer: false,
-                    })
-                }
-                None => None,
-            };
-            let sources: Vec<Source> = a
-                .sources
-                .iter()
-                .map(|s| Source::parse(s, a.name.as_deref(), auth.clone()))
-                .collect::<Result<_, _>>()
-                .map_err(usage)?;
-            (open_store(store_arg)?, sources)
+            check_name(a)?;
+            let auth = token_auth(a, true)?;
+            let mut sources = sources_of(a, auth)?;
+            let store = open_store(store_arg)?;
+            // Names from before ports were part of them, as a sync would use them.
+            sync::run::keep_existing_names(&store, &mut sources)?;
+            (store, sources, Vec::new(), Vec::new())
         }
     };
-    // Names from before ports were part of them, as a sync would use them.
-    if a.config.is_none() {
-        keep_existing_names(&store, &mut sources)?;
-    } else {
-        let known = store.with_index(|i| i.repos())?;
-        for src in &mut sources {
-            if let Ok(Some(n)) = sync::existing_name(&known, src) {
-                src.name = n;
-            }
-        }
-    }
-    let mut plans = Vec::new();
-    for src in &sources {
-        if interrupt.load(Ordering::SeqCst) {
-            break;
-        }
-        plans.push(sync::plan::plan(&store, src)?);
-    }
-    let count = |st: &str| plans.iter().filter(|p| p.status == st).count();
-    let failed = count("failed") + sources_failed.len() + sources.len().saturating_sub(plans.len());
+    let d = sync::run::plan_all(&store, &sources, sources_failed, warnings, interrupt)?;
     if a.json {
-        let doc = serde_json::json!({
-            "dry_run": true,
-            "repos": plans,
-            "sources_failed": sources_failed,
-            "warnings": warnings,
-            "totals": {
-                "repos": plans.len(),
-                "new": count("new"),
-                "changed": count("changed"),
-                "unchanged": count("unchanged"),
-                "failed": count("failed"),
-            }
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        print_json(&d)?;
     } else {
-        let mut out = output::stdout();
-        for p in &plans {
-            let last = p
-                .last_snapshot
-                .as_deref()
-                .map(|s| &s[..8.min(s.len())])
-                .unwrap_or("-");
-            write!(
-                out,
-                "{:<9} {}  last snapshot {}  refs {}",
-                p.status, p.name, last, p.refs
-            )?;
-            if p.status == "changed" {
-                write!(
-                    out,
-                    "  ({} added, {} removed, {} moved)",
-                    p.added.len(),
-                    p.removed.len(),
-                    p.moved.len()
-                )?;
-            }
-            if let Some(e) = &p.error {
-                write!(out, "  error: {e}")?;
-            }
-            writeln!(out)?;
-            let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-            for c in &p.added {
-                writeln!(out, "  + {}  {}", c.name, show(&c.new))?;
-            }
-            for c in &p.removed {
-                writeln!(out, "  - {}  {}", c.name, show(&c.old))?;
-            }
-            for c in &p.moved {
-                writeln!(out, "  ~ {}  {} -> {}", c.name, show(&c.old), show(&c.new))?;
-            }
-        }
-        for f in &sources_failed {
-            writeln!(out, "error: source {f}")?;
-        }
-        for w in &warnings {
-            writeln!(out, "warning: {w}")?;
-        }
-        writeln!(
-            out,
-            "dry run: {} repositories: {} new, {} changed, {} unchanged, {} failed; nothing was fetched or written",
-            plans.len(),
-            count("new"),
-            count("changed"),
-            count("unchanged"),
-            count("failed")
-        )?;
+        print_dry_run(&d)?;
     }
     Ok(exit_for(
-        (sources.len() + sources_failed.len()).max(1),
-        failed,
+        d.total(),
+        d.failed(),
         interrupt.load(Ordering::SeqCst),
     ))
 }
 
-/// Sources already in the store under a name from before ports were part of
-/// names keep that name (see [`sync::existing_name`]).
-fn keep_existing_names(store: &Store, sources: &mut [Source]) -> Result<()> {
-    let known = store.with_index(|i| i.repos())?;
-    for src in sources {
-        if let Some(n) = sync::existing_name(&known, src)? {
-            src.name = n;
+fn print_dry_run(d: &sync::run::DryRun) -> Result<()> {
+    let mut out = output::stdout();
+    for p in &d.repos {
+        let last = p.last_snapshot.as_deref().map(short_id).unwrap_or("-");
+        write!(
+            out,
+            "{:<9} {}  last snapshot {}  refs {}",
+            p.status, p.name, last, p.refs
+        )?;
+        if p.status == "changed" {
+            write!(
+                out,
+                "  ({} added, {} removed, {} moved)",
+                p.added.len(),
+                p.removed.len(),
+                p.moved.len()
+            )?;
+        }
+        if let Some(e) = &p.error {
+            write!(out, "  error: {e}")?;
+        }
+        writeln!(out)?;
+        let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        for c in &p.added {
+            writeln!(out, "  + {}  {}", c.name, show(&c.new))?;
+        }
+        for c in &p.removed {
+            writeln!(out, "  - {}  {}", c.name, show(&c.old))?;
+        }
+        for c in &p.moved {
+            writeln!(out, "  ~ {}  {} -> {}", c.name, show(&c.old), show(&c.new))?;
         }
     }
+    for f in &d.sources_failed {
+        writeln!(out, "error: source {f}")?;
+    }
+    for w in &d.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    let t = &d.totals;
+    writeln!(
+        out,
+        "dry run: {} repositories: {} new, {} changed, {} unchanged, {} failed; nothing was fetched or written",
+        t.repos, t.new, t.changed, t.unchanged, t.failed
+    )?;
     Ok(())
-}
-
-/// Discovery results of a config run, for the summary.
-#[derive(Default, serde::Serialize)]
-struct DiscoverySummary {
-    sources: usize,
-    sources_failed: Vec<String>,
-    /// Sources whose listing was incomplete (`label: first problem`).
-    sources_incomplete: Vec<String>,
-    /// Repositories synced although this run's listing missed them: known
-    /// from earlier runs of a source whose listing failed or was incomplete.
-    from_earlier_runs: Vec<String>,
-    discovered: usize,
-    new: Vec<String>,
-    renamed: Vec<(String, String)>,
-    deleted: Vec<String>,
-    disabled: Vec<String>,
-    warnings: Vec<String>,
-}
-
-/// What one source of a config listed.
-struct SourceListing {
-    label: String,
-    result: Result<Found, String>,
-    /// How to sync the source's repositories known from earlier runs when
-    /// its listing failed or was incomplete; `None` after a rejected token
-    /// (they would only fail the same way) and for `git` sources.
-    known: Option<KnownAccess>,
-}
-
-/// A listing that worked (maybe only in part).
-struct Found {
-    /// Every listed repository, refused ones included (all are registered).
-    repos: Vec<(Source, repovault::index::Registration)>,
-    complete: bool,
-    warnings: Vec<String>,
-    /// Listed repositories not synced because their clone URL leaves the
-    /// source's hosts, with the message saying so.
-    refused: Vec<(Source, String)>,
-}
-
-/// Credentials and hosts of a provider source.
-struct KnownAccess {
-    token: Option<Secret>,
-    bearer: bool,
-    git_user: &'static str,
-    hosts: repovault::discover::CredentialHosts,
-}
-
-impl KnownAccess {
-    /// The source for `name` at `url` with the token, or the refusal
-    /// message when `url` leaves the source's hosts.
-    fn source(&self, label: &str, name: &str, url: &str) -> Result<Source, String> {
-        if self.token.is_some() && !self.hosts.allows(url) {
-            let host = repovault::discover::host_of(url);
-            return Err(format!(
-                "not synced: its clone URL {url} is on {host}, not a host of source {label} ({}), and the token is only sent there; if {host} is yours, add \"{host}\" to git_hosts of the source",
-                self.hosts.describe()
-            ));
-        }
-        Ok(Source {
-            url: url.to_owned(),
-            name: name.to_owned(),
-            auth: self.token.clone().map(|t| Auth {
-                user: self.git_user.to_owned(),
-                token: t,
-                bearer: self.bearer,
-            }),
-        })
-    }
-}
-
-/// Lists every source of a config (no store involved).
-fn discover_all(resolved: &[repovault::config::Resolved]) -> Vec<SourceListing> {
-    use repovault::config::Resolved;
-    use repovault::discover::{discover_blocking, git_user, CredentialHosts, HttpOptions};
-    let mut out = Vec::new();
-    for r in resolved {
-        let label = r.label();
-        let listing = match r {
-            Resolved::Provider {
-                source,
-                token,
-                bearer,
-            } => {
-                let access = match CredentialHosts::for_source(source) {
-                    Ok(hosts) => KnownAccess {
-                        token: token.clone(),
-                        bearer: *bearer,
-                        git_user: git_user(source.provider),
-                        hosts,
-                    },
-                    Err(e) => {
-                        out.push(SourceListing {
-                            label,
-                            result: Err(e),
-                            known: None,
-                        });
-                        continue;
-                    }
-                };
-                match discover_blocking(source, &HttpOptions::default()) {
-                    Ok(listing) => {
-                        let mut repos = Vec::new();
-                        let mut refused = Vec::new();
-                        for d in listing.repos {
-                            let reg = repovault::index::Registration {
-                                key: d.key.clone(),
-                                name: d.name.clone(),
-                                url: d.clone_url.clone(),
-                                disabled: d.disabled,
-                                record: d.record.clone(),
-                            };
-                            let src = match access.source(&label, &d.name, &d.clone_url) {
-                                Ok(s) => s,
-                                Err(why) => {
-                                    let bare = Source {
-                                        url: d.clone_url.clone(),
-                                        name: d.name.clone(),
-                                        auth: None,
-                                    };
-                                    if !d.disabled {
-                                        refused.push((bare.clone(), why));
-                                    }
-                                    bare
-                                }
-                            };
-                            repos.push((src, reg));
-                        }
-                        SourceListing {
-                            label,
-                            result: Ok(Found {
-                                repos,
-                                complete: listing.complete,
-                                warnings: listing.warnings,
-                                refused,
-                            }),
-                            known: Some(access),
-                        }
-                    }
-                    Err(e) => SourceListing {
-                        label,
-                        known: (!e.is_auth()).then_some(access),
-                        result: Err(e.to_string()),
-                    },
-                }
-            }
-            Resolved::Git { urls, auth, .. } => {
-                let mut repos = Vec::new();
-                let mut err = None;
-                for u in urls {
-                    match Source::parse(u, None, auth.clone()) {
-                        Ok(s) => {
-                            let reg = repovault::index::Registration {
-                                key: format!("git:{}", s.name),
-                                name: s.name.clone(),
-                                url: s.url.clone(),
-                                disabled: false,
-                                record: serde_json::json!({ "url": s.url }),
-                            };
-                            repos.push((s, reg));
-                        }
-                        Err(e) => err = Some(e.to_string()),
-                    }
-                }
-                SourceListing {
-                    label,
-                    result: match err {
-                        Some(e) => Err(e),
-                        None => Ok(Found {
-                            repos,
-                            complete: true,
-                            warnings: Vec::new(),
-                            refused: Vec::new(),
-                        }),
-                    },
-                    known: None,
-                }
-            }
-        };
-        out.push(listing);
-    }
-    out
-}
-
-/// [`keep_existing_names`] for the `git` sources of a config (whose key is
-/// their name); a source whose name a different repository holds is left out
-/// and reported as failed.
-fn keep_existing_git_names(
-    writer: &Mutex<repovault::store::Writer<'_>>,
-    label: &str,
-    repos: Vec<(Source, repovault::index::Registration)>,
-    summary: &mut DiscoverySummary,
-) -> Result<Vec<(Source, repovault::index::Registration)>> {
-    let known = writer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .index()
-        .repos()?;
-    let mut out = Vec::with_capacity(repos.len());
-    for (mut src, mut reg) in repos {
-        if reg.key != format!("git:{}", src.name) {
-            out.push((src, reg));
-            continue;
-        }
-        match sync::existing_name(&known, &src) {
-            Ok(Some(n)) => {
-                reg.key = format!("git:{n}");
-                reg.name = n.clone();
-                src.name = n;
-                out.push((src, reg));
-            }
-            Ok(None) => out.push((src, reg)),
-            Err(e) => summary.sources_failed.push(format!("{label}: {e}")),
-        }
-    }
-    Ok(out)
-}
-
-/// The repositories of `label` known from earlier runs (active, not disabled
-/// or deleted upstream) that this run's listing lacks, as sources; those
-/// whose URL leaves the source's hosts come back refused.
-fn known_from_earlier_runs(
-    index: &repovault::index::Index,
-    label: &str,
-    listed: &std::collections::HashSet<String>,
-    access: &KnownAccess,
-) -> Result<(Vec<Source>, Vec<(Source, String)>)> {
-    let mut sources = Vec::new();
-    let mut refused = Vec::new();
-    for row in index.repos()? {
-        let key = match &row.key {
-            Some(k) if row.origin.as_deref() == Some(label) && row.state == "active" => k,
-            _ => continue,
-        };
-        if listed.contains(key) {
-            continue;
-        }
-        match access.source(label, &row.name, &row.url) {
-            Ok(s) => sources.push(s),
-            Err(why) => refused.push((
-                Source {
-                    url: row.url.clone(),
-                    name: row.name.clone(),
-                    auth: None,
-                },
-                why,
-            )),
-        }
-    }
-    Ok((sources, refused))
-}
-
-/// `first` and how many more there are, for a one-line message.
-fn first_and_more(items: &[String]) -> String {
-    match items {
-        [] => "no details".to_owned(),
-        [one] => one.clone(),
-        [first, rest @ ..] => format!("{first}; and {} more", rest.len()),
-    }
 }
 
 fn cmd_sync_config(
@@ -2436,142 +2028,111 @@ fn cmd_sync_config(
     let start = Instant::now();
     // Discovery first, without the store lock: a slow or stalled API must not
     // keep other writers out (each source has its own deadline).
-    let listed = discover_all(&resolved);
-    let writer = Mutex::new(store.writer_for(Duration::from_secs(a.lock_wait), "sync")?);
-    let mut summary = DiscoverySummary {
-        sources: resolved.len(),
-        ..Default::default()
-    };
-    let mut sources = Vec::new();
-    let mut refused: Vec<(Source, String)> = Vec::new();
-    let now = jiff::Timestamp::now().as_second();
-    for SourceListing {
-        label,
-        result,
-        known,
-    } in listed
-    {
-        let mut listed_keys = std::collections::HashSet::new();
-        let mut problem = None;
-        let mut incomplete = false;
-        match result {
-            Ok(mut found) => {
-                found.repos = keep_existing_git_names(&writer, &label, found.repos, &mut summary)?;
-                summary.discovered += found.repos.len();
-                summary
-                    .warnings
-                    .extend(found.warnings.iter().map(|w| format!("{label}: {w}")));
-                if !found.complete {
-                    incomplete = true;
-                    summary.warnings.push(format!(
-                        "{label}: the listing was incomplete; no repository was marked deleted"
-                    ));
-                    problem = Some(format!(
-                        "{label}: the listing is incomplete ({})",
-                        first_and_more(&found.warnings)
-                    ));
-                }
-                let regs: Vec<_> = found.repos.iter().map(|(_, r)| r.clone()).collect();
-                let ch = writer
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .index()
-                    .register(&label, &regs, found.complete, now)?;
-                summary.new.extend(ch.new);
-                summary.renamed.extend(ch.renamed);
-                summary.deleted.extend(ch.deleted);
-                summary.disabled.extend(ch.disabled);
-                let refused_names: std::collections::HashSet<String> =
-                    found.refused.iter().map(|(s, _)| s.name.clone()).collect();
-                listed_keys.extend(found.repos.iter().map(|(_, r)| r.key.clone()));
-                sources.extend(
-                    found
-                        .repos
-                        .into_iter()
-                        .filter(|(s, r)| !r.disabled && !refused_names.contains(&s.name))
-                        .map(|(s, _)| s),
-                );
-                refused.extend(found.refused);
-                if found.complete {
-                    continue;
-                }
-            }
-            Err(e) => {
-                tracing::error!(source = %label, "{e}");
-                let named = if e.starts_with(&label) {
-                    e
-                } else {
-                    format!("{label}: {e}")
-                };
-                problem = Some(named);
-            }
-        }
-        // The listing failed or is incomplete: what earlier runs knew of this
-        // source is still backed up tonight.
-        let mut earlier = 0;
-        if let Some(access) = &known {
-            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-            let (more, more_refused) =
-                known_from_earlier_runs(w.index(), &label, &listed_keys, access)?;
-            drop(w);
-            earlier = more.len();
-            summary
-                .from_earlier_runs
-                .extend(more.iter().map(|s| s.name.clone()));
-            sources.extend(more);
-            refused.extend(more_refused);
-        }
-        let mut line = problem.unwrap_or_default();
-        if earlier > 0 {
-            line.push_str(&format!(
-                "; {earlier} repositories known from earlier runs are synced anyway"
-            ));
-        }
-        if incomplete {
-            summary.sources_incomplete.push(line);
-        } else {
-            summary.sources_failed.push(line);
-        }
-    }
+    let listed = nightly::discover_all(&resolved);
+    let writer = store.writer_for(Duration::from_secs(a.lock_wait), "sync")?;
+    let bars = SyncBars::default();
     let jobs = a.jobs.or(config.jobs).unwrap_or(4);
-    crate::ui::set_summary_shown(!a.json && !crate::ui::quiet());
-    let mut reports = run_jobs(&store, &writer, &sources, &opts, jobs, true, interrupt);
-    for (src, why) in &refused {
-        tracing::error!(repo = %src.name, "{why}");
-        sync::record_failure(&writer, src, why);
-        reports.push(failed_report(src, 0, why.clone()));
-    }
-    let mut w = writer.into_inner().unwrap_or_else(|p| p.into_inner());
-    w.commit()?;
-    drop(w);
-    let failed_repos = failed_or_skipped(&reports, sources.len() + refused.len());
-    let doc = sync_summary(&reports, Some(&summary), start.elapsed());
-    emit_summary(&doc, &reports, a.json, a.report.as_deref())?;
-    if !a.json {
-        for f in &summary.sources_failed {
-            eprintln!("repovault: error: source {f}");
-        }
-        for f in &summary.sources_incomplete {
+    let summary = nightly::run_config(
+        &store,
+        writer,
+        listed,
+        resolved.len(),
+        &opts,
+        run_options(jobs, a.json),
+        interrupt,
+        &bars,
+        start,
+    );
+    drop(bars);
+    let summary = summary?;
+    emit_summary(&summary, a.json, a.report.as_deref())?;
+    if let (false, Some(d)) = (a.json, &summary.discovery) {
+        for f in d.sources_failed.iter().chain(&d.sources_incomplete) {
             eprintln!("repovault: error: source {f}");
         }
     }
-    let troubled = summary.sources_failed.len() + summary.sources_incomplete.len();
-    let total = sources.len() + refused.len() + troubled;
-    let failed = failed_repos + troubled;
-    Ok(partial_if_refs_skipped(
-        exit_for(total.max(1), failed, interrupt.load(Ordering::SeqCst)),
-        &reports,
-    ))
+    Ok(exit_of_run(&summary, interrupt.load(Ordering::SeqCst)))
+}
+
+/// One source as `config check --json` lists it.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum SourceCheck<'a> {
+    Listed {
+        source: &'a str,
+        complete: bool,
+        warnings: &'a [String],
+        refused: Vec<RefusedRepo<'a>>,
+        repos: Vec<ListedRepo<'a>>,
+    },
+    Failed {
+        source: &'a str,
+        error: &'a str,
+    },
+}
+
+/// A repository `config check` would not sync, and why.
+#[derive(serde::Serialize)]
+struct RefusedRepo<'a> {
+    name: &'a str,
+    url: &'a str,
+    reason: &'a str,
+}
+
+/// A repository `config check` lists.
+#[derive(serde::Serialize)]
+struct ListedRepo<'a> {
+    name: &'a str,
+    url: &'a str,
+    key: &'a str,
+    disabled: bool,
+}
+
+impl<'a> SourceCheck<'a> {
+    fn of(l: &'a nightly::SourceListing) -> Self {
+        match &l.result {
+            Ok(f) => SourceCheck::Listed {
+                source: &l.label,
+                complete: f.complete,
+                warnings: &f.warnings,
+                refused: f
+                    .refused
+                    .iter()
+                    .map(|(s, why)| RefusedRepo {
+                        name: &s.name,
+                        url: &s.url,
+                        reason: why,
+                    })
+                    .collect(),
+                repos: f
+                    .repos
+                    .iter()
+                    .map(|(s, r)| ListedRepo {
+                        name: &s.name,
+                        url: &s.url,
+                        key: &r.key,
+                        disabled: r.disabled,
+                    })
+                    .collect(),
+            },
+            Err(e) => SourceCheck::Failed {
+                source: &l.label,
+                error: e,
+            },
+        }
+    }
 }
 
 fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
     let config = repovault::config::Config::load(path)?;
     let resolved = config.resolve(path)?;
-    let listed = discover_all(&resolved);
-    let mut failed = 0;
-    let mut doc = Vec::new();
-    let mut out = output::stdout();
-    if !json {
+    let listed = nightly::discover_all(&resolved);
+    let failed = listed.iter().filter(|l| l.result.is_err()).count();
+    if json {
+        let doc: Vec<SourceCheck> = listed.iter().map(SourceCheck::of).collect();
+        print_json(&doc)?;
+    } else {
+        let mut out = output::stdout();
         writeln!(
             out,
             "{}: valid; {} source(s)",
@@ -2581,127 +2142,77 @@ fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
         if let Some(s) = &config.store {
             writeln!(out, "store: {}", s.display())?;
         }
-    }
-    for SourceListing { label, result, .. } in listed {
-        match result {
-            Ok(Found {
-                repos,
-                complete,
-                warnings,
-                refused,
-            }) => {
-                if json {
-                    doc.push(serde_json::json!({
-                        "source": label,
-                        "complete": complete,
-                        "warnings": warnings,
-                        "refused": refused.iter().map(|(s, why)| serde_json::json!({
-                            "name": s.name, "url": s.url, "reason": why })).collect::<Vec<_>>(),
-                        "repos": repos.iter().map(|(s, r)| serde_json::json!({
-                            "name": s.name, "url": s.url, "key": r.key, "disabled": r.disabled })).collect::<Vec<_>>(),
-                    }));
-                    continue;
-                }
-                writeln!(
-                    out,
-                    "{label}: {} repositories{}",
-                    repos.len(),
-                    if complete {
-                        ""
-                    } else {
-                        " (listing incomplete)"
-                    }
-                )?;
-                for (s, r) in &repos {
-                    writeln!(
-                        out,
-                        "  {}{}  {}",
-                        s.name,
-                        if r.disabled {
-                            " (disabled: not fetched)"
-                        } else {
-                            ""
-                        },
-                        s.url
-                    )?;
-                }
-                for w in warnings {
-                    writeln!(out, "  warning: {w}")?;
-                }
-                for (s, why) in &refused {
-                    writeln!(out, "  refused: {}: {why}", s.name)?;
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                if json {
-                    doc.push(serde_json::json!({ "source": label, "error": e }));
-                } else {
-                    if e.starts_with(&label) {
-                        writeln!(out, "error: {e}")?;
-                    } else {
-                        writeln!(out, "{label}: error: {e}")?;
-                    }
-                }
-            }
+        for l in &listed {
+            print_source_check(&mut out, l)?;
         }
-    }
-    if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(if failed == 0 { exit::OK } else { exit::ERROR })
 }
 
-fn sync_summary(
-    reports: &[RepoReport],
-    discovery: Option<&DiscoverySummary>,
-    elapsed: Duration,
-) -> serde_json::Value {
-    let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
-    serde_json::json!({
-        "repos": reports,
-        "discovery": discovery,
-        "totals": {
-            "repos": reports.len(),
-            "synced": count(Status::New) + count(Status::Changed),
-            "new": count(Status::New),
-            "changed": count(Status::Changed),
-            "unchanged": count(Status::Unchanged),
-            "failed": count(Status::Failed),
-            "interrupted": count(Status::Interrupted),
-            "new_objects": reports.iter().map(|r| r.new_objects).sum::<u64>(),
-            "new_bytes_stored": reports.iter().map(|r| r.new_bytes_stored).sum::<u64>(),
-            "new_pack_bytes": reports.iter().map(|r| r.new_pack_bytes).sum::<u64>(),
-            "millis": elapsed.as_millis() as u64,
+fn print_source_check(out: &mut impl Write, l: &nightly::SourceListing) -> Result<()> {
+    let label = &l.label;
+    let f = match &l.result {
+        Ok(f) => f,
+        Err(e) if e.starts_with(label.as_str()) => {
+            writeln!(out, "error: {e}")?;
+            return Ok(());
         }
-    })
+        Err(e) => {
+            writeln!(out, "{label}: error: {e}")?;
+            return Ok(());
+        }
+    };
+    writeln!(
+        out,
+        "{label}: {} repositories{}",
+        f.repos.len(),
+        if f.complete {
+            ""
+        } else {
+            " (listing incomplete)"
+        }
+    )?;
+    for (s, r) in &f.repos {
+        writeln!(
+            out,
+            "  {}{}  {}",
+            s.name,
+            if r.disabled {
+                " (disabled: not fetched)"
+            } else {
+                ""
+            },
+            s.url
+        )?;
+    }
+    for w in &f.warnings {
+        writeln!(out, "  warning: {w}")?;
+    }
+    for (s, why) in &f.refused {
+        writeln!(out, "  refused: {}: {why}", s.name)?;
+    }
+    Ok(())
 }
 
-fn emit_summary(
-    doc: &serde_json::Value,
-    reports: &[RepoReport],
-    json: bool,
-    report_file: Option<&Path>,
-) -> Result<()> {
+fn emit_summary(s: &SyncSummary, json: bool, report_file: Option<&Path>) -> Result<()> {
     if let Some(f) = report_file {
-        std::fs::write(f, serde_json::to_string_pretty(doc)?)
+        std::fs::write(f, serde_json::to_string_pretty(s)?)
             .with_context(|| format!("cannot write --report {}", f.display()))?;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(doc)?);
-        return Ok(());
+        return print_json(s);
     }
     if crate::ui::quiet() {
         // Failures were logged on stderr as they happened; success says nothing.
         return Ok(());
     }
-    print_sync_summary(reports, doc)
+    print_sync_summary(s)
 }
 
-fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result<()> {
+fn print_sync_summary(s: &SyncSummary) -> Result<()> {
     let mut out = output::stdout();
-    for r in reports {
-        let snap = r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-");
+    for r in &s.repos {
+        let snap = r.snapshot.as_deref().map(short_id).unwrap_or("-");
         write!(
             out,
             "{:<11} {}  snapshot {}  refs {}  objects +{}  packs +{}  {:.1}s",
@@ -2730,43 +2241,36 @@ fn print_sync_summary(reports: &[RepoReport], doc: &serde_json::Value) -> Result
             )?;
         }
     }
-    let d = &doc["discovery"];
-    if !d.is_null() {
-        let n = |k: &str| d[k].as_array().map_or(0, Vec::len);
+    if let Some(d) = &s.discovery {
         writeln!(
             out,
             "discovery: {} sources ({} failed), {} repositories: {} new, {} renamed, {} deleted, {} disabled",
-            d["sources"],
-            n("sources_failed"),
-            d["discovered"],
-            n("new"),
-            n("renamed"),
-            n("deleted"),
-            n("disabled")
+            d.sources,
+            d.sources_failed.len(),
+            d.discovered,
+            d.new.len(),
+            d.renamed.len(),
+            d.deleted.len(),
+            d.disabled.len()
         )?;
-        for w in d["warnings"].as_array().into_iter().flatten() {
-            writeln!(out, "warning: {}", w.as_str().unwrap_or_default())?;
+        for w in &d.warnings {
+            writeln!(out, "warning: {w}")?;
         }
     }
-    let t = &doc["totals"];
+    let t = &s.totals;
     writeln!(
         out,
         "{} repositories: {} synced ({} new, {} changed), {} unchanged, {} failed, {} interrupted; +{} objects, +{} in packs in {:.1}s",
-        t["repos"],
-        t["synced"],
-        t["new"],
-        t["changed"],
-        t["unchanged"],
-        t["failed"],
-        t["interrupted"],
-        t["new_objects"],
-        human_bytes(t["new_pack_bytes"].as_u64().unwrap_or(0)),
-        t["millis"].as_u64().unwrap_or(0) as f64 / 1000.0
+        t.repos,
+        t.synced,
+        t.new,
+        t.changed,
+        t.unchanged,
+        t.failed,
+        t.interrupted,
+        t.new_objects,
+        human_bytes(t.new_pack_bytes),
+        t.millis as f64 / 1000.0
     )?;
     Ok(())
-}
-
-#[allow(dead_code)]
-fn is_store(p: &Path) -> bool {
-    p.join(store::CONFIG_FILE).is_file()
 }

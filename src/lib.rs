@@ -50,6 +50,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod retention;
+pub mod secret;
 pub mod snapshot;
 pub mod store;
 pub mod sync;

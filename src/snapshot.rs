@@ -100,6 +100,12 @@ impl SkippedRef {
     }
 }
 
+/// The first 8 characters of a snapshot id, as listings show it (all of a
+/// shorter or odd one, as a damaged index may hold: never a panic).
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
 impl Snapshot {
     /// Computes the id from repo, time and refs.
     pub fn compute_id(repo: &str, time: &jiff::Timestamp, refs: &[RefEntry]) -> String {
@@ -124,7 +130,7 @@ impl Snapshot {
 
     /// The first 8 hex digits of the id, as shown in listings.
     pub fn short_id(&self) -> &str {
-        &self.id[..8.min(self.id.len())]
+        short_id(&self.id)
     }
 
     /// Every object the snapshot's refs point at directly.

@@ -13,14 +13,12 @@
 
 use indicatif::{BinaryBytes, MultiProgress, ProgressBar, ProgressStyle};
 use repovault::progress::Progress;
-use repovault::store::WriteStats;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
-static SUMMARY_SHOWN: AtomicBool = AtomicBool::new(false);
 
 /// Sets `-q` for the whole process (once, at start-up).
 pub fn set_quiet(quiet: bool) {
@@ -35,18 +33,6 @@ pub fn quiet() -> bool {
 /// Whether progress is drawn: stderr is a terminal and `-q` is not given.
 pub fn draws() -> bool {
     !quiet() && std::io::stderr().is_terminal()
-}
-
-/// Records whether a human-readable summary, which names every failure, goes
-/// to stdout at the end of this run (then failures are not logged on stderr
-/// as well, so each is printed once).
-pub fn set_summary_shown(shown: bool) {
-    SUMMARY_SHOWN.store(shown, Ordering::Relaxed);
-}
-
-/// See [`set_summary_shown`].
-pub fn summary_shown() -> bool {
-    SUMMARY_SHOWN.load(Ordering::Relaxed)
 }
 
 fn counted_style() -> ProgressStyle {
@@ -115,11 +101,10 @@ impl Drop for Bars {
 }
 
 /// The progress of one repository's sync, or of one restore: drawn as a bar
-/// when `bars` is given, and counting what a sync wrote in any case.
+/// when `bars` is given.
 pub struct Task {
     bar: Option<ProgressBar>,
     step: Mutex<(String, Instant)>,
-    written: Mutex<WriteStats>,
 }
 
 impl Task {
@@ -136,13 +121,7 @@ impl Task {
         Self {
             bar,
             step: Mutex::new((String::new(), Instant::now())),
-            written: Mutex::new(WriteStats::default()),
         }
-    }
-
-    /// What the sync wrote to the store for this repository, over all its attempts.
-    pub fn written(&self) -> WriteStats {
-        *self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Removes the bar (the result is printed elsewhere).
@@ -195,16 +174,5 @@ impl Progress for Task {
             format!("{what} {}", BinaryBytes(bytes))
         });
         b.set_position(done);
-    }
-
-    fn written(&self, s: &WriteStats) {
-        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        w.objects += s.objects;
-        w.chunks += s.chunks;
-        w.delta_chunks += s.delta_chunks;
-        w.raw_bytes += s.raw_bytes;
-        w.stored_bytes += s.stored_bytes;
-        w.packs += s.packs;
-        w.pack_bytes += s.pack_bytes;
     }
 }

@@ -6,10 +6,13 @@
 mod support;
 
 mod cli;
+mod config_file;
+mod damaged_index;
 mod diff_find;
 mod discover;
 mod durable_write;
 mod index_truth;
+mod mirror_cache;
 mod names_time;
 mod nightly;
 mod output;

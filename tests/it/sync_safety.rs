@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{describe, git, parse_json, HttpGitServer, Rng, TestRepo};
+use support::{describe, git, parse_json, path_str, HttpGitServer, Rng, TestRepo};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -45,19 +45,6 @@ impl Vault {
         report
     }
 
-    fn snapshots(&self, repo: &str) -> Vec<Value> {
-        let out = self.ok(&["snapshots", "--repo", repo, "--json", "--refs"]);
-        parse_json(&out).as_array().unwrap().clone()
-    }
-
-    fn latest(&self, repo: &str) -> Value {
-        self.snapshots(repo).pop().expect("a snapshot")
-    }
-
-    fn stats(&self) -> Value {
-        parse_json(&self.ok(&["stats", "--json"]))
-    }
-
     fn verify_read_data_clean(&self) {
         let out = self.run(&["verify", "--read-data", "--json"]);
         let doc = parse_json(&out);
@@ -71,10 +58,6 @@ impl Vault {
     fn mirror(&self, name: &str) -> PathBuf {
         self.cache.join(format!("{name}.git"))
     }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// Every file below `dir` whose name ends in `.lock`.
