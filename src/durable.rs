@@ -23,6 +23,12 @@ use std::path::{Path, PathBuf};
 /// Prefix of every temporary file (a pack's ends in `.pack`).
 pub const TMP_PREFIX: &str = ".tmp-";
 
+/// Mode of the store's files: the owner's only, whatever the umask.
+pub const PRIVATE: u32 = 0o600;
+/// Mode of files written for the user (a restored repository, `--report`):
+/// what the umask leaves of read-write for everyone, as `std::fs::write` does.
+pub const USER: u32 = 0o666;
+
 /// A new file in a directory, under a temporary name until [`TempFile::persist`]
 /// moves it to its final name; removed when dropped before that.
 #[derive(Debug)]
@@ -32,11 +38,12 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Creates `dir/.tmp-<random><suffix>`, readable and writable by the owner only.
+    /// Creates `dir/.tmp-<random><suffix>` with `mode` (less the umask):
+    /// [`PRIVATE`] or [`USER`].
     ///
     /// # Errors
     /// The I/O error of creating the file.
-    pub fn new_in(dir: &Path, suffix: &str) -> std::io::Result<TempFile> {
+    pub fn new_in(dir: &Path, suffix: &str, mode: u32) -> std::io::Result<TempFile> {
         let path = dir.join(format!(
             "{TMP_PREFIX}{:016x}{suffix}",
             rand::random::<u64>()
@@ -45,7 +52,7 @@ impl TempFile {
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&path)?;
         Ok(TempFile {
             path,
@@ -113,13 +120,13 @@ impl Drop for TempFile {
 }
 
 /// Writes `bytes` to `path` crash-safely (see the module doc): the file
-/// holds the old content or `bytes`, never a part. The new file is private
-/// to the owner (mode 0600).
+/// holds the old content or `bytes`, never a part. The new file has `mode`
+/// (less the umask): [`PRIVATE`] or [`USER`].
 ///
 /// # Errors
 /// The first I/O error; nothing is left behind then.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut t = TempFile::new_in(parent_of(path), ".tmp")?;
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut t = TempFile::new_in(parent_of(path), ".tmp", mode)?;
     t.write_all(bytes)?;
     t.persist(path)
 }
@@ -188,8 +195,8 @@ mod tests {
     fn write_atomic_replaces_the_file_and_leaves_no_temporary() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.json");
-        write_atomic(&p, b"old").unwrap();
-        write_atomic(&p, b"new content").unwrap();
+        write_atomic(&p, b"old", PRIVATE).unwrap();
+        write_atomic(&p, b"new content", PRIVATE).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new content");
         assert_eq!(names(dir.path()), ["config.json"]);
         use std::os::unix::fs::PermissionsExt;
@@ -204,8 +211,8 @@ mod tests {
     fn unpersisted_write_leaves_the_old_file_intact() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.json");
-        write_atomic(&p, b"old").unwrap();
-        let mut t = TempFile::new_in(dir.path(), ".json").unwrap();
+        write_atomic(&p, b"old", PRIVATE).unwrap();
+        let mut t = TempFile::new_in(dir.path(), ".json", PRIVATE).unwrap();
         t.write_all(b"new, half written").unwrap();
         let tmp = t.path().to_owned();
         // A crash keeps the temporary file: leak it as a killed process would.
@@ -223,11 +230,11 @@ mod tests {
     #[test]
     fn dropped_temporary_is_removed_and_failed_persist_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = TempFile::new_in(dir.path(), ".pack").unwrap();
+        let mut t = TempFile::new_in(dir.path(), ".pack", PRIVATE).unwrap();
         t.write_all(b"x").unwrap();
         drop(t);
         assert!(names(dir.path()).is_empty());
-        let mut t = TempFile::new_in(dir.path(), "").unwrap();
+        let mut t = TempFile::new_in(dir.path(), "", USER).unwrap();
         t.write_all(b"x").unwrap();
         let missing = dir.path().join("no such dir").join("f");
         assert!(t.persist(&missing).is_err());

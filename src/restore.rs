@@ -484,7 +484,7 @@ pub fn restore_with_progress(
     if !nodes.is_empty() {
         let file = std::io::BufWriter::with_capacity(
             1 << 20,
-            TempFile::new_in(&pack_dir, ".pack").map_err(|e| werr(&e))?,
+            TempFile::new_in(&pack_dir, ".pack", durable::USER).map_err(|e| werr(&e))?,
         );
         let count = u32::try_from(nodes.len())
             .map_err(|_| Error::Write(format!("{} objects do not fit one pack", nodes.len())))?;
@@ -521,8 +521,9 @@ pub fn restore_with_progress(
             .map_err(|e| werr(&e.into_error()))?
             .persist(&stem.with_extension("pack"))
             .map_err(|e| werr(&e))?;
-        let mut idx =
-            std::io::BufWriter::new(TempFile::new_in(&pack_dir, ".idx").map_err(|e| werr(&e))?);
+        let mut idx = std::io::BufWriter::new(
+            TempFile::new_in(&pack_dir, ".idx", durable::USER).map_err(|e| werr(&e))?,
+        );
         gitpack::write_index(&mut idx, &mut entries, &sum).map_err(|e| werr(&e))?;
         idx.into_inner()
             .map_err(|e| werr(&e.into_error()))?
@@ -555,7 +556,7 @@ pub fn restore_with_progress(
             let mut content = b"ref: ".to_vec();
             content.extend_from_slice(sym);
             content.push(b'\n');
-            durable::write_atomic(&path, &content).map_err(|e| werr(&e))?;
+            durable::write_atomic(&path, &content, durable::USER).map_err(|e| werr(&e))?;
             refs_written += 1;
             continue;
         }
@@ -573,7 +574,8 @@ pub fn restore_with_progress(
         }
         refs_written += 1;
     }
-    durable::write_atomic(&repo_dir.join("packed-refs"), &packed).map_err(|e| werr(&e))?;
+    durable::write_atomic(&repo_dir.join("packed-refs"), &packed, durable::USER)
+        .map_err(|e| werr(&e))?;
     let head = match snap.head() {
         Some(h) => match (&h.symref, h.target) {
             (Some(s), _) => {
@@ -587,7 +589,7 @@ pub fn restore_with_progress(
         },
         None => b"ref: refs/heads/main\n".to_vec(),
     };
-    durable::write_atomic(&repo_dir.join("HEAD"), &head).map_err(|e| werr(&e))?;
+    durable::write_atomic(&repo_dir.join("HEAD"), &head, durable::USER).map_err(|e| werr(&e))?;
     // What gix::init_bare wrote (config, description, hooks) is not synced yet.
     sync_tree(&repo_dir).map_err(|e| werr(&e))?;
 

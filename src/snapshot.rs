@@ -220,7 +220,7 @@ pub fn file_path(dir: &Path, id: &str) -> PathBuf {
 pub fn write_file(dir: &Path, snap: &Snapshot) -> Result<(), FileError> {
     let path = file_path(dir, &snap.id);
     let json = serde_json::to_string_pretty(snap).expect("snapshot serializes");
-    crate::durable::write_atomic(&path, json.as_bytes())
+    crate::durable::write_atomic(&path, json.as_bytes(), crate::durable::PRIVATE)
         .map_err(|source| FileError::Io { path, source })
 }
 

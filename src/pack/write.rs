@@ -37,7 +37,7 @@ impl PackWriter {
                 reason: format!("cannot write pack version {version}"),
             });
         }
-        let file = TempFile::new_in(dir, ".pack").map_err(io(dir))?;
+        let file = TempFile::new_in(dir, ".pack", crate::durable::PRIVATE).map_err(io(dir))?;
         let tmp_path = file.path().to_owned();
         let mut w = Self {
             dir: dir.to_owned(),

@@ -240,7 +240,8 @@ impl Store {
         drop(Index::create(&t.join(INDEX_FILE))?);
         let json = serde_json::to_string_pretty(&config).expect("config serializes");
         let config_path = t.join(CONFIG_FILE);
-        durable::write_atomic(&config_path, json.as_bytes()).map_err(Error::io(&config_path))?;
+        durable::write_atomic(&config_path, json.as_bytes(), durable::PRIVATE)
+            .map_err(Error::io(&config_path))?;
         // rename(2) replaces an empty directory atomically.
         let tmp_path = tmp.keep();
         if let Err(e) = durable::rename(&tmp_path, &abs) {
