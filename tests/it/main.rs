@@ -10,6 +10,7 @@ mod config_file;
 mod damaged_index;
 mod diff_find;
 mod discover;
+mod durable_write;
 mod index_truth;
 mod mirror_cache;
 mod names_time;
