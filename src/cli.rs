@@ -2196,8 +2196,12 @@ fn print_source_check(out: &mut impl Write, l: &nightly::SourceListing) -> Resul
 
 fn emit_summary(s: &SyncSummary, json: bool, report_file: Option<&Path>) -> Result<()> {
     if let Some(f) = report_file {
-        std::fs::write(f, serde_json::to_string_pretty(s)?)
-            .with_context(|| format!("cannot write --report {}", f.display()))?;
+        repovault::durable::write_atomic(
+            f,
+            serde_json::to_string_pretty(s)?.as_bytes(),
+            repovault::durable::USER,
+        )
+        .with_context(|| format!("cannot write --report {}", f.display()))?;
     }
     if json {
         return print_json(s);
