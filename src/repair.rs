@@ -270,8 +270,8 @@ impl Salvager<'_> {
         if let Some(v) = self.checked.get(&(p, e)) {
             return v.clone();
         }
-        // A delta chain is at most max_delta_depth (50) long: deeper is a damaged cycle.
-        if depth > 200 {
+        // No store's delta chain is deeper: deeper is a damaged cycle.
+        if depth > store::DELTA_DEPTH_LIMIT {
             return None;
         }
         let x = self.packs[p].2.entries[e].clone();
@@ -387,8 +387,9 @@ fn salvage(
 }
 
 /// Delta chains longer than this are cut (their depth counts from there):
-/// only a damaged trailer makes one, and the walk must end.
-const MAX_CHAIN: usize = 10_000;
+/// only a damaged trailer makes one (no store allows a deeper chain), and
+/// the walk must end.
+const MAX_CHAIN: usize = store::DELTA_DEPTH_LIMIT as usize;
 
 /// Fills an empty index from pack trailers, in one transaction. Chunks found
 /// in several packs keep their first place; a delta whose base is in no pack

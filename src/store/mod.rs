@@ -19,7 +19,9 @@ pub mod lag;
 mod read;
 mod writer;
 
-pub use config::{Compression, CompressionAlgorithm, StoreConfig, FORMAT_VERSION};
+pub use config::{
+    Compression, CompressionAlgorithm, StoreConfig, DELTA_DEPTH_LIMIT, FORMAT_VERSION,
+};
 pub use error::Error;
 pub use read::ReadSession;
 pub use writer::Writer;

@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod config_file;
 mod damaged_index;
+mod delta_cycle;
 mod diff_find;
 mod discover;
 mod durable_write;

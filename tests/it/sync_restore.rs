@@ -356,19 +356,7 @@ fn add_payload(r: &TestRepo, branch: &str, tiny: usize, medium: usize, seed: u64
         writeln!(stream, "M 100644 :{} m/f{i:03}.bin", tiny + i + 1).unwrap();
     }
     stream.push(b'\n');
-    let mut cmd = git_command(&r.path, &["fast-import", "--quiet"]);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn git fast-import");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&stream)
-        .expect("feed git fast-import");
-    assert!(child.wait().unwrap().success(), "git fast-import failed");
+    support::fast_import(&r.path, &stream);
 }
 
 // ---------------------------------------------------------------------------

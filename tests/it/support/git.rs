@@ -118,6 +118,23 @@ pub fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
     git_output(dir, args, &[]).stdout
 }
 
+/// Feeds `stream` to `git fast-import --quiet --force` in `repo` (a
+/// fast-import stream builds big histories far faster than commits do);
+/// panics when it fails.
+pub fn fast_import(repo: &Path, stream: &[u8]) {
+    use std::io::Write;
+    let mut cmd = git_command(repo, &["fast-import", "--quiet", "--force"]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn git fast-import");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(stream).expect("feed git fast-import");
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "git fast-import failed");
+}
+
 /// All refs of `repo` as sorted `(refname, objectname)` pairs (annotated tags
 /// map to the tag object, not the commit). `HEAD` is not included.
 pub fn refs_of(repo: &Path) -> Vec<(String, String)> {
