@@ -2,7 +2,7 @@
 //! (discovery only), as text or as a typed JSON document.
 
 use super::exit;
-use super::output::{self, print_json};
+use super::output::{self, Report};
 use anyhow::Result;
 use repovault::sync::nightly;
 use std::io::Write;
@@ -82,28 +82,48 @@ pub(crate) fn cmd_config_check(path: &Path, json: bool) -> Result<u8> {
     let resolved = config.resolve(path)?;
     let listed = nightly::discover_all(&resolved);
     let failed = listed.iter().filter(|l| l.result.is_err()).count();
-    if json {
-        let doc: Vec<SourceCheck> = listed.iter().map(SourceCheck::of).collect();
-        print_json(&doc)?;
-    } else {
-        let mut out = output::stdout();
-        writeln!(
-            out,
-            "{}: valid; {} source(s)",
-            path.display(),
-            resolved.len()
-        )?;
-        if let Some(s) = &config.store {
-            writeln!(out, "store: {}", s.display())?;
-        }
-        for l in &listed {
-            print_source_check(&mut out, l)?;
-        }
-    }
+    let check = ConfigCheck {
+        path,
+        store: config.store.as_deref(),
+        listed: &listed,
+    };
+    output::show(&check, json)?;
     Ok(if failed == 0 { exit::OK } else { exit::ERROR })
 }
 
-pub(crate) fn print_source_check(out: &mut impl Write, l: &nightly::SourceListing) -> Result<()> {
+/// What `config check` shows: the file, its store, each source's listing
+/// (the JSON is the list of [`SourceCheck`]s).
+pub(crate) struct ConfigCheck<'a> {
+    path: &'a Path,
+    store: Option<&'a Path>,
+    listed: &'a [nightly::SourceListing],
+}
+
+impl serde::Serialize for ConfigCheck<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        ser.collect_seq(self.listed.iter().map(SourceCheck::of))
+    }
+}
+
+impl Report for ConfigCheck<'_> {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{}: valid; {} source(s)",
+            self.path.display(),
+            self.listed.len()
+        )?;
+        if let Some(s) = self.store {
+            writeln!(out, "store: {}", s.display())?;
+        }
+        for l in self.listed {
+            print_source_check(out, l)?;
+        }
+        Ok(())
+    }
+}
+
+fn print_source_check(out: &mut dyn Write, l: &nightly::SourceListing) -> std::io::Result<()> {
     let label = &l.label;
     let f = match &l.result {
         Ok(f) => f,

@@ -63,7 +63,7 @@ impl Write for Stdout {
     }
 }
 
-/// Writes `doc` as pretty JSON and a newline to stdout (through [`output`]:
+/// Writes `doc` as pretty JSON and a newline to stdout (through this module:
 /// a closed pipe ends the output quietly).
 pub(crate) fn print_json(doc: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(doc)?);

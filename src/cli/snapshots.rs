@@ -165,52 +165,67 @@ pub(crate) fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result
         snaps.retain(|sn| seen.insert(sn.repo.clone()));
         snaps.reverse();
     }
-    if a.json {
-        let doc: Vec<SnapshotListing> = snaps
-            .iter()
-            .map(|sn| SnapshotListing {
-                id: &sn.id,
-                repo: &sn.repo,
-                url: &sn.url,
-                time: sn.time,
-                checked_at: sn.checked_at,
-                ref_count: sn.refs.len(),
-                refs: a.refs.then_some(&sn.refs[..]),
-                complete: sn.complete,
-                missing: sn.missing.iter().map(|o| o.to_string()).collect(),
-                skipped: &sn.skipped,
-            })
-            .collect();
-        return print_json(&doc).map(|()| exit::OK);
+    let list = SnapshotList {
+        snaps: &snaps,
+        refs: a.refs,
+    };
+    output::show(&list, a.json)?;
+    Ok(exit::OK)
+}
+
+/// The snapshots `snapshots` lists (each with its refs with `--refs`).
+pub(crate) struct SnapshotList<'a> {
+    snaps: &'a [repovault::snapshot::Snapshot],
+    refs: bool,
+}
+
+impl serde::Serialize for SnapshotList<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        ser.collect_seq(self.snaps.iter().map(|sn| SnapshotListing {
+            id: &sn.id,
+            repo: &sn.repo,
+            url: &sn.url,
+            time: sn.time,
+            checked_at: sn.checked_at,
+            ref_count: sn.refs.len(),
+            refs: self.refs.then_some(&sn.refs[..]),
+            complete: sn.complete,
+            missing: sn.missing.iter().map(|o| o.to_string()).collect(),
+            skipped: &sn.skipped,
+        }))
     }
-    let mut out = output::stdout();
-    writeln!(
-        out,
-        "{:<8}  {:<26}  {:<26}  {:>5}  repository",
-        "id", "time (UTC)", "checked at (UTC)", "refs"
-    )?;
-    for sn in &snaps {
+}
+
+impl Report for SnapshotList<'_> {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(
             out,
-            "{:<8}  {:<26}  {:<26}  {:>5}  {}{}",
-            sn.short_id(),
-            utc_micros(sn.time),
-            utc_micros(sn.checked_at),
-            sn.refs.len(),
-            sn.repo,
-            match (sn.complete, sn.skipped.len()) {
-                (true, _) => String::new(),
-                (false, 0) => "  (incomplete)".into(),
-                (false, n) => format!("  (incomplete: {n} ref(s) not backed up)"),
-            }
+            "{:<8}  {:<26}  {:<26}  {:>5}  repository",
+            "id", "time (UTC)", "checked at (UTC)", "refs"
         )?;
-        if a.refs {
-            for r in &sn.refs {
-                writeln!(out, "          {}  {}", ref_target(r), r.name_lossy())?;
+        for sn in self.snaps {
+            writeln!(
+                out,
+                "{:<8}  {:<26}  {:<26}  {:>5}  {}{}",
+                sn.short_id(),
+                utc_micros(sn.time),
+                utc_micros(sn.checked_at),
+                sn.refs.len(),
+                sn.repo,
+                match (sn.complete, sn.skipped.len()) {
+                    (true, _) => String::new(),
+                    (false, 0) => "  (incomplete)".into(),
+                    (false, n) => format!("  (incomplete: {n} ref(s) not backed up)"),
+                }
+            )?;
+            if self.refs {
+                for r in &sn.refs {
+                    writeln!(out, "          {}  {}", ref_target(r), r.name_lossy())?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(exit::OK)
 }
 
 pub(crate) fn cmd_diff(store: &Option<PathBuf>, a: DiffArgs) -> Result<u8> {
@@ -225,69 +240,73 @@ pub(crate) fn cmd_diff(store: &Option<PathBuf>, a: DiffArgs) -> Result<u8> {
     };
     let (from, to) = (pick(&a.from)?, pick(&a.to)?);
     let d = diff::diff(&s, from, to, a.max_commits)?;
-    if a.json {
-        return print_json(&d).map(|()| exit::OK);
-    }
-    let mut out = output::stdout();
-    for (label, sn) in [("from", &d.from), ("to", &d.to)] {
-        writeln!(
-            out,
-            "{label:<4} {}  {}  {}",
-            short_id(&sn.id),
-            utc_micros(sn.time),
-            sn.repo
-        )?;
-    }
-    let width = d
-        .added
-        .iter()
-        .chain(&d.removed)
-        .map(|r| r.name_lossy().len())
-        .chain(d.moved.iter().map(|m| m.name_lossy().len()))
-        .max()
-        .unwrap_or(0);
-    for r in &d.added {
-        writeln!(
-            out,
-            "added    {:<width$}  {}",
-            r.name_lossy(),
-            ref_target(r)
-        )?;
-    }
-    for r in &d.removed {
-        writeln!(
-            out,
-            "removed  {:<width$}  {}",
-            r.name_lossy(),
-            ref_target(r)
-        )?;
-    }
-    for m in &d.moved {
-        writeln!(
-            out,
-            "moved    {:<width$}  {} => {}",
-            m.name_lossy(),
-            ref_target(&m.old),
-            ref_target(&m.new)
-        )?;
-    }
-    writeln!(
-        out,
-        "refs: {} added, {} removed, {} moved; commits: {} gained, {} lost",
-        d.added.len(),
-        d.removed.len(),
-        d.moved.len(),
-        d.commits.gained,
-        d.commits.lost
-    )?;
-    if !d.missing.is_empty() {
-        writeln!(
-            out,
-            "note: {} object(s) the walk met are not in the store (incomplete snapshots): the commit counts stop there",
-            d.missing.len()
-        )?;
-    }
+    output::show(&d, a.json)?;
     Ok(exit::OK)
+}
+
+impl Report for repovault::diff::Diff {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let d = self;
+        for (label, sn) in [("from", &d.from), ("to", &d.to)] {
+            writeln!(
+                out,
+                "{label:<4} {}  {}  {}",
+                short_id(&sn.id),
+                utc_micros(sn.time),
+                sn.repo
+            )?;
+        }
+        let width = d
+            .added
+            .iter()
+            .chain(&d.removed)
+            .map(|r| r.name_lossy().len())
+            .chain(d.moved.iter().map(|m| m.name_lossy().len()))
+            .max()
+            .unwrap_or(0);
+        for r in &d.added {
+            writeln!(
+                out,
+                "added    {:<width$}  {}",
+                r.name_lossy(),
+                ref_target(r)
+            )?;
+        }
+        for r in &d.removed {
+            writeln!(
+                out,
+                "removed  {:<width$}  {}",
+                r.name_lossy(),
+                ref_target(r)
+            )?;
+        }
+        for m in &d.moved {
+            writeln!(
+                out,
+                "moved    {:<width$}  {} => {}",
+                m.name_lossy(),
+                ref_target(&m.old),
+                ref_target(&m.new)
+            )?;
+        }
+        writeln!(
+            out,
+            "refs: {} added, {} removed, {} moved; commits: {} gained, {} lost",
+            d.added.len(),
+            d.removed.len(),
+            d.moved.len(),
+            d.commits.gained,
+            d.commits.lost
+        )?;
+        if !d.missing.is_empty() {
+            writeln!(
+                out,
+                "note: {} object(s) the walk met are not in the store (incomplete snapshots): the commit counts stop there",
+                d.missing.len()
+            )?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn cmd_find(store: &Option<PathBuf>, a: FindArgs) -> Result<u8> {
@@ -298,70 +317,74 @@ pub(crate) fn cmd_find(store: &Option<PathBuf>, a: FindArgs) -> Result<u8> {
         repovault::find::Error::Empty => usage(e),
         e => e.into(),
     })?;
-    if a.json {
-        return print_json(&r).map(|()| exit::OK);
-    }
-    let mut out = output::stdout();
-    if !r.refs.is_empty() {
-        writeln!(out, "ref {}:", r.query)?;
-        for h in &r.refs {
-            writeln!(
-                out,
-                "  {}  {}  {}  {}  {}",
-                short_id(&h.snapshot.id),
-                utc_micros(h.snapshot.time),
-                h.snapshot.repo,
-                h.entry.name_lossy(),
-                ref_target(&h.entry)
-            )?;
-        }
-    }
-    if let Some(c) = r.commit {
-        writeln!(out, "commit {c}:")?;
-        for h in &r.commit_snapshots {
-            let more = h.refs.len().saturating_sub(3);
-            writeln!(
-                out,
-                "  {}  {}  {}  reachable from {}{}",
-                short_id(&h.snapshot.id),
-                utc_micros(h.snapshot.time),
-                h.snapshot.repo,
-                h.refs
-                    .iter()
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            )?;
-        }
-    }
-    let held = r.refs.len() + r.commit_snapshots.len();
-    if held == 0 {
-        writeln!(
-            out,
-            "no ref named {q:?}{} in any of {} snapshot(s)",
-            if r.commit.is_some() {
-                " and no ref reaching that commit"
-            } else {
-                ""
-            },
-            r.snapshots_searched,
-            q = r.query
-        )?;
-    } else {
-        writeln!(out, "searched {} snapshot(s)", r.snapshots_searched)?;
-    }
-    if !r.missing.is_empty() {
-        writeln!(
-            out,
-            "note: {} object(s) the walk met are not in the store (incomplete snapshots): history behind them was not searched",
-            r.missing.len()
-        )?;
-    }
+    output::show(&r, a.json)?;
     Ok(exit::OK)
+}
+
+impl Report for repovault::find::FindReport {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let r = self;
+        if !r.refs.is_empty() {
+            writeln!(out, "ref {}:", r.query)?;
+            for h in &r.refs {
+                writeln!(
+                    out,
+                    "  {}  {}  {}  {}  {}",
+                    short_id(&h.snapshot.id),
+                    utc_micros(h.snapshot.time),
+                    h.snapshot.repo,
+                    h.entry.name_lossy(),
+                    ref_target(&h.entry)
+                )?;
+            }
+        }
+        if let Some(c) = r.commit {
+            writeln!(out, "commit {c}:")?;
+            for h in &r.commit_snapshots {
+                let more = h.refs.len().saturating_sub(3);
+                writeln!(
+                    out,
+                    "  {}  {}  {}  reachable from {}{}",
+                    short_id(&h.snapshot.id),
+                    utc_micros(h.snapshot.time),
+                    h.snapshot.repo,
+                    h.refs
+                        .iter()
+                        .take(3)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )?;
+            }
+        }
+        let held = r.refs.len() + r.commit_snapshots.len();
+        if held == 0 {
+            writeln!(
+                out,
+                "no ref named {q:?}{} in any of {} snapshot(s)",
+                if r.commit.is_some() {
+                    " and no ref reaching that commit"
+                } else {
+                    ""
+                },
+                r.snapshots_searched,
+                q = r.query
+            )?;
+        } else {
+            writeln!(out, "searched {} snapshot(s)", r.snapshots_searched)?;
+        }
+        if !r.missing.is_empty() {
+            writeln!(
+                out,
+                "note: {} object(s) the walk met are not in the store (incomplete snapshots): history behind them was not searched",
+                r.missing.len()
+            )?;
+        }
+        Ok(())
+    }
 }
