@@ -45,7 +45,6 @@ use repovault::sync::{Source, SyncOptions};
 use repovault::{codec_compress, codec_decode, delta, git_oid, ObjectId, ObjectKind};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -303,11 +302,6 @@ const FILES: usize = 40;
 const COMMITS: usize = 400;
 
 /// A hermetic `git` command in `dir`: no user or system configuration.
-fn run(mut cmd: Command) {
-    let status = cmd.status().expect("run git");
-    assert!(status.success(), "{cmd:?} failed: {status}");
-}
-
 fn data_cmd(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(format!("data {}\n", bytes.len()).as_bytes());
     out.extend_from_slice(bytes);
@@ -386,31 +380,10 @@ fn history_stream() -> Vec<u8> {
 /// path of its one pack's `.idx`.
 fn generate_repo(dir: &Path) -> (PathBuf, PathBuf) {
     let repo = dir.join("source.git");
-    run(git::git_command(
-        dir,
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            repo.to_str().expect("utf-8"),
-        ],
-    ));
-    let mut child = git::git_command(&repo, &["fast-import", "--quiet"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn git fast-import");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(&history_stream())
-            .expect("feed fast-import");
-    }
-    let status = child.wait().expect("wait for git fast-import");
-    assert!(status.success(), "git fast-import failed: {status}");
-    run(git::git_command(&repo, &["repack", "-adfq"]));
+    let path = repo.to_str().expect("utf-8");
+    git::git(dir, &["init", "-q", "--bare", "-b", "main", path]);
+    git::fast_import(&repo, &history_stream());
+    git::git(&repo, &["repack", "-adfq"]);
     let packs: Vec<PathBuf> = std::fs::read_dir(repo.join("objects/pack"))
         .expect("pack dir")
         .map(|e| e.expect("dir entry").path())

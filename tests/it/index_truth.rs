@@ -51,6 +51,34 @@ fn repo(seed: u64) -> TestRepo {
     r
 }
 
+/// A temporary directory with an initialised store, a mirror cache path and
+/// the bare repository `a.git`: `repo(seed)` published and synced once as `a`.
+struct One {
+    base: tempfile::TempDir,
+    store: PathBuf,
+    cache: PathBuf,
+    a: TestRepo,
+    bare: PathBuf,
+}
+
+fn one_synced(seed: u64) -> One {
+    let base = tempfile::tempdir().unwrap();
+    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
+    rv_ok(&store, &["init"]);
+    let a = repo(seed);
+    let bare = base.path().join("a.git");
+    git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
+    a.publish(&bare);
+    sync(&store, &cache, &bare, "a");
+    One {
+        base,
+        store,
+        cache,
+        a,
+        bare,
+    }
+}
+
 /// Every object reachable from the refs of `repo`.
 fn objects_of(repo: &Path) -> BTreeSet<String> {
     git(repo, &["rev-list", "--objects", "--all"])
@@ -216,14 +244,13 @@ fn an_older_index_put_back_loses_nothing() {
 /// forget and prune lose nothing.
 #[test]
 fn an_index_truncated_to_zero_bytes_loses_nothing() {
-    let base = tempfile::tempdir().unwrap();
-    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
-    rv_ok(&store, &["init"]);
-    let a = repo(3);
-    let bare = base.path().join("a.git");
-    git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
-    a.publish(&bare);
-    sync(&store, &cache, &bare, "a");
+    let One {
+        base,
+        store,
+        cache,
+        a,
+        bare,
+    } = one_synced(3);
     let then = base.path().join("a-then.git");
     cp_a(&bare, &then);
     a.git(&["reset", "-q", "--hard", "HEAD~3"]);
@@ -267,14 +294,13 @@ fn an_index_truncated_to_zero_bytes_loses_nothing() {
 /// (`repair-index`), delete nothing, and the rebuild brings every snapshot back.
 #[test]
 fn a_deleted_index_is_refused_with_one_fix_and_loses_nothing() {
-    let base = tempfile::tempdir().unwrap();
-    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
-    rv_ok(&store, &["init"]);
-    let a = repo(3);
-    let bare = base.path().join("a.git");
-    git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
-    a.publish(&bare);
-    sync(&store, &cache, &bare, "a");
+    let One {
+        base,
+        store,
+        cache,
+        a: _a,
+        bare,
+    } = one_synced(3);
     let recorded = snapshot_list(&store);
     let packs = |s: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(s.join("packs"))
@@ -328,14 +354,12 @@ fn a_deleted_index_is_refused_with_one_fix_and_loses_nothing() {
 /// index does not know (here: one it cannot read).
 #[test]
 fn prune_refuses_while_a_snapshot_file_is_unknown() {
-    let base = tempfile::tempdir().unwrap();
-    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
-    rv_ok(&store, &["init"]);
-    let a = repo(4);
-    let bare = base.path().join("a.git");
-    git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
-    a.publish(&bare);
-    sync(&store, &cache, &bare, "a");
+    let One {
+        base: _base,
+        store,
+        a: _a,
+        ..
+    } = one_synced(4);
     let bogus = store
         .join("snapshots")
         .join(format!("{}.json", "ab".repeat(32)));
@@ -369,14 +393,13 @@ fn prune_refuses_while_a_snapshot_file_is_unknown() {
 /// from the index; repair-index names a snapshot it cannot recover.
 #[test]
 fn a_deleted_snapshot_file_is_damage_and_is_not_dropped_silently() {
-    let base = tempfile::tempdir().unwrap();
-    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
-    rv_ok(&store, &["init"]);
-    let a = repo(5);
-    let bare = base.path().join("a.git");
-    git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
-    a.publish(&bare);
-    sync(&store, &cache, &bare, "a");
+    let One {
+        base,
+        store,
+        cache,
+        a,
+        bare,
+    } = one_synced(5);
     let then = base.path().join("a-then.git");
     cp_a(&bare, &then);
     a.commit_file("more.txt", "more\n", "more");

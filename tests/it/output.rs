@@ -71,12 +71,7 @@ fn many_blobs(dir: &Path, name: &str, n: usize) -> PathBuf {
         writeln!(stream, "M 100644 :{} d{}/f{i}.txt", i + 1, i % 50).unwrap();
     }
     stream.extend_from_slice(b"\n");
-    let mut child = support::git_command(&bare, &["fast-import", "--quiet"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("git fast-import");
-    child.stdin.take().unwrap().write_all(&stream).unwrap();
-    assert!(child.wait().unwrap().success(), "fast-import failed");
+    support::fast_import(&bare, &stream);
     support::git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
     bare
 }

@@ -20,6 +20,15 @@ impl Vault {
     }
 }
 
+/// Forces every branch of `r` into `bare` (tags and deletions untouched).
+fn fetch_heads(r: &TestRepo, bare: &Path) {
+    let src = path_str(&r.path);
+    support::git(
+        bare,
+        &["fetch", "-q", "--force", src, "+refs/heads/*:refs/heads/*"],
+    );
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -160,16 +169,7 @@ fn store_for_prune(env: &Vault) -> (TestRepo, PathBuf) {
     r.git(&["branch", "-f", "main", "only-b"]);
     r.git(&["checkout", "-q", "main"]);
     r.git(&["branch", "-D", "only-b"]);
-    support::git(
-        &bare,
-        &[
-            "fetch",
-            "-q",
-            "--force",
-            r.path.to_str().unwrap(),
-            "+refs/heads/*:refs/heads/*",
-        ],
-    );
+    fetch_heads(&r, &bare);
     env.sync_path(&bare);
     (r, bare)
 }
@@ -322,16 +322,7 @@ fn restores_in_a_loop_while_prune_deletes_packs() {
     for round in 0..3u64 {
         // A new snapshot with a new blob, then prune the older ones away while restoring.
         r.commit_file("c.bin", random_bytes(100 + round, 300_000), "c");
-        support::git(
-            &bare,
-            &[
-                "fetch",
-                "-q",
-                "--force",
-                r.path.to_str().unwrap(),
-                "+refs/heads/*:refs/heads/*",
-            ],
-        );
+        fetch_heads(&r, &bare);
         env.sync_path(&bare);
         let stop = std::sync::atomic::AtomicBool::new(false);
         let failures = std::sync::Mutex::new(Vec::new());

@@ -303,15 +303,7 @@ fn history_stream(branch: &str, commits: usize, seed: u64, continue_from: bool) 
     s
 }
 
-fn fast_import(repo: &Path, stream: &[u8]) {
-    let mut child = support::git_command(repo, &["fast-import", "--quiet", "--force"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stream).unwrap();
-    assert!(child.wait().unwrap().success(), "git fast-import failed");
-}
+use support::fast_import;
 
 /// Moves `refs` refs (branches `b0000..`, starting at `first`, wrapping) to
 /// marks of the last import, and adds `tags` annotated tags.

@@ -113,6 +113,12 @@ impl Fixture {
             .expect("known snapshot")
     }
 
+    /// The ids of every snapshot not of `repo`.
+    fn ids_except(&self, repo: &str) -> BTreeSet<String> {
+        let others = self.snaps.iter().filter(|s| s.repo != repo);
+        others.map(|s| s.id.clone()).collect()
+    }
+
     /// Snapshot `n` (0 or 1) of `repo`.
     fn nth(&self, repo: &str, n: usize) -> &Snap {
         self.snaps
@@ -996,12 +1002,7 @@ fn random_byte_flips_are_found_by_read_data() {
             }
         })
         .collect();
-    let non_beta: BTreeSet<String> = fx
-        .snaps
-        .iter()
-        .filter(|s| s.repo != "beta")
-        .map(|s| s.id.clone())
-        .collect();
+    let non_beta = fx.ids_except("beta");
     // Two workers, each flipping and flipping back in its own copy.
     let outcomes: Vec<FlipOutcome> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..2)
@@ -1300,12 +1301,7 @@ fn lost_index_is_reported_and_rebuilt() {
 #[test]
 fn corrupt_index_is_reported_and_rebuilt() {
     let fx = fixture();
-    let non_beta: BTreeSet<String> = fx
-        .snaps
-        .iter()
-        .filter(|s| s.repo != "beta")
-        .map(|s| s.id.clone())
-        .collect();
+    let non_beta = fx.ids_except("beta");
     for how in ["garbage", "truncated"] {
         let c = Case::new();
         let path = c.store.join("index.sqlite");
@@ -1457,12 +1453,7 @@ fn lost_object_rows_are_found_by_read_data() {
 #[test]
 fn missing_ref_target_is_found_by_quick_mode() {
     let fx = fixture();
-    let non_beta: BTreeSet<String> = fx
-        .snaps
-        .iter()
-        .filter(|s| s.repo != "beta")
-        .map(|s| s.id.clone())
-        .collect();
+    let non_beta = fx.ids_except("beta");
 
     // The tip of alpha's main branch in its second snapshot: no other snapshot needs it.
     let a2 = fx.nth("alpha", 1);

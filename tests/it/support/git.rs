@@ -118,6 +118,23 @@ pub fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
     git_output(dir, args, &[]).stdout
 }
 
+/// Feeds `stream` to `git fast-import --quiet --force` in `repo` (a
+/// fast-import stream builds big histories far faster than commits do);
+/// panics when it fails.
+pub fn fast_import(repo: &Path, stream: &[u8]) {
+    use std::io::Write;
+    let mut cmd = git_command(repo, &["fast-import", "--quiet", "--force"]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn git fast-import");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(stream).expect("feed git fast-import");
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "git fast-import failed");
+}
+
 /// All refs of `repo` as sorted `(refname, objectname)` pairs (annotated tags
 /// map to the tag object, not the commit). `HEAD` is not included.
 pub fn refs_of(repo: &Path) -> Vec<(String, String)> {
@@ -263,6 +280,16 @@ impl TestRepo {
         let dest = self.dir.path().join(format!("mirror-{n}.git"));
         self.bare_clone_to(&dest);
         dest
+    }
+
+    /// Mirrors the repository into a bare repository at `rel` inside a new
+    /// temporary directory (a server's base); returns both.
+    pub fn mirror_in_tempdir(&self, rel: &str) -> (TempDir, PathBuf) {
+        let base = tempfile::Builder::new().prefix("repovault-src-").tempdir();
+        let base = base.expect("create temp dir");
+        let bare = base.path().join(rel);
+        self.bare_clone_to(&bare);
+        (base, bare)
     }
 
     /// Mirrors the repository into the bare repository `dest` (which must not
