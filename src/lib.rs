@@ -38,6 +38,7 @@ pub mod config;
 pub mod delta;
 pub mod diff;
 pub mod discover;
+pub mod durable;
 pub mod find;
 pub mod gitpack;
 pub mod index;

@@ -14,7 +14,7 @@ use crate::chunk::ChunkId;
 use crate::index::{self, Index};
 use crate::lock::{self, WriteLock};
 use crate::pack::{self, PackContents};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{self, Snapshot};
 use crate::store::{self, codec, lag, INDEX_FILE, LOCK_FILE, PACKS_DIR, SNAPSHOTS_DIR};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -212,28 +212,15 @@ fn rebuild(root: &Path) -> Result<RepairReport, Error> {
     report.chunks -= report.dropped_chunks.min(report.chunks);
 
     let sdir = root.join(SNAPSHOTS_DIR);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&sdir)
-        .map_err(io(&sdir))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && !p
-                    .file_name()
-                    .is_some_and(|f| f.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    files.sort();
+    let ids = snapshot::list_files(&sdir).map_err(|e| Error::Io {
+        path: e.path().to_owned(),
+        source: e.into_io(),
+    })?;
     let mut snaps: Vec<Snapshot> = Vec::new();
-    for f in files {
-        match std::fs::read(&f)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Snapshot>(&b).map_err(|e| e.to_string()))
-        {
+    for id in ids {
+        match snapshot::read_file(&sdir, &id) {
             Ok(s) => snaps.push(s),
-            Err(e) => report
-                .skipped_snapshots
-                .push(format!("{}: {e}", f.display())),
+            Err(e) => report.skipped_snapshots.push(e.to_string()),
         }
     }
     snaps.sort_by_key(|s| s.time);
@@ -259,7 +246,8 @@ fn rebuild(root: &Path) -> Result<RepairReport, Error> {
         let side = root.join(format!("{INDEX_FILE}.rebuilding{ext}"));
         let _ = std::fs::remove_file(side);
     }
-    pack::sync_dir(root).map_err(io(root))?;
+    // SQLite synced the new index's commits; the renames need the directory synced.
+    crate::durable::sync_dir(root).map_err(io(root))?;
     Ok(report)
 }
 
@@ -282,8 +270,8 @@ impl Salvager<'_> {
         if let Some(v) = self.checked.get(&(p, e)) {
             return v.clone();
         }
-        // A delta chain is at most max_delta_depth (50) long: deeper is a damaged cycle.
-        if depth > 200 {
+        // No store's delta chain is deeper: deeper is a damaged cycle.
+        if depth > store::DELTA_DEPTH_LIMIT {
             return None;
         }
         let x = self.packs[p].2.entries[e].clone();
@@ -399,8 +387,9 @@ fn salvage(
 }
 
 /// Delta chains longer than this are cut (their depth counts from there):
-/// only a damaged trailer makes one, and the walk must end.
-const MAX_CHAIN: usize = 10_000;
+/// only a damaged trailer makes one (no store allows a deeper chain), and
+/// the walk must end.
+const MAX_CHAIN: usize = store::DELTA_DEPTH_LIMIT as usize;
 
 /// Fills an empty index from pack trailers, in one transaction. Chunks found
 /// in several packs keep their first place; a delta whose base is in no pack

@@ -261,25 +261,11 @@ fn now() -> jiff::Timestamp {
 }
 
 fn write_snapshot_file(store: &Store, snap: &Snapshot) -> Result<(), Error> {
-    use std::io::Write;
     let dir = store.root().join(store::SNAPSHOTS_DIR);
-    let path = dir.join(format!("{}.json", snap.id));
-    let tmp = dir.join(format!(".{}.tmp", snap.id));
-    let io = |source| Error::SnapshotFile {
-        path: path.clone(),
-        source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(
-        serde_json::to_string_pretty(snap)
-            .expect("snapshot serializes")
-            .as_bytes(),
-    )
-    .map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    crate::pack::sync_dir(&dir).map_err(io)?;
-    Ok(())
+    crate::snapshot::write_file(&dir, snap).map_err(|e| Error::SnapshotFile {
+        path: e.path().to_owned(),
+        source: e.into_io(),
+    })
 }
 
 /// Refs (by name) that need one of `missing`, found by walking the mirror.
