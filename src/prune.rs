@@ -261,55 +261,51 @@ pub struct PruneReport {
 /// it would delete to the next prune.
 pub const READERS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Marks every object a snapshot needs live (in SQLite, so memory does not
+/// grow with the store); returns how many. A needed object that is missing
+/// (and not recorded missing by its snapshot) or damaged stops prune.
 fn walk_live(
     store: &Store,
     writer: &mut Writer<'_>,
     snaps: &[Snapshot],
     interrupt: &AtomicBool,
 ) -> Result<u64, Error> {
+    use crate::closure::{self, Damage, Event, Flow};
     writer.index().begin_live()?;
     let mut live = 0u64;
+    let source = closure::StoreSource {
+        store,
+        check_oid: true,
+    };
     for snap in snaps {
-        let mut stack: Vec<ObjectId> = snap
-            .tips()
-            .into_iter()
-            .filter(|t| !snap.missing.contains(t))
-            .collect();
-        while let Some(oid) = stack.pop() {
-            if interrupt.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
-            }
-            let Some(row) = store.object_row(&oid)? else {
-                if snap.missing.contains(&oid) {
-                    continue;
+        let damaged = |oid: ObjectId, reason: String| Error::Damaged {
+            snapshot: snap.id.clone(),
+            repo: snap.repo.clone(),
+            oid,
+            reason,
+        };
+        let end = closure::walk_snapshot(
+            snap,
+            &source,
+            &mut closure::RecordedByCallback,
+            interrupt,
+            |e| match e {
+                Event::Found { oid, .. } => {
+                    if !writer.index().mark_live(&oid)? {
+                        return Ok(Flow::Skip);
+                    }
+                    live += 1;
+                    Ok(Flow::Continue)
                 }
-                return Err(Error::Damaged {
-                    snapshot: snap.id.clone(),
-                    repo: snap.repo.clone(),
-                    oid,
-                    reason: "not stored".into(),
-                });
-            };
-            if !writer.index().mark_live(&oid)? {
-                continue;
-            }
-            live += 1;
-            if row.kind.is_metadata() {
-                let o = store.get(&oid).map_err(|e| Error::Damaged {
-                    snapshot: snap.id.clone(),
-                    repo: snap.repo.clone(),
-                    oid,
-                    reason: e.to_string(),
-                })?;
-                let refs =
-                    crate::object::references(o.kind, &o.data).map_err(|e| Error::Damaged {
-                        snapshot: snap.id.clone(),
-                        repo: snap.repo.clone(),
-                        oid,
-                        reason: e,
-                    })?;
-                stack.extend(refs);
-            }
+                Event::Missing { listed: true, .. } => Ok(Flow::Continue),
+                Event::Missing { oid, listed: false } => Err(damaged(oid, "not stored".into())),
+                Event::Damaged { damage: Damage::Lookup(e), .. } => Err(e.into()),
+                Event::Damaged { oid, damage: Damage::Read(e) } => Err(damaged(oid, e.to_string())),
+                Event::Damaged { oid, damage: Damage::Parse(e) } => Err(damaged(oid, e)),
+            },
+        )?;
+        if end == closure::End::Interrupted {
+            return Err(Error::Interrupted);
         }
     }
     Ok(live)

@@ -10,6 +10,7 @@
 //! snapshots it makes unrestorable.
 
 use crate::chunk::ChunkId;
+use crate::closure;
 use crate::git_oid;
 use crate::index::{self, Finding};
 use crate::pack;
@@ -501,7 +502,8 @@ pub fn verify_scoped(
                 } else {
                     None
                 },
-            );
+                interrupt,
+            )?;
             for m in &missing {
                 let mut p = problem(
                     "object",
@@ -653,60 +655,52 @@ fn walk(
     store: &Store,
     snap: &Snapshot,
     damaged: &HashMap<ObjectId, String>,
-    mut closed: Option<&mut HashSet<ObjectId>>,
-) -> (Option<String>, Vec<ObjectId>) {
-    let mut seen: HashSet<ObjectId> = HashSet::new();
+    closed: Option<&mut HashSet<ObjectId>>,
+    interrupt: &AtomicBool,
+) -> Result<(Option<String>, Vec<ObjectId>), Error> {
+    use closure::{Damage, Event, Flow};
     let mut missing = Vec::new();
-    let mut first_bad = None;
-    let mut stack: Vec<ObjectId> = snap
-        .tips()
-        .into_iter()
-        .filter(|t| !snap.missing.contains(t))
-        .collect();
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) || closed.as_ref().is_some_and(|c| c.contains(&oid)) {
-            continue;
-        }
-        if let Some(reason) = damaged.get(&oid) {
-            first_bad.get_or_insert_with(|| reason.clone());
-            if matches!(store.object_row(&oid), Ok(None)) && !snap.missing.contains(&oid) {
-                missing.push(oid);
-            }
-            continue;
-        }
-        let row = match store.object_row(&oid) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                if !snap.missing.contains(&oid) {
+    let mut first_bad: Option<String> = None;
+    let mut visit = closure::Visited::new(closed.as_deref());
+    let source = closure::StoreSource::new(store);
+    let end = closure::walk_snapshot(snap, &source, &mut visit, interrupt, |e| {
+        let known = |oid: &ObjectId| damaged.get(oid).cloned();
+        let (bad, flow) = match e {
+            Event::Found { oid, .. } => match known(&oid) {
+                Some(reason) => (Some(reason), Flow::Skip),
+                None => (None, Flow::Continue),
+            },
+            Event::Missing { oid, listed } => {
+                if !listed {
                     missing.push(oid);
                 }
-                continue;
+                (known(&oid), Flow::Continue)
             }
-            Err(e) => {
-                first_bad.get_or_insert_with(|| e.to_string());
-                continue;
-            }
+            Event::Damaged { oid, damage } => (
+                Some(match (known(&oid), damage) {
+                    (Some(reason), _) => reason,
+                    (None, Damage::Lookup(e)) => e.to_string(),
+                    (None, Damage::Read(e)) => format!("object {oid}: {e}"),
+                    (None, Damage::Parse(e)) => format!("object {oid}: {e}"),
+                }),
+                Flow::Continue,
+            ),
         };
-        if row.kind.is_metadata() {
-            match store
-                .get_chunks_checked(&oid)
-                .map_err(|e| e.to_string())
-                .and_then(|o| crate::object::references(o.kind, &o.data))
-            {
-                Ok(refs) => stack.extend(refs),
-                Err(e) => {
-                    first_bad.get_or_insert_with(|| format!("object {oid}: {e}"));
-                    continue;
-                }
-            }
+        if let Some(reason) = bad {
+            first_bad.get_or_insert(reason);
         }
+        Ok::<_, Error>(flow)
+    })?;
+    if end == closure::End::Interrupted {
+        return Err(Error::Interrupted);
     }
-    if let Some(c) = closed.as_mut() {
+    let seen = visit.seen;
+    if let Some(c) = closed {
         if missing.is_empty() && first_bad.is_none() {
             c.extend(seen);
         }
     }
-    (first_bad, missing)
+    Ok((first_bad, missing))
 }
 
 struct PackResult {
