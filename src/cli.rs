@@ -806,7 +806,10 @@ fn run(cli: Cli, interrupt: &AtomicBool) -> Result<u8> {
                 repack_below: a.repack_below / 100.0,
                 dry_run: a.dry_run,
             };
-            let r = repovault::prune::prune(&mut w, opts, interrupt)?;
+            let progress = crate::ui::Task::single("prune".into(), a.json);
+            let r = repovault::prune::prune(&mut w, opts, interrupt, &progress);
+            progress.finish();
+            let r = r?;
             if a.json || !crate::ui::quiet() {
                 print_prune(&r, a.json)?;
             }
@@ -1026,14 +1029,12 @@ fn cmd_restore(store: &Option<PathBuf>, a: RestoreArgs, interrupt: &AtomicBool) 
     if let Some(m) = USER_UMASK.get() {
         nix::sys::stat::umask(*m);
     }
-    let bars = crate::ui::Bars::new(1);
-    let progress = crate::ui::Task::new(
-        bars.as_ref(),
+    let progress = crate::ui::Task::single(
         format!("restore {} of {}", snap.short_id(), snap.repo),
+        a.json,
     );
     let report = restore::restore_with_progress(&s, &snap, &dest, opts, interrupt, &progress);
     drop(progress);
-    drop(bars);
     let report = report?;
     for sk in &snap.skipped {
         tracing::warn!(
@@ -1102,22 +1103,8 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
         }
         Err(e) => return Err(e.into()),
     };
-    let bar = (opts.read_data && crate::ui::draws()).then(|| {
-        let total: u64 = s.totals().map(|t| t.stored_bytes).unwrap_or(0);
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} verify [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let progress = |n: u64| {
-        if let Some(b) = &bar {
-            b.inc(n);
-        }
-    };
+    // Quick mode takes moments: only reading data draws a bar.
+    let progress = crate::ui::Task::single("verify".into(), a.json || !opts.read_data);
     let scope = match &a.repo {
         Some(name) => {
             let repo = resolve_repo(&s, name)?;
@@ -1133,17 +1120,13 @@ fn cmd_verify(store: &Option<PathBuf>, a: VerifyArgs, interrupt: &AtomicBool) ->
                 opts,
                 format!("{e}; run `repovault repair-index` to rebuild it from the packs"),
             );
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
+            progress.finish();
             print_verify(&report, a.json)?;
             return Ok(exit::DAMAGED);
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    progress.finish();
     print_verify(&report, a.json)?;
     Ok(if report.is_clean() {
         exit::OK
@@ -1292,11 +1275,10 @@ fn cmd_forget(store: &Option<PathBuf>, a: ForgetArgs, interrupt: &AtomicBool) ->
         let mut w = s.writer_for(Duration::from_secs(60), "forget")?;
         prune::apply_forget(&mut w, &decisions)?;
         if a.prune {
-            prune_report = Some(prune::prune(
-                &mut w,
-                prune::PruneOptions::default(),
-                interrupt,
-            )?);
+            let progress = crate::ui::Task::single("prune".into(), a.json);
+            let r = prune::prune(&mut w, prune::PruneOptions::default(), interrupt, &progress);
+            progress.finish();
+            prune_report = Some(r?);
         }
     }
     if a.json {

@@ -14,6 +14,7 @@
 
 use crate::index::{self, PackLiveness, PruneCommit};
 use crate::pack::{self, PackKind, PackWriter};
+use crate::progress::Progress;
 use crate::retention::{self, Policy};
 use crate::snapshot::Snapshot;
 use crate::store::{self, Store, Writer};
@@ -269,9 +270,11 @@ fn walk_live(
     writer: &mut Writer<'_>,
     snaps: &[Snapshot],
     interrupt: &AtomicBool,
+    progress: &dyn Progress,
 ) -> Result<u64, Error> {
     use crate::closure::{self, Damage, Event, Flow};
     writer.index().begin_live()?;
+    progress.begin("finding live objects", None);
     let mut live = 0u64;
     let source = closure::StoreSource {
         store,
@@ -295,6 +298,9 @@ fn walk_live(
                         return Ok(Flow::Skip);
                     }
                     live += 1;
+                    if live % PROGRESS_EVERY == 0 {
+                        progress.update(live, 0);
+                    }
                     Ok(Flow::Continue)
                 }
                 Event::Missing { listed: true, .. } => Ok(Flow::Continue),
@@ -344,11 +350,17 @@ fn check_snapshot_files(store: &Store, walked: &[Snapshot]) -> Result<(), Error>
     Ok(())
 }
 
-/// Reclaims what no snapshot needs. Runs under the writer's lock.
+/// Objects (or chunks) between two progress updates.
+const PROGRESS_EVERY: u64 = 4096;
+
+/// Reclaims what no snapshot needs. Runs under the writer's lock. Reports its
+/// progress: "finding live objects" (the walk), then "repacking" (live chunks
+/// copied of the total, and their bytes).
 pub fn prune(
     writer: &mut Writer<'_>,
     opts: PruneOptions,
     interrupt: &AtomicBool,
+    progress: &dyn Progress,
 ) -> Result<PruneReport, Error> {
     let store = writer.store();
     let snaps = store.with_index(|i| i.snapshots(None))?;
@@ -358,7 +370,8 @@ pub fn prune(
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    report.live_objects = walk_live(store, writer, &snaps, interrupt)?;
+    report.live_objects = walk_live(store, writer, &snaps, interrupt, progress)?;
+    progress.update(report.live_objects, 0);
     let packs: Vec<PackLiveness> = writer.index().compute_live_chunks()?;
     report.dead_objects = writer.index().dead_object_count()?;
     report.packs_before = packs.len() as u64;
@@ -425,6 +438,9 @@ pub fn prune(
             .extend(objs.drain(..).map(|o| (o, idx)));
         Ok(())
     };
+    let live_chunks: u64 = repack.iter().map(|p| p.live_chunks).sum();
+    progress.begin_counting("repacking", Some(live_chunks), "chunks");
+    let (mut chunks_copied, mut bytes_copied) = (0u64, 0u64);
     for p in &repack {
         if interrupt.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
@@ -452,6 +468,11 @@ pub fn prune(
             let w = open[s].as_mut().expect("just opened");
             let off = w.append(c.id, c.raw_len, c.base, stored)?;
             pending_chunks[s].push((c.rowid, off));
+            chunks_copied += 1;
+            bytes_copied += u64::from(c.stored_len);
+            if chunks_copied % PROGRESS_EVERY == 0 {
+                progress.update(chunks_copied, bytes_copied);
+            }
             if w.len() >= target {
                 let w = open[s].take().expect("open");
                 finish(
@@ -463,6 +484,7 @@ pub fn prune(
             }
         }
     }
+    progress.update(chunks_copied, bytes_copied);
     // Object records that lived in dropped packs move to the new packs.
     for p in delete.iter().chain(&repack) {
         for rec in writer.index().live_object_records_in_pack(p.rowid)? {
