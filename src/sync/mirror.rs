@@ -1,5 +1,7 @@
-//! Keeping the mirror cache usable: one user of a mirror at a time, and what
-//! a killed user left behind cleaned up before the next fetch.
+//! Keeping the mirror cache usable: one user of a mirror at a time, what a
+//! killed user left behind cleaned up before the next fetch, and a missing or
+//! unreadable mirror rebuilt from the store ([`rebuild`], through
+//! [`crate::restore`]: rebuilding a mirror is restoring the last snapshot).
 //!
 //! A sync holds an exclusive `flock` on `<mirror>.git.repovault-lock` (beside
 //! the mirror) for as long as it works in the mirror. Holding it, nothing else
@@ -9,6 +11,8 @@
 //! cannot be read is removed, and the sync rebuilds it from the store.
 
 use super::Error;
+use crate::snapshot::Snapshot;
+use crate::store::Store;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,6 +175,40 @@ pub fn discard(mirror: &Path, why: &str) -> Result<(), Error> {
             reason: format!("{why}, and it cannot be removed ({e}): delete it by hand"),
         }),
     }
+}
+
+/// Rebuilds a missing mirror from the store's last snapshot (through restore),
+/// so that the fetch that follows only transfers what is new. Its packs are
+/// recorded as ingested: their objects came from the store.
+///
+/// # Errors
+/// [`Error::Mirror`] when the restore or the ingested list fails.
+pub fn rebuild(
+    store: &Store,
+    last: &Snapshot,
+    mirror_dir: &Path,
+    store_id: &str,
+    interrupt: &AtomicBool,
+) -> Result<(), Error> {
+    tracing::info!(
+        snapshot = last.short_id(),
+        "mirror cache missing: rebuilding it from the store"
+    );
+    let _ = std::fs::remove_dir(mirror_dir);
+    crate::restore::restore(
+        store,
+        last,
+        mirror_dir,
+        crate::restore::RestoreOptions::default(),
+        interrupt,
+    )
+    .map_err(|e| Error::Mirror {
+        path: mirror_dir.to_owned(),
+        reason: format!("rebuilding from the store failed: {e}"),
+    })?;
+    // The objects of the rebuilt mirror came from the store: nothing to ingest.
+    let packs = super::ingest::packs_to_ingest(mirror_dir, store_id)?;
+    super::ingest::mark_ingested(mirror_dir, store_id, &packs)
 }
 
 fn remove(path: &Path) -> Result<(), Error> {

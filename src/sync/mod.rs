@@ -10,18 +10,21 @@
 
 pub mod fetch;
 pub mod ingest;
+mod local;
 pub mod mirror;
 pub mod plan;
 mod redirect;
 pub mod refs;
+mod source;
 
 pub use fetch::{Auth, Secret};
+pub use source::{existing_name, repos_synced_from, Source};
 
 use crate::index;
 use crate::snapshot::{RefEntry, SkippedRef, Snapshot};
 use crate::store::{self, Store, Writer};
 use gix::ObjectId;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -116,205 +119,6 @@ fn missing_text(objects: &[ObjectId], refs: &[String]) -> String {
             first_few(&objects),
             first_few(refs)
         )
-    }
-}
-
-/// A repository to back up.
-#[derive(Debug, Clone)]
-pub struct Source {
-    /// The URL or absolute path, without credentials.
-    pub url: String,
-    /// Its name in the store (`host/path`).
-    pub name: String,
-    /// Credentials for https.
-    pub auth: Option<Auth>,
-}
-
-impl Source {
-    /// Parses a source given on the command line: a URL (https, http, ssh,
-    /// git, file, scp-like) or a local path. `name` overrides the derived name.
-    ///
-    /// # Errors
-    /// [`Error::BadSource`] for a URL with an embedded password, an unparsable URL, or
-    /// a local path that does not exist.
-    pub fn parse(spec: &str, name: Option<&str>, auth: Option<Auth>) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::BadSource {
-            spec: redact(spec),
-            reason: reason.to_owned(),
-        };
-        let looks_local = !spec.contains("://") && !is_scp_like(spec);
-        let (url, derived) = if looks_local {
-            let p = Path::new(spec);
-            let abs = std::fs::canonicalize(p)
-                .map_err(|_| bad("no such local repository: give an existing path or a URL"))?;
-            let s = abs
-                .to_str()
-                .ok_or_else(|| bad("the path is not valid UTF-8"))?
-                .to_owned();
-            let derived = clean_name(s.trim_start_matches('/'));
-            (s, derived)
-        } else {
-            let u = gix::url::parse(gix::bstr::BStr::new(spec.as_bytes()))
-                .map_err(|e| bad(&format!("not a git URL: {e}")))?;
-            if u.password().is_some() {
-                return Err(bad("the URL contains a password or token: remove it and pass the token with --token-env VAR"));
-            }
-            (spec.to_owned(), url_name(&u, true))
-        };
-        let name = match name {
-            Some(n) if n.trim().is_empty() => return Err(bad("--name is empty")),
-            Some(n) => n.trim_matches('/').to_owned(),
-            None => derived,
-        };
-        if name.is_empty() {
-            return Err(bad("cannot derive a name: pass --name NAME"));
-        }
-        Ok(Self { url, name, auth })
-    }
-
-    /// The mirror's directory in the cache.
-    pub fn mirror_dir(&self, cache: &Path) -> PathBuf {
-        let safe: String = self
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let safe = safe
-            .split('/')
-            .filter(|s| !s.is_empty() && *s != "." && *s != "..")
-            .collect::<Vec<_>>()
-            .join("/");
-        cache.join(format!("{safe}.git"))
-    }
-}
-
-/// The name a URL gets: host, the port when it is not the scheme's default
-/// (`git://h:9418/x` and `git://h/x` are one repository, `git://h:40471/x` is
-/// another), and the path without a trailing `/` or `.git`. The scheme and the
-/// user are not part of it: `https://h/x` and `git@h:x` are one repository.
-/// Without `with_port`: the name repovault gave before ports were part of it.
-fn url_name(u: &gix::Url, with_port: bool) -> String {
-    let path = u.path.to_string();
-    let path = path.trim_start_matches('/');
-    match u.host() {
-        Some(h) => {
-            let host = if h.contains(':') && !h.starts_with('[') {
-                format!("[{h}]")
-            } else {
-                h.to_owned()
-            };
-            match u
-                .port
-                .filter(|p| with_port && Some(*p) != u.scheme.default_port())
-            {
-                Some(port) => clean_name(&format!("{host}:{port}/{path}")),
-                None => clean_name(&format!("{host}/{path}")),
-            }
-        }
-        None => clean_name(path),
-    }
-}
-
-/// The identity of a recorded source (a URL, or the canonical path of a local
-/// repository, as the `repos` table keeps it): the name it gets, and the name
-/// older repovault versions gave it (without the port).
-fn names_of(url: &str) -> Option<(String, String)> {
-    if !url.contains("://") && !is_scp_like(url) {
-        let n = clean_name(url.trim_start_matches('/'));
-        return Some((n.clone(), n));
-    }
-    let u = gix::url::parse(gix::bstr::BStr::new(url.as_bytes())).ok()?;
-    Some((url_name(&u, true), url_name(&u, false)))
-}
-
-/// The name under which `source` (named from its URL, not by `--name`) is
-/// already in the store, when it differs from its derived name: a repository
-/// backed up before ports were part of names keeps its old name
-/// (`127.0.0.1/rg` for `git://127.0.0.1:40471/rg.git`) when its recorded URL
-/// is the same repository.
-///
-/// # Errors
-/// [`Error::BadSource`] when the store's repository of that name was synced
-/// from a different repository (another port of the same host, say): syncing
-/// into it would look like every ref being deleted and replaced.
-pub fn existing_name(repos: &[index::RepoRow], source: &Source) -> Result<Option<String>, Error> {
-    let Some((name, legacy)) = names_of(&source.url) else {
-        return Ok(None);
-    };
-    if source.name != name {
-        return Ok(None);
-    }
-    if let Some(row) = repos.iter().find(|r| r.name == name) {
-        // Discovered repositories are matched by their provider's key, not by URL.
-        let provider = row.key.as_deref().is_some_and(|k| !k.starts_with("git:"));
-        return match names_of(&row.url) {
-            Some((id, _)) if id != name && !provider => Err(Error::BadSource {
-                spec: redact(&source.url),
-                reason: format!(
-                    "the store's repository {name} was synced from {}, a different repository: pass --name NAME to back this one up under another name",
-                    redact(&row.url)
-                ),
-            }),
-            _ => Ok(None),
-        };
-    }
-    if legacy == name {
-        return Ok(None);
-    }
-    Ok(repos
-        .iter()
-        .find(|r| r.name == legacy && names_of(&r.url).is_some_and(|(id, _)| id == name))
-        .map(|r| r.name.clone()))
-}
-
-/// The repositories a path or URL given to `--repo` was synced as: the one
-/// whose recorded URL is exactly it, else those whose URL is the same
-/// repository (same name under the naming rule), else the one named after it.
-pub fn repos_synced_from<'a>(repos: &'a [index::RepoRow], spec: &str) -> Vec<&'a index::RepoRow> {
-    let Ok(src) = Source::parse(spec, None, None) else {
-        return Vec::new();
-    };
-    let exact: Vec<_> = repos.iter().filter(|r| r.url == src.url).collect();
-    if !exact.is_empty() {
-        return exact;
-    }
-    let same: Vec<_> = repos
-        .iter()
-        .filter(|r| names_of(&r.url).is_some_and(|(id, _)| id == src.name))
-        .collect();
-    if !same.is_empty() {
-        return same;
-    }
-    repos.iter().filter(|r| r.name == src.name).collect()
-}
-
-fn is_scp_like(s: &str) -> bool {
-    // user@host:path (but not a Windows drive or a plain path with a colon after a slash)
-    match s.find(':') {
-        Some(i) => !s[..i].contains('/') && s[..i].contains('@'),
-        None => false,
-    }
-}
-
-fn clean_name(s: &str) -> String {
-    let s = s.trim_end_matches('/');
-    s.strip_suffix(".git")
-        .unwrap_or(s)
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-fn redact(spec: &str) -> String {
-    // Drop anything between "://" and "@" so a credential never reaches an error message.
-    match (spec.find("://"), spec.find('@')) {
-        (Some(a), Some(b)) if b > a => format!("{}***{}", &spec[..a + 3], &spec[b..]),
-        _ => spec.to_owned(),
     }
 }
 
@@ -583,7 +387,7 @@ pub fn sync_repo(
     }
     if !mirror_dir.join("HEAD").is_file() {
         if let Some(last) = last.as_ref().filter(|l| l.complete) {
-            rebuild_mirror(store, last, &mirror_dir, &store_id, interrupt)?;
+            mirror::rebuild(store, last, &mirror_dir, &store_id, interrupt)?;
         }
     }
     let mut mirror = fetch::open_mirror(&mirror_dir)?;
@@ -643,7 +447,7 @@ pub fn sync_repo(
                 &format!("fetching failed in the mirror cache ({e})"),
             )?;
             if let Some(last) = last.as_ref().filter(|l| l.complete) {
-                rebuild_mirror(store, last, &mirror_dir, &store_id, interrupt)?;
+                mirror::rebuild(store, last, &mirror_dir, &store_id, interrupt)?;
             }
             mirror = fetch::open_mirror(&mirror_dir)?;
             match fetch::fetch(mirror.clone(), &source.url, source.auth.as_ref(), interrupt, progress) {
@@ -658,11 +462,11 @@ pub fn sync_repo(
                 }
             }
         }
-        Err(e @ Error::Fetch { .. }) => match local_path(&source.url) {
+        Err(e @ Error::Fetch { .. }) => match local::local_path(&source.url) {
             // A local repository whose server side cannot send a pack because it
             // lacks objects (a corrupt or partial repository): read what it has.
             Some(path) => {
-                return sync_from_local_odb(
+                return local::sync_from_local_odb(
                     store,
                     writer,
                     source,
@@ -715,7 +519,7 @@ pub fn sync_repo(
     if !missing.is_empty() {
         // The mirror may hold them in packs ingested before a prune dropped them
         // from the store (a deleted branch that came back, say): store them again.
-        missing = fill_from_mirror(&mut w, &mirror, missing)?;
+        missing = local::fill_from_mirror(&mut w, &mirror, missing)?;
     }
     let (snap, status) = record_snapshot(
         store,
@@ -814,226 +618,6 @@ fn record_snapshot(
     Ok((snap, status))
 }
 
-/// The repository path of a local source (a path or a `file://` URL).
-fn local_path(url: &str) -> Option<PathBuf> {
-    if let Some(p) = url.strip_prefix("file://") {
-        return Some(PathBuf::from(p));
-    }
-    (!url.contains("://") && Path::new(url).is_absolute()).then(|| PathBuf::from(url))
-}
-
-/// Backs up a local repository whose upload-pack failed (`fetch_error`) by
-/// reading it directly, but only when it really lacks objects: an intact
-/// source fails with `fetch_error` (the fallback never stands in for a
-/// working fetch). The refs are the source's own advertisement (every ref,
-/// with peeled tag targets); objects are taken from its packs with git's
-/// deltas, then from its object database (loose objects, damaged packs). The
-/// missing objects fail the sync, or with `allow_incomplete` are listed in an
-/// incomplete snapshot.
-#[allow(clippy::too_many_arguments)]
-fn sync_from_local_odb(
-    store: &Store,
-    writer: &Mutex<Writer<'_>>,
-    source: &Source,
-    path: &Path,
-    opts: &SyncOptions,
-    had_snapshot: bool,
-    start: Instant,
-    fetch_error: Error,
-    mirror: &gix::Repository,
-    interrupt: &AtomicBool,
-    progress: &dyn Progress,
-) -> Result<RepoReport, Error> {
-    let merr = |e: &dyn std::fmt::Display| Error::Mirror {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    };
-    let Ok(fetch::Listing { refs, skipped }) =
-        fetch::list_remote(mirror.clone(), &source.url, None)
-    else {
-        return Err(fetch_error);
-    };
-    let repo = gix::open(path).map_err(|e| merr(&e))?;
-    let tips: Vec<ObjectId> = refs
-        .iter()
-        .flat_map(|r| [r.target, r.peeled])
-        .flatten()
-        .collect();
-    let lacking = absent_in_odb(&repo, tips.clone());
-    if lacking.is_empty() {
-        return Err(fetch_error);
-    }
-    tracing::warn!(
-        "{fetch_error}; the source lacks {} object(s): reading its objects directly",
-        lacking.len()
-    );
-    let mut w = lock_writer(writer, progress);
-    let before = w.stats();
-    // Its packs first, with the deltas git chose (a damaged pack is left to the
-    // walk below), then every reachable object (loose ones, and objects stored by
-    // an earlier failed attempt may themselves miss what they refer to). What is
-    // present is stored even when the sync is refused, for the next attempt.
-    for idx in ingest::packs_to_ingest(repo.path(), "")? {
-        if let Err(e) = ingest::ingest_packs(
-            &mut w,
-            std::slice::from_ref(&idx),
-            None,
-            interrupt,
-            progress,
-        ) {
-            if matches!(e, Error::Interrupted) {
-                return Err(e);
-            }
-            tracing::warn!("{e}; reading its objects one by one instead");
-        }
-    }
-    let mut missing = put_from_odb(&mut w, &repo, tips, false)?;
-    missing.sort();
-    let (snap, status) = record_snapshot(
-        store,
-        &mut w,
-        source,
-        refs,
-        skipped,
-        missing,
-        &repo,
-        opts.allow_incomplete,
-        had_snapshot,
-    )?;
-    let after = w.stats();
-    Ok(RepoReport {
-        skipped_refs: snap.skipped.clone(),
-        snapshot: Some(snap.id.clone()),
-        refs: snap.refs.len(),
-        new_objects: after.objects - before.objects,
-        new_chunks: after.chunks - before.chunks,
-        new_bytes_stored: after.stored_bytes - before.stored_bytes,
-        new_pack_bytes: after.pack_bytes - before.pack_bytes,
-        millis: start.elapsed().as_millis() as u64,
-        incomplete: !snap.complete,
-        ..RepoReport::new(source, status)
-    })
-}
-
-/// The objects reachable from `tips` that `repo` lacks (read-only walk).
-fn absent_in_odb(repo: &gix::Repository, tips: Vec<ObjectId>) -> Vec<ObjectId> {
-    use gix::prelude::Find;
-    let mut absent = Vec::new();
-    let mut stack = tips;
-    let mut seen = std::collections::HashSet::new();
-    let mut buf = Vec::new();
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) {
-            continue;
-        }
-        match repo.objects.try_find(&oid, &mut buf) {
-            Ok(Some(o)) => {
-                if let Ok(refs) = crate::object::references(o.kind.into(), o.data) {
-                    stack.extend(refs);
-                }
-            }
-            _ => absent.push(oid),
-        }
-    }
-    absent.sort();
-    absent
-}
-
-/// Puts `missing` objects, and what they reference that the store lacks, from
-/// the mirror's object database; returns the objects the mirror lacks too.
-fn fill_from_mirror(
-    w: &mut Writer<'_>,
-    mirror: &gix::Repository,
-    missing: Vec<ObjectId>,
-) -> Result<Vec<ObjectId>, Error> {
-    put_from_odb(w, mirror, missing, true)
-}
-
-/// Walks `repo`'s object database from `tips`, putting every object found and
-/// following what it references; returns the objects neither `repo` nor the
-/// store has. With `skip_stored`, objects already in the store are not walked.
-fn put_from_odb(
-    w: &mut Writer<'_>,
-    repo: &gix::Repository,
-    tips: Vec<ObjectId>,
-    skip_stored: bool,
-) -> Result<Vec<ObjectId>, Error> {
-    use gix::prelude::Find;
-    let mut absent = Vec::new();
-    let mut stack = tips;
-    let mut seen = std::collections::HashSet::new();
-    let mut batch = Vec::new();
-    let mut buf = Vec::new();
-    let mut found = 0u64;
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) || (skip_stored && w.contains(&oid)?) {
-            continue;
-        }
-        match repo.objects.try_find(&oid, &mut buf) {
-            Ok(Some(o)) => {
-                let kind: crate::ObjectKind = o.kind.into();
-                let data = o.data.to_vec();
-                if let Ok(refs) = crate::object::references(kind, &data) {
-                    stack.extend(refs);
-                }
-                batch.push(crate::store::NewObject {
-                    oid,
-                    kind,
-                    data,
-                    base: None,
-                });
-                found += 1;
-                if batch.len() >= 1024 {
-                    w.put(std::mem::take(&mut batch))?;
-                }
-            }
-            _ => {
-                if !w.contains(&oid)? {
-                    absent.push(oid);
-                }
-            }
-        }
-    }
-    tracing::debug!(
-        objects = found,
-        absent = absent.len(),
-        "read objects from a local object database"
-    );
-    w.put(batch)?;
-    w.flush()?;
-    Ok(absent)
-}
-
-/// Rebuilds a missing mirror from the store's last snapshot (through restore),
-/// so that the fetch that follows only transfers what is new.
-fn rebuild_mirror(
-    store: &Store,
-    last: &Snapshot,
-    mirror_dir: &Path,
-    store_id: &str,
-    interrupt: &AtomicBool,
-) -> Result<(), Error> {
-    tracing::info!(
-        snapshot = last.short_id(),
-        "mirror cache missing: rebuilding it from the store"
-    );
-    let _ = std::fs::remove_dir(mirror_dir);
-    crate::restore::restore(
-        store,
-        last,
-        mirror_dir,
-        crate::restore::RestoreOptions::default(),
-        interrupt,
-    )
-    .map_err(|e| Error::Mirror {
-        path: mirror_dir.to_owned(),
-        reason: format!("rebuilding from the store failed: {e}"),
-    })?;
-    // The objects of the rebuilt mirror came from the store: nothing to ingest.
-    let packs = ingest::packs_to_ingest(mirror_dir, store_id)?;
-    ingest::mark_ingested(mirror_dir, store_id, &packs)
-}
-
 /// Records a failed attempt in the index (best effort), for a repository the
 /// store already has (one with a snapshot, or registered by discovery): a
 /// failed first sync (a typo'd URL, say) leaves no repository behind.
@@ -1055,46 +639,4 @@ pub fn default_cache(store: &Store) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| std::env::temp_dir().join("repovault-cache"));
     base.join("repovault").join(&store.config().store_id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_host_and_path() {
-        let s = Source::parse("https://dev.azure.com/org/proj/_git/repo", None, None).unwrap();
-        assert_eq!(s.name, "dev.azure.com/org/proj/_git/repo");
-        let s = Source::parse("git@github.com:acme/widget.git", None, None).unwrap();
-        assert_eq!(s.name, "github.com/acme/widget");
-        let s = Source::parse("git://127.0.0.1:9418/x.git", None, None).unwrap();
-        assert_eq!(s.name, "127.0.0.1/x");
-        let s = Source::parse("git://127.0.0.1:40471/x.git", None, None).unwrap();
-        assert_eq!(s.name, "127.0.0.1:40471/x");
-        let s = Source::parse("ssh://git@h:2222/a/x.git", None, None).unwrap();
-        assert_eq!(s.name, "h:2222/a/x");
-        let s = Source::parse("https://h:443/a/x", None, None).unwrap();
-        assert_eq!(s.name, "h/a/x");
-        let s = Source::parse("file:///srv/git/x.git", None, None).unwrap();
-        assert_eq!(s.name, "srv/git/x");
-        let s = Source::parse("https://h/x.git", Some("mine"), None).unwrap();
-        assert_eq!(s.name, "mine");
-    }
-
-    #[test]
-    fn passwords_in_urls_are_refused_and_never_echoed() {
-        let e = Source::parse("https://user:s3cret@host/x.git", None, None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--token-env"), "{e}");
-        assert!(!e.contains("s3cret"), "{e}");
-    }
-
-    #[test]
-    fn mirror_dirs_stay_inside_the_cache() {
-        let s = Source::parse("https://h/x.git", Some("../../etc/passwd"), None).unwrap();
-        let d = s.mirror_dir(Path::new("/cache"));
-        assert!(d.starts_with("/cache"), "{}", d.display());
-        assert!(!d.to_string_lossy().contains(".."));
-    }
 }
