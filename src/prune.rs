@@ -298,16 +298,25 @@ fn walk_live(
                         return Ok(Flow::Skip);
                     }
                     live += 1;
-                    if live % PROGRESS_EVERY == 0 {
+                    if live.is_multiple_of(PROGRESS_EVERY) {
                         progress.update(live, 0);
                     }
                     Ok(Flow::Continue)
                 }
                 Event::Missing { listed: true, .. } => Ok(Flow::Continue),
                 Event::Missing { oid, listed: false } => Err(damaged(oid, "not stored".into())),
-                Event::Damaged { damage: Damage::Lookup(e), .. } => Err(e.into()),
-                Event::Damaged { oid, damage: Damage::Read(e) } => Err(damaged(oid, e.to_string())),
-                Event::Damaged { oid, damage: Damage::Parse(e) } => Err(damaged(oid, e)),
+                Event::Damaged {
+                    damage: Damage::Lookup(e),
+                    ..
+                } => Err(e.into()),
+                Event::Damaged {
+                    oid,
+                    damage: Damage::Read(e),
+                } => Err(damaged(oid, e.to_string())),
+                Event::Damaged {
+                    oid,
+                    damage: Damage::Parse(e),
+                } => Err(damaged(oid, e)),
             },
         )?;
         if end == closure::End::Interrupted {
@@ -372,6 +381,7 @@ pub fn prune(
     };
     report.live_objects = walk_live(store, writer, &snaps, interrupt, progress)?;
     progress.update(report.live_objects, 0);
+    crate::pause_point("prune-walked");
     let packs: Vec<PackLiveness> = writer.index().compute_live_chunks()?;
     report.dead_objects = writer.index().dead_object_count()?;
     report.packs_before = packs.len() as u64;
@@ -470,7 +480,7 @@ pub fn prune(
             pending_chunks[s].push((c.rowid, off));
             chunks_copied += 1;
             bytes_copied += u64::from(c.stored_len);
-            if chunks_copied % PROGRESS_EVERY == 0 {
+            if chunks_copied.is_multiple_of(PROGRESS_EVERY) {
                 progress.update(chunks_copied, bytes_copied);
             }
             if w.len() >= target {

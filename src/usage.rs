@@ -40,18 +40,34 @@ pub fn closure(store: &Store, snaps: &[Snapshot]) -> Result<Closure, Error> {
     let source = closure::StoreSource::new(store);
     let never = std::sync::atomic::AtomicBool::new(false);
     for snap in snaps {
-        closure::walk(snap.tips(), &snap.missing, &source, &mut seen, &never, |e| {
-            match e {
-                Event::Found { oid, row } => {
-                    c.objects.insert(oid, row);
+        closure::walk(
+            snap.tips(),
+            &snap.missing,
+            &source,
+            &mut seen,
+            &never,
+            |e| {
+                match e {
+                    Event::Found { oid, row } => {
+                        c.objects.insert(oid, row);
+                    }
+                    Event::Missing { .. } => {}
+                    Event::Damaged {
+                        damage: Damage::Lookup(e),
+                        ..
+                    } => return Err(Error::from(e)),
+                    Event::Damaged {
+                        oid,
+                        damage: Damage::Read(e),
+                    } => c.unreadable.push((oid, e.to_string())),
+                    Event::Damaged {
+                        oid,
+                        damage: Damage::Parse(e),
+                    } => c.unreadable.push((oid, e)),
                 }
-                Event::Missing { .. } => {}
-                Event::Damaged { damage: Damage::Lookup(e), .. } => return Err(Error::from(e)),
-                Event::Damaged { oid, damage: Damage::Read(e) } => c.unreadable.push((oid, e.to_string())),
-                Event::Damaged { oid, damage: Damage::Parse(e) } => c.unreadable.push((oid, e)),
-            }
-            Ok(Flow::Continue)
-        })?;
+                Ok(Flow::Continue)
+            },
+        )?;
     }
     Ok(c)
 }

@@ -307,7 +307,7 @@ struct Packs {
 }
 
 impl Run<'_> {
-    /// 1. The database itself.
+    /// Step 1: The database itself.
     fn check_database(&mut self) -> Result<(), Error> {
         for complaint in self.store.with_index(|i| i.integrity_check())? {
             self.report.problems.push(problem(
@@ -318,7 +318,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// 2. Packs named by the index exist and cover their chunks.
+    /// Step 2: Packs named by the index exist and cover their chunks.
     fn check_pack_files(&mut self) -> Result<Packs, Error> {
         let (store, scope) = (self.store, self.scope);
         let report = &mut self.report;
@@ -375,7 +375,7 @@ impl Run<'_> {
         })
     }
 
-    /// 3. Rows resolve.
+    /// Step 3: Rows resolve.
     fn check_rows(&mut self) -> Result<(), Error> {
         let (store, scope) = (self.store, self.scope);
         let report = &mut self.report;
@@ -439,7 +439,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// 6. Damaged chunks make the chunks built on them and the objects using them damaged.
+    /// Step 6: Damaged chunks make the chunks built on them and the objects using them damaged.
     fn spread_damage(&mut self) -> Result<(), Error> {
         let (store, damage) = (self.store, &mut self.damage);
         let mut stack: Vec<i64> = damage.chunks.iter().copied().collect();
@@ -460,7 +460,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// 7. Snapshot closures: in read-data mode always; otherwise only to attribute damage.
+    /// Step 7: Snapshot closures: in read-data mode always; otherwise only to attribute damage.
     fn walk_snapshots(&mut self, snapshots: &[Snapshot]) -> Result<(), Error> {
         let store = self.store;
         let report = &mut self.report;
@@ -468,10 +468,14 @@ impl Run<'_> {
         let opts = self.opts;
         let walk_all = opts.read_data && opts.subset.is_none();
         if walk_all || !damage.objects.is_empty() {
-            let already: HashSet<String> = report.affected.iter().map(|a| a.snapshot.clone()).collect();
+            let already: HashSet<String> =
+                report.affected.iter().map(|a| a.snapshot.clone()).collect();
             let mut closed: HashSet<ObjectId> = HashSet::new();
-            self.progress
-                .begin_counting("walking snapshots", Some(snapshots.len() as u64), "snapshots");
+            self.progress.begin_counting(
+                "walking snapshots",
+                Some(snapshots.len() as u64),
+                "snapshots",
+            );
             for (done, snap) in snapshots.iter().enumerate() {
                 self.progress.update(done as u64, 0);
                 if self.interrupt.load(Ordering::Relaxed) {
@@ -500,8 +504,8 @@ impl Run<'_> {
                     p.object = Some(m.to_string());
                     report.problems.push(p);
                 }
-                let reason =
-                    first_bad.or_else(|| missing.first().map(|m| format!("object {m} is not stored")));
+                let reason = first_bad
+                    .or_else(|| missing.first().map(|m| format!("object {m} is not stored")));
                 if let Some(reason) = reason {
                     if !already.contains(&snap.id) {
                         report.affected.push(Affected {

@@ -5,7 +5,7 @@ use super::{problem, Affected, Error, Run, VerifyReport};
 use crate::snapshot::Snapshot;
 
 impl Run<'_> {
-    /// 4. The files are the truth: the index must know every snapshot file and
+    /// Step 4: The files are the truth: the index must know every snapshot file and
     /// pack (the index is checked whole, also for one repository). Returns the
     /// snapshots in scope.
     pub(super) fn check_files(&mut self) -> Result<Vec<Snapshot>, Error> {
@@ -94,4 +94,3 @@ fn compare_files(
         report.problems.push(p);
     }
 }
-

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 impl Run<'_> {
-    /// 5. Reads every selected pack (and checks the multi-chunk objects).
+    /// Step 5: Reads every selected pack (and checks the multi-chunk objects).
     pub(super) fn read_packs(&mut self, packs: &Packs) -> Result<(), Error> {
         let (store, scope, opts, interrupt) = (self.store, self.scope, self.opts, self.interrupt);
         let progress = self.progress;
