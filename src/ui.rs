@@ -69,6 +69,15 @@ fn spinner_style() -> ProgressStyle {
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
+/// `bar` as a spinner labelled `prefix`, saying `message` until its first step.
+fn spinner(bar: ProgressBar, prefix: String, message: &'static str) -> ProgressBar {
+    bar.set_style(spinner_style());
+    bar.set_prefix(prefix);
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 /// The bars of one run (a sync of several repositories, or one restore).
 pub struct Bars {
     multi: MultiProgress,
@@ -135,28 +144,15 @@ pub struct Task {
 impl Task {
     /// A task labelled `prefix` (e.g. `[2/5] host/repo`).
     pub fn new(bars: Option<&Bars>, prefix: String) -> Self {
-        let bar = bars.map(|b| {
-            let bar = b.multi.add(ProgressBar::new_spinner());
-            bar.set_style(spinner_style());
-            bar.set_prefix(prefix);
-            bar.set_message("waiting");
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
+        let bar = bars.map(|b| spinner(b.multi.add(ProgressBar::new_spinner()), prefix, "waiting"));
         Self::with_bar(bar)
     }
 
     /// The task of a command that does one thing (restore, verify, prune),
     /// labelled `prefix`: drawn only when [`draws`] and no `--json` is asked.
     pub fn single(prefix: String, json: bool) -> Self {
-        let bar = (draws() && !json).then(|| {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(spinner_style());
-            bar.set_prefix(prefix);
-            bar.set_message("starting");
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
+        let bar =
+            (draws() && !json).then(|| spinner(ProgressBar::new_spinner(), prefix, "starting"));
         Self::with_bar(bar)
     }
 

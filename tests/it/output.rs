@@ -537,6 +537,19 @@ impl Tmux {
         }
     }
 
+    /// Waits until the command has drawn `text` (and has not ended).
+    pub(crate) fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.raw().contains(text) {
+            assert!(
+                Instant::now() < deadline && !self.raw().contains("END-"),
+                "no {text:?} in:\n{}",
+                self.raw()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The screen as it is now (what a user sees at the end).
     pub(crate) fn screen(&self) -> String {
         String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
@@ -697,15 +710,7 @@ fn ctrl_c_on_a_terminal() {
     let t = Tmux::start(&script);
     // Wait until the sync is visibly working (its bar names the repository),
     // let it fetch for a moment (the whole sync takes seconds), then press Ctrl-C.
-    let deadline = Instant::now() + TIMEOUT;
-    while !t.raw().contains("/big") {
-        assert!(
-            Instant::now() < deadline && !t.raw().contains("END-"),
-            "{}",
-            t.raw()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    t.wait_for("/big");
     std::thread::sleep(Duration::from_millis(500));
     t.tmux(&["send-keys", "-t", "t", "C-c"]);
     let (code, raw) = t.wait();

@@ -6,7 +6,7 @@ use crate::output::{exports, many_blobs, totals_drawn, totals_drawn_of, Tmux};
 use crate::support::{self, describe};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_repovault");
@@ -35,8 +35,8 @@ fn rv_ok(store: &Path, args: &[&str]) -> Output {
 /// A store whose one repository had a branch `old` of 20,000 blobs and keeps
 /// `main` (300 of the same blobs): after the snapshot with `old` is forgotten,
 /// prune finds the live objects and repacks main's 300 blobs out of the big
-/// pack. Returns the store and the source.
-fn store_to_prune(dir: &Path) -> (PathBuf, PathBuf) {
+/// pack. Returns the store.
+fn store_to_prune(dir: &Path) -> PathBuf {
     let src = many_blobs(dir, "p.git", 20_000);
     support::git(&src, &["branch", "-m", "main", "old"]);
     many_blobs(dir, "p.git", 300);
@@ -58,7 +58,7 @@ fn store_to_prune(dir: &Path) -> (PathBuf, PathBuf) {
     support::git(&src, &["update-ref", "-d", "refs/heads/old"]);
     sync(&store);
     rv_ok(&store, &["forget", "--keep-last", "1"]);
-    (store, src)
+    store
 }
 
 /// On a terminal, prune shows "finding live objects" with the count found and
@@ -68,7 +68,7 @@ fn store_to_prune(dir: &Path) -> (PathBuf, PathBuf) {
 #[test]
 fn prune_and_verify_draw_bars_on_a_terminal() {
     let tmp = tempdir();
-    let (store, _src) = store_to_prune(tmp.path());
+    let store = store_to_prune(tmp.path());
     let gate = tmp.path().join("gate");
     let script = format!(
         "{}export REPOVAULT_PAUSE_AT=prune-walked REPOVAULT_PAUSE_GATE='{}'\n'{BIN}' --store '{}' prune && '{BIN}' --store '{}' verify --read-data",
@@ -79,15 +79,7 @@ fn prune_and_verify_draw_bars_on_a_terminal() {
     );
     let t = Tmux::start(&script);
     // Prune stops after its walk until the gate opens: its spinner is drawn meanwhile.
-    let deadline = Instant::now() + TIMEOUT;
-    while !t.raw().contains("finding live objects 352 objects") {
-        assert!(
-            Instant::now() < deadline && !t.raw().contains("END-"),
-            "{}",
-            t.raw()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    t.wait_for("finding live objects 352 objects");
     std::fs::write(&gate, "").unwrap();
     let (code, raw) = t.wait();
     let screen = t.screen();
@@ -122,7 +114,7 @@ fn prune_and_verify_draw_bars_on_a_terminal() {
 #[test]
 fn no_progress_when_piped_or_with_json() {
     let tmp = tempdir();
-    let (store, _src) = store_to_prune(tmp.path());
+    let store = store_to_prune(tmp.path());
     let progress_words = [
         "finding live objects",
         "repacking",
