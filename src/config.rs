@@ -22,9 +22,9 @@
 //! (`token_env`) or a file (`token_file`, which must not be readable by group
 //! or others). Unknown keys are errors that name the key and its line.
 
-use crate::discover::{Provider, ProviderSource, Scope, TokenKind};
+use crate::discover::{BadGitHost, CredentialHosts, Provider, ProviderSource, Scope, TokenKind};
 use crate::retention::Policy;
-use crate::sync::{Auth, Secret};
+use crate::secret::{Auth, Secret};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -47,15 +47,64 @@ pub enum Error {
         /// What is wrong, with the line when known.
         message: String,
     },
+    /// A source's `git_hosts` has an entry that is not a host.
+    #[error("config {path}: source {source_label}: {source}")]
+    GitHost {
+        /// The file.
+        path: PathBuf,
+        /// The source.
+        source_label: String,
+        /// The entry.
+        source: BadGitHost,
+    },
     /// A source's token cannot be had.
-    #[error("config {path}, source {source_label}: {message}")]
+    #[error("config {path}, source {source_label}: {source}")]
     Token {
         /// The file.
         path: PathBuf,
         /// The source.
         source_label: String,
         /// What is wrong and how to fix it.
-        message: String,
+        source: TokenError,
+    },
+}
+
+/// Why a source's token cannot be had (each message says what to fix).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// `token_env` names a variable that is not set.
+    #[error("the environment variable {var} (token_env) is not set")]
+    EnvUnset {
+        /// The variable.
+        var: String,
+    },
+    /// `token_env` names a variable that is empty.
+    #[error("the environment variable {var} (token_env) is empty")]
+    EnvEmpty {
+        /// The variable.
+        var: String,
+    },
+    /// `token_file` cannot be read.
+    #[error("token_file {}: {source}", file.display())]
+    File {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `token_file` may be read by other users.
+    #[error("token_file {} is readable by group or others (mode {mode:o}): run `chmod 600 {}`", file.display(), file.display())]
+    FileOpen {
+        /// The file.
+        file: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// `token_file` holds nothing.
+    #[error("token_file {} is empty", file.display())]
+    FileEmpty {
+        /// The file.
+        file: PathBuf,
     },
 }
 
@@ -82,14 +131,34 @@ pub struct Config {
 /// The default of `discovery_timeout`: 30 minutes per source.
 pub const DEFAULT_DISCOVERY_TIMEOUT: u64 = 30 * 60;
 
-/// Where a token comes from.
+/// Where a source's token comes from: `token_env` or `token_file`, at most
+/// one. Flattened into every kind of source.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TokenRef {
     /// An environment variable holding the token.
     pub token_env: Option<String>,
     /// A file holding the token (mode 0600 or stricter).
     pub token_file: Option<PathBuf>,
+}
+
+/// The settings every hosting-provider source has (flattened into it).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProviderSettings {
+    /// The API base URL; `None` = the provider's public service
+    /// ([`Provider::default_base_url`]). Azure DevOps Server:
+    /// `https://host/tfs/Collection`; GitHub Enterprise: `https://host/api/v3`.
+    pub url: Option<String>,
+    /// Globs a repository's path must match (any of them; empty = all): on
+    /// `<project>/<repo>` (Azure DevOps), the project path within the group or
+    /// user (GitLab), the repository name (GitHub).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs on the same path to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// More hosts (`host` or `host:port`) the token may be sent to for git.
+    #[serde(default)]
+    pub git_hosts: Vec<String>,
 }
 
 /// One `[[sources]]` entry.
@@ -101,80 +170,92 @@ pub enum SourceConfig {
     AzureDevOps {
         /// Organisation (or collection) name.
         organization: String,
-        /// Base URL (default `https://dev.azure.com`; Server: `https://host/tfs/Collection`).
-        url: Option<String>,
-        /// Token environment variable.
-        token_env: Option<String>,
-        /// Token file.
-        token_file: Option<PathBuf>,
         /// `pat` (default) or `bearer` (Entra ID service principal access token).
-        token_kind: Option<String>,
-        /// Globs on `<project>/<repo>`.
         #[serde(default)]
-        include: Vec<String>,
-        /// Globs on `<project>/<repo>` to leave out.
-        #[serde(default)]
-        exclude: Vec<String>,
-        /// More hosts (`host` or `host:port`) the token may be sent to for git.
-        #[serde(default)]
-        git_hosts: Vec<String>,
+        token_kind: TokenKind,
+        /// Where the token comes from.
+        #[serde(flatten)]
+        token: TokenRef,
+        /// URL, globs and git hosts.
+        #[serde(flatten)]
+        settings: ProviderSettings,
     },
-    /// A GitLab group (with subgroups) or user.
+    /// A GitLab group (with subgroups) or user: exactly one of `group` or
+    /// `user`.
     #[serde(rename = "gitlab")]
     GitLab {
-        /// Base URL (default `https://gitlab.com`).
-        url: Option<String>,
-        /// Group path.
-        group: Option<String>,
-        /// User name.
-        user: Option<String>,
-        /// Token environment variable.
-        token_env: Option<String>,
-        /// Token file.
-        token_file: Option<PathBuf>,
-        /// Globs on the project path within the group.
-        #[serde(default)]
-        include: Vec<String>,
-        /// Globs to leave out.
-        #[serde(default)]
-        exclude: Vec<String>,
-        /// More hosts (`host` or `host:port`) the token may be sent to for git.
-        #[serde(default)]
-        git_hosts: Vec<String>,
+        /// The group ([`Scope::Group`]) or user ([`Scope::User`]).
+        #[serde(flatten, deserialize_with = "gitlab_scope")]
+        scope: Scope,
+        /// Where the token comes from.
+        #[serde(flatten)]
+        token: TokenRef,
+        /// URL, globs and git hosts.
+        #[serde(flatten)]
+        settings: ProviderSettings,
     },
-    /// A GitHub organisation or user (GitHub Enterprise with `url`).
+    /// A GitHub organisation or user (GitHub Enterprise with `url`): exactly
+    /// one of `org` or `user`.
     #[serde(rename = "github")]
     GitHub {
-        /// API base URL (default `https://api.github.com`; GHE: `https://host/api/v3`).
-        url: Option<String>,
-        /// Organisation.
-        org: Option<String>,
-        /// User.
-        user: Option<String>,
-        /// Token environment variable.
-        token_env: Option<String>,
-        /// Token file.
-        token_file: Option<PathBuf>,
-        /// Globs on the repository name.
-        #[serde(default)]
-        include: Vec<String>,
-        /// Globs to leave out.
-        #[serde(default)]
-        exclude: Vec<String>,
-        /// More hosts (`host` or `host:port`) the token may be sent to for git.
-        #[serde(default)]
-        git_hosts: Vec<String>,
+        /// The organisation ([`Scope::Org`]) or user ([`Scope::User`]).
+        #[serde(flatten, deserialize_with = "github_scope")]
+        scope: Scope,
+        /// Where the token comes from.
+        #[serde(flatten)]
+        token: TokenRef,
+        /// URL, globs and git hosts.
+        #[serde(flatten)]
+        settings: ProviderSettings,
     },
     /// A plain list of git URLs or local paths.
     #[serde(rename = "git")]
     Git {
         /// URLs or paths.
         urls: Vec<String>,
-        /// Token environment variable (for https URLs).
-        token_env: Option<String>,
-        /// Token file.
-        token_file: Option<PathBuf>,
+        /// Where the token for https URLs comes from.
+        #[serde(flatten)]
+        token: TokenRef,
     },
+}
+
+/// The keys that name what a GitLab source lists.
+#[derive(Deserialize)]
+struct GitLabScopeKeys {
+    group: Option<String>,
+    user: Option<String>,
+}
+
+/// The keys that name what a GitHub source lists.
+#[derive(Deserialize)]
+struct GitHubScopeKeys {
+    org: Option<String>,
+    user: Option<String>,
+}
+
+fn gitlab_scope<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Scope, D::Error> {
+    let k = GitLabScopeKeys::deserialize(d)?;
+    exactly_one("gitlab", ("group", k.group.map(Scope::Group)), k.user)
+}
+
+fn github_scope<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Scope, D::Error> {
+    let k = GitHubScopeKeys::deserialize(d)?;
+    exactly_one("github", ("org", k.org.map(Scope::Org)), k.user)
+}
+
+/// The scope named by exactly one of `key` or `user`.
+fn exactly_one<E: serde::de::Error>(
+    kind: &str,
+    (key, named): (&str, Option<Scope>),
+    user: Option<String>,
+) -> Result<Scope, E> {
+    match (named, user) {
+        (Some(scope), None) => Ok(scope),
+        (None, Some(u)) => Ok(Scope::User(u)),
+        _ => Err(E::custom(format!(
+            "{kind} source: give exactly one of `{key}` or `user`"
+        ))),
+    }
 }
 
 /// A source ready to run.
@@ -245,30 +326,13 @@ impl Config {
             toml::from_str(text).map_err(|e| invalid(one_line_toml_error(&e, text)))?;
         for (i, s) in config.sources.iter().enumerate() {
             let n = i + 1;
-            match s {
-                SourceConfig::GitLab { group, user, .. } if group.is_some() == user.is_some() => {
-                    return Err(invalid(format!(
-                        "source {n} (gitlab): give exactly one of `group` or `user`"
-                    )));
-                }
-                SourceConfig::GitHub { org, user, .. } if org.is_some() == user.is_some() => {
-                    return Err(invalid(format!(
-                        "source {n} (github): give exactly one of `org` or `user`"
-                    )));
-                }
-                SourceConfig::Git { urls, .. } if urls.is_empty() => {
+            if let SourceConfig::Git { urls, .. } = s {
+                if urls.is_empty() {
                     return Err(invalid(format!("source {n} (git): `urls` is empty")));
                 }
-                SourceConfig::AzureDevOps {
-                    token_kind: Some(k),
-                    ..
-                } if k != "pat" && k != "bearer" => {
-                    return Err(invalid(format!("source {n} (azure-devops): token_kind {k:?} is neither \"pat\" nor \"bearer\"")));
-                }
-                _ => {}
             }
-            let (env, file) = s.token_ref();
-            if env.is_some() && file.is_some() {
+            let t = s.token_ref();
+            if t.token_env.is_some() && t.token_file.is_some() {
                 return Err(invalid(format!(
                     "source {n}: give `token_env` or `token_file`, not both"
                 )));
@@ -296,11 +360,10 @@ impl Config {
                 let mut r = s.resolve(path)?;
                 if let Resolved::Provider { source, .. } = &mut r {
                     source.deadline = Some(deadline);
-                    crate::discover::CredentialHosts::for_source(source).map_err(|e| {
-                        Error::Invalid {
-                            path: path.to_owned(),
-                            message: format!("source {}: {e}", source.display_label()),
-                        }
+                    CredentialHosts::for_source(source).map_err(|e| Error::GitHost {
+                        path: path.to_owned(),
+                        source_label: source.display_label(),
+                        source: e,
                     })?;
                 }
                 Ok(r)
@@ -310,233 +373,139 @@ impl Config {
 }
 
 fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
-    let msg = e.message().trim().replace('\n', " ");
+    let mut msg = e.message().trim().replace('\n', " ");
     let Some(span) = e.span() else { return msg };
     let mut line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-    // Inside a [[sources]] table serde reports the table's span: find the key's own line.
-    if let Some(key) = msg
-        .strip_prefix("unknown field `")
-        .and_then(|r| r.split('`').next())
-    {
-        let found = text.lines().enumerate().skip(line - 1).find(|(_, l)| {
-            l.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|r| r.trim_start().starts_with('='))
-        });
-        if let Some((i, _)) = found {
+    // Inside a [[sources]] table serde reports the table's span: find the line
+    // of the key (an unknown field) or of the value (an unknown variant).
+    let mut below = text.lines().enumerate().skip(line - 1);
+    if let Some(key) = backquoted_after(&msg, "unknown field `") {
+        if let Some((i, _)) = below.find(|(_, l)| key_value(l).is_some_and(|(k, _)| k == key)) {
             line = i + 1;
+        }
+    } else if let Some(value) = backquoted_after(&msg, "unknown variant `") {
+        let found = below.find_map(|(i, l)| {
+            key_value(l)
+                .filter(|(_, v)| v.trim_matches(['"', '\'']) == value)
+                .map(|(k, _)| (i, k))
+        });
+        if let Some((i, key)) = found {
+            line = i + 1;
+            // `token_kind "oauth" is unknown, expected `pat` or `bearer``.
+            let expected = msg.split_once(", expected ").map_or("", |(_, x)| x);
+            msg = format!("{key} {value:?} is unknown, expected {expected}");
         }
     }
     let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
     format!("line {line} ({snippet}): {msg}")
 }
 
+/// The text between `prefix` and the next backquote.
+fn backquoted_after<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {
+    msg.strip_prefix(prefix).and_then(|r| r.split('`').next())
+}
+
+/// `key = value` on one line, both trimmed.
+fn key_value(line: &str) -> Option<(&str, &str)> {
+    let (k, v) = line.split_once('=')?;
+    Some((k.trim(), v.trim()))
+}
+
+/// A source as the code uses it: a hosting provider to discover, or git URLs.
+enum Kind<'a> {
+    Provider {
+        provider: Provider,
+        scope: Scope,
+        token_kind: TokenKind,
+        settings: &'a ProviderSettings,
+    },
+    Git(&'a [String]),
+}
+
 impl SourceConfig {
-    fn token_ref(&self) -> (Option<&String>, Option<&PathBuf>) {
+    fn kind(&self) -> Kind<'_> {
+        let provider = |provider, scope: &Scope, token_kind, settings| Kind::Provider {
+            provider,
+            scope: scope.clone(),
+            token_kind,
+            settings,
+        };
         match self {
             SourceConfig::AzureDevOps {
-                token_env,
-                token_file,
+                organization,
+                token_kind,
+                settings,
                 ..
-            }
-            | SourceConfig::GitLab {
-                token_env,
-                token_file,
-                ..
-            }
-            | SourceConfig::GitHub {
-                token_env,
-                token_file,
-                ..
-            }
-            | SourceConfig::Git {
-                token_env,
-                token_file,
-                ..
-            } => (token_env.as_ref(), token_file.as_ref()),
+            } => provider(
+                Provider::AzureDevOps,
+                &Scope::Org(organization.clone()),
+                *token_kind,
+                settings,
+            ),
+            SourceConfig::GitLab {
+                scope, settings, ..
+            } => provider(Provider::GitLab, scope, TokenKind::Pat, settings),
+            SourceConfig::GitHub {
+                scope, settings, ..
+            } => provider(Provider::GitHub, scope, TokenKind::Pat, settings),
+            SourceConfig::Git { urls, .. } => Kind::Git(urls),
         }
     }
 
-    fn label(&self) -> String {
+    fn token_ref(&self) -> &TokenRef {
         match self {
-            SourceConfig::AzureDevOps { organization, .. } => {
-                format!("azure-devops {organization}")
-            }
-            SourceConfig::GitLab { group, user, .. } => format!(
-                "gitlab {}",
-                group.as_ref().or(user.as_ref()).map_or("", |s| s)
-            ),
-            SourceConfig::GitHub { org, user, .. } => format!(
-                "github {}",
-                org.as_ref().or(user.as_ref()).map_or("", |s| s)
-            ),
-            SourceConfig::Git { .. } => "git".into(),
+            SourceConfig::AzureDevOps { token, .. }
+            | SourceConfig::GitLab { token, .. }
+            | SourceConfig::GitHub { token, .. }
+            | SourceConfig::Git { token, .. } => token,
         }
     }
 
-    fn token(&self, path: &Path) -> Result<(Option<Secret>, String), Error> {
-        let err = |message: String| Error::Token {
-            path: path.to_owned(),
-            source_label: self.label(),
-            message,
-        };
-        match self.token_ref() {
-            (Some(var), _) => {
-                let v = std::env::var(var).map_err(|_| {
-                    err(format!(
-                        "the environment variable {var} (token_env) is not set"
-                    ))
-                })?;
-                if v.trim().is_empty() {
-                    return Err(err(format!(
-                        "the environment variable {var} (token_env) is empty"
-                    )));
-                }
-                Ok((
-                    Some(Secret::new(v.trim().to_owned())),
-                    format!("token_env {var}"),
-                ))
-            }
-            (None, Some(file)) => {
-                use std::os::unix::fs::PermissionsExt;
-                let meta = std::fs::metadata(file)
-                    .map_err(|e| err(format!("token_file {}: {e}", file.display())))?;
-                let mode = meta.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(err(format!(
-                        "token_file {} is readable by group or others (mode {:o}): run `chmod 600 {}`",
-                        file.display(),
-                        mode & 0o777,
-                        file.display()
-                    )));
-                }
-                let v = std::fs::read_to_string(file)
-                    .map_err(|e| err(format!("token_file {}: {e}", file.display())))?;
-                if v.trim().is_empty() {
-                    return Err(err(format!("token_file {} is empty", file.display())));
-                }
-                Ok((
-                    Some(Secret::new(v.trim().to_owned())),
-                    format!("token_file {}", file.display()),
-                ))
-            }
-            (None, None) => Ok((None, String::new())),
+    /// `azure-devops fabrikam`, `gitlab platform`, `git`.
+    fn label(&self) -> String {
+        match self.kind() {
+            Kind::Provider {
+                provider, scope, ..
+            } => format!("{provider} {}", scope.name()),
+            Kind::Git(_) => "git".into(),
         }
     }
 
     fn resolve(&self, path: &Path) -> Result<Resolved, Error> {
-        let (token, hint) = self.token(path)?;
-        let provider = |p: Provider,
-                        url: &Option<String>,
-                        scope: Scope,
-                        include: &[String],
-                        exclude: &[String],
-                        git_hosts: &[String],
-                        kind: TokenKind| {
-            let mut s = ProviderSource::new(
-                p,
-                url.clone()
-                    .unwrap_or_else(|| p.default_base_url().to_owned()),
+        let label = self.label();
+        let (token, hint) = self.token_ref().read().map_err(|source| Error::Token {
+            path: path.to_owned(),
+            source_label: label.clone(),
+            source,
+        })?;
+        Ok(match self.kind() {
+            Kind::Provider {
+                provider,
                 scope,
-            );
-            s.token = token.clone();
-            s.token_kind = kind;
-            s.include = include.to_vec();
-            s.exclude = exclude.to_vec();
-            s.git_hosts = git_hosts.to_vec();
-            s.label = self.label();
-            s.token_hint = hint.clone();
-            s
-        };
-        Ok(match self {
-            SourceConfig::AzureDevOps {
-                organization,
-                url,
                 token_kind,
-                include,
-                exclude,
-                git_hosts,
-                ..
+                settings,
             } => {
-                let bearer = token_kind.as_deref() == Some("bearer");
-                let kind = if bearer {
-                    TokenKind::Bearer
-                } else {
-                    TokenKind::Pat
-                };
+                let base = settings
+                    .url
+                    .clone()
+                    .unwrap_or_else(|| provider.default_base_url().to_owned());
+                let mut s = ProviderSource::new(provider, base, scope);
+                s.token = token.clone();
+                s.token_kind = token_kind;
+                s.include = settings.include.clone();
+                s.exclude = settings.exclude.clone();
+                s.git_hosts = settings.git_hosts.clone();
+                s.label = label;
+                s.token_hint = hint;
                 Resolved::Provider {
-                    source: provider(
-                        Provider::AzureDevOps,
-                        url,
-                        Scope::Org(organization.clone()),
-                        include,
-                        exclude,
-                        git_hosts,
-                        kind,
-                    ),
+                    source: s,
                     token,
-                    bearer,
+                    bearer: token_kind == TokenKind::Bearer,
                 }
             }
-            SourceConfig::GitLab {
-                url,
-                group,
-                user,
-                include,
-                exclude,
-                git_hosts,
-                ..
-            } => {
-                let scope = match (group, user) {
-                    (Some(g), _) => Scope::Group(g.clone()),
-                    (None, Some(u)) => Scope::User(u.clone()),
-                    (None, None) => unreachable!("validated in parse"),
-                };
-                Resolved::Provider {
-                    source: provider(
-                        Provider::GitLab,
-                        url,
-                        scope,
-                        include,
-                        exclude,
-                        git_hosts,
-                        TokenKind::Pat,
-                    ),
-                    token,
-                    bearer: false,
-                }
-            }
-            SourceConfig::GitHub {
-                url,
-                org,
-                user,
-                include,
-                exclude,
-                git_hosts,
-                ..
-            } => {
-                let scope = match (org, user) {
-                    (Some(o), _) => Scope::Org(o.clone()),
-                    (None, Some(u)) => Scope::User(u.clone()),
-                    (None, None) => unreachable!("validated in parse"),
-                };
-                Resolved::Provider {
-                    source: provider(
-                        Provider::GitHub,
-                        url,
-                        scope,
-                        include,
-                        exclude,
-                        git_hosts,
-                        TokenKind::Pat,
-                    ),
-                    token,
-                    bearer: false,
-                }
-            }
-            SourceConfig::Git { urls, .. } => Resolved::Git {
-                label: "git".into(),
-                urls: urls.clone(),
+            Kind::Git(urls) => Resolved::Git {
+                label,
+                urls: urls.to_vec(),
                 auth: token.map(|t| Auth {
                     user: "git".into(),
                     token: t,
@@ -544,6 +513,49 @@ impl SourceConfig {
                 }),
             },
         })
+    }
+}
+
+impl TokenRef {
+    /// The token (`None` when neither key is given) and where it came from,
+    /// for messages (`token_env AZDO_PAT`).
+    fn read(&self) -> Result<(Option<Secret>, String), TokenError> {
+        if let Some(var) = &self.token_env {
+            let v = std::env::var(var).map_err(|_| TokenError::EnvUnset { var: var.clone() })?;
+            if v.trim().is_empty() {
+                return Err(TokenError::EnvEmpty { var: var.clone() });
+            }
+            return Ok((
+                Some(Secret::new(v.trim().to_owned())),
+                format!("token_env {var}"),
+            ));
+        }
+        let Some(file) = &self.token_file else {
+            return Ok((None, String::new()));
+        };
+        use std::os::unix::fs::PermissionsExt;
+        let unreadable = |source| TokenError::File {
+            file: file.clone(),
+            source,
+        };
+        let mode = std::fs::metadata(file)
+            .map_err(unreadable)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(TokenError::FileOpen {
+                file: file.clone(),
+                mode: mode & 0o777,
+            });
+        }
+        let v = std::fs::read_to_string(file).map_err(unreadable)?;
+        if v.trim().is_empty() {
+            return Err(TokenError::FileEmpty { file: file.clone() });
+        }
+        Ok((
+            Some(Secret::new(v.trim().to_owned())),
+            format!("token_file {}", file.display()),
+        ))
     }
 }
 
@@ -608,13 +620,20 @@ keep_monthly = 12
         assert!(e.contains("stor") && e.contains("line 1"), "{e}");
     }
 
+    /// A file `name` in `dir` holding `token` with permission bits `mode`.
+    fn token_file(dir: &Path, name: &str, token: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let f = dir.join(name);
+        std::fs::write(&f, format!("{token}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        f
+    }
+
     #[test]
     fn token_files_readable_by_others_are_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("pat");
-        std::fs::write(&f, "tok\n").unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let f = token_file(dir.path(), "pat", "tok", 0o644);
         let text = format!(
             "[[sources]]\nkind = \"github\"\norg = \"acme\"\ntoken_file = \"{}\"\n",
             f.display()
@@ -634,5 +653,123 @@ keep_monthly = 12
         let c = Config::parse(Path::new("c.toml"), text).unwrap();
         let e = c.resolve(Path::new("c.toml")).unwrap_err().to_string();
         assert!(e.contains("REPOVAULT_TEST_SURELY_UNSET"), "{e}");
+    }
+
+    fn parse_err(text: &str) -> String {
+        Config::parse(Path::new("c.toml"), text)
+            .expect_err(text)
+            .to_string()
+    }
+
+    const AZURE: &str =
+        "store = \"/x\"\n\n[[sources]]\nkind = \"azure-devops\"\norganization = \"fabrikam\"\n";
+
+    #[test]
+    fn token_kind_is_pat_or_bearer() {
+        let c = Config::parse(Path::new("c.toml"), AZURE).unwrap();
+        let r = c.resolve(Path::new("c.toml")).unwrap();
+        let Resolved::Provider { source, bearer, .. } = &r[0] else {
+            panic!("{r:?}")
+        };
+        assert_eq!((source.token_kind, *bearer), (TokenKind::Pat, false));
+
+        let text = format!("{AZURE}token_kind = \"bearer\"\n");
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let r = c.resolve(Path::new("c.toml")).unwrap();
+        let Resolved::Provider { source, bearer, .. } = &r[0] else {
+            panic!("{r:?}")
+        };
+        assert_eq!((source.token_kind, *bearer), (TokenKind::Bearer, true));
+
+        let e = parse_err(&format!("{AZURE}token_kind = \"oauth\"\n"));
+        assert_eq!(
+            e,
+            "config c.toml: line 6 (token_kind = \"oauth\"): token_kind \"oauth\" is unknown, expected `pat` or `bearer`"
+        );
+        // Only Azure DevOps sources have a token kind.
+        let e = parse_err("[[sources]]\nkind = \"gitlab\"\ngroup = \"g\"\ntoken_kind = \"pat\"\n");
+        assert!(
+            e.contains("line 4") && e.contains("unknown field `token_kind`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn group_or_user_exactly_one() {
+        for (kind, key) in [("gitlab", "group"), ("github", "org")] {
+            let head = format!("store = \"/x\"\n\n[[sources]]\nkind = \"{kind}\"\n");
+            let want = format!(
+                "config c.toml: line 3 ([[sources]]): {kind} source: give exactly one of `{key}` or `user`"
+            );
+            assert_eq!(parse_err(&head), want);
+            assert_eq!(
+                parse_err(&format!("{head}{key} = \"a\"\nuser = \"b\"\n")),
+                want
+            );
+        }
+        let text = "[[sources]]\nkind = \"gitlab\"\ngroup = \"platform\"\n\n\
+                    [[sources]]\nkind = \"gitlab\"\nuser = \"ann\"\n\n\
+                    [[sources]]\nkind = \"github\"\norg = \"acme\"\n\n\
+                    [[sources]]\nkind = \"github\"\nuser = \"bob\"\nurl = \"https://ghe.example.com/api/v3\"\n";
+        let c = Config::parse(Path::new("c.toml"), text).unwrap();
+        let r = c.resolve(Path::new("c.toml")).unwrap();
+        let got: Vec<_> = r
+            .iter()
+            .map(|r| match r {
+                Resolved::Provider { source, .. } => {
+                    format!("{}: {:?} at {}", r.label(), source.scope, source.base_url)
+                }
+                Resolved::Git { .. } => panic!("{r:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "gitlab platform: Group(\"platform\") at https://gitlab.com",
+                "gitlab ann: User(\"ann\") at https://gitlab.com",
+                "github acme: Org(\"acme\") at https://api.github.com",
+                "github bob: User(\"bob\") at https://ghe.example.com/api/v3",
+            ]
+        );
+    }
+
+    #[test]
+    fn token_settings_are_shared_by_every_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = token_file(dir.path(), "tok", "a-token-from-a-file", 0o600);
+        let file = format!("token_file = '{}'\n", f.display());
+        for head in [
+            "[[sources]]\nkind = \"azure-devops\"\norganization = \"o\"\n",
+            "[[sources]]\nkind = \"gitlab\"\ngroup = \"g\"\n",
+            "[[sources]]\nkind = \"github\"\norg = \"o\"\n",
+            "[[sources]]\nkind = \"git\"\nurls = [\"https://example.com/a.git\"]\n",
+        ] {
+            let c = Config::parse(Path::new("c.toml"), &format!("{head}{file}")).unwrap();
+            let r = c.resolve(Path::new("c.toml")).unwrap();
+            let token = match &r[0] {
+                Resolved::Provider { source, token, .. } => {
+                    assert_eq!(source.token_hint, format!("token_file {}", f.display()));
+                    token.clone()
+                }
+                Resolved::Git { auth, .. } => auth.as_ref().map(|a| a.token.clone()),
+            };
+            assert_eq!(token.expect(head).expose(), "a-token-from-a-file");
+            let e = parse_err(&format!("{head}{file}token_env = \"X\"\n"));
+            assert!(
+                e.ends_with("source 1: give `token_env` or `token_file`, not both"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_git_host_names_the_entry_and_source() {
+        let text = format!("{AZURE}git_hosts = [\"https://git.example.com\"]\n");
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let e = c.resolve(Path::new("c.toml")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "config c.toml: source azure-devops fabrikam: git_hosts entry \"https://git.example.com\" is not `host` or `host:port`"
+        );
     }
 }

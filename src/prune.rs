@@ -192,18 +192,7 @@ pub fn apply_forget(writer: &mut Writer<'_>, decisions: &[ForgetDecision]) -> Re
         .map(|d| d.snapshot.clone())
         .collect();
     let dir = writer.store().root().join(store::SNAPSHOTS_DIR);
-    for id in &gone {
-        let path = dir.join(format!("{id}.json"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(Error::SnapshotFile { path, source }),
-        }
-    }
-    pack::sync_dir(&dir).map_err(|source| Error::SnapshotFile {
-        path: dir.clone(),
-        source,
-    })?;
+    crate::snapshot::remove_files(&dir, &gone).map_err(snapshot_file_error)?;
     writer.index().delete_snapshots(&gone)?;
     Ok(gone.len() as u64)
 }
@@ -333,7 +322,7 @@ fn unindexed_packs(dir: &Path, known: &HashSet<String>) -> Vec<std::path::PathBu
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(stem) = name.strip_suffix(".pack") {
-                if stem.starts_with(pack::TMP_PREFIX) || !known.contains(stem) {
+                if stem.starts_with(crate::durable::TMP_PREFIX) || !known.contains(stem) {
                     out.push(e.path());
                 }
             }
@@ -346,17 +335,22 @@ fn unindexed_packs(dir: &Path, known: &HashSet<String>) -> Vec<std::path::PathBu
 /// needs prune computed): the files, not only the index, say what is needed.
 fn check_snapshot_files(store: &Store, walked: &[Snapshot]) -> Result<(), Error> {
     let ids: HashSet<&str> = walked.iter().map(|s| s.id.as_str()).collect();
-    for id in store::lag::snapshot_file_ids(store.root())? {
+    let dir = store.root().join(store::SNAPSHOTS_DIR);
+    for id in crate::snapshot::list_files(&dir).map_err(snapshot_file_error)? {
         if !ids.contains(id.as_str()) {
             return Err(Error::UnknownSnapshotFile {
-                path: store
-                    .root()
-                    .join(store::SNAPSHOTS_DIR)
-                    .join(format!("{id}.json")),
+                path: crate::snapshot::file_path(&dir, &id),
             });
         }
     }
     Ok(())
+}
+
+fn snapshot_file_error(e: crate::snapshot::FileError) -> Error {
+    Error::SnapshotFile {
+        path: e.path().to_owned(),
+        source: e.into_io(),
+    }
 }
 
 /// Objects (or chunks) between two progress updates.
@@ -574,7 +568,7 @@ pub fn prune(
             let _ = std::fs::remove_file(path);
         }
     }
-    pack::sync_dir(&dir).map_err(|source| pack::Error::Io {
+    crate::durable::sync_dir(&dir).map_err(|source| pack::Error::Io {
         path: dir.clone(),
         source,
     })?;

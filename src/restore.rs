@@ -11,6 +11,7 @@
 //! temporary directory beside the destination, renamed into place at the end,
 //! so a failed restore leaves nothing at the destination.
 
+use crate::durable::{self, TempFile};
 use crate::snapshot::Snapshot;
 use crate::store::{self, Store};
 use crate::{gitpack, index, ObjectKind};
@@ -483,14 +484,13 @@ pub fn restore_with_progress(
     let mut deltas = 0u64;
     let mut pack_bytes = 0u64;
     if !nodes.is_empty() {
-        let tmp_pack = pack_dir.join("tmp_pack_repovault");
         let file = std::io::BufWriter::with_capacity(
             1 << 20,
-            std::fs::File::create(&tmp_pack).map_err(|e| werr(&e))?,
+            TempFile::new_in(&pack_dir, ".pack", durable::USER).map_err(|e| werr(&e))?,
         );
         let count = u32::try_from(nodes.len())
             .map_err(|_| Error::Write(format!("{} objects do not fit one pack", nodes.len())))?;
-        let mut w = gitpack::PackWriter::new(file, count).map_err(|e| werr(&e))?;
+        let mut w = gitpack::GitPackWriter::new(file, count).map_err(|e| werr(&e))?;
         progress.begin("restoring", Some(u64::from(count)));
         let (mut done, mut bytes) = (0u64, 0u64);
         for slice in nodes.chunks(1024) {
@@ -517,22 +517,20 @@ pub fn restore_with_progress(
         }
         let (file, sum, mut entries) = w.finish().map_err(|e| werr(&e))?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "pack written");
+        let stem = pack_dir.join(format!("pack-{sum}"));
+        // The pack first, then its index: git ignores a pack without an index.
         file.into_inner()
             .map_err(|e| werr(&e.into_error()))?
-            .sync_all()
+            .persist(&stem.with_extension("pack"))
             .map_err(|e| werr(&e))?;
-        let stem = pack_dir.join(format!("pack-{sum}"));
-        let idx_tmp = pack_dir.join("tmp_idx_repovault");
-        let mut idx =
-            std::io::BufWriter::new(std::fs::File::create(&idx_tmp).map_err(|e| werr(&e))?);
+        let mut idx = std::io::BufWriter::new(
+            TempFile::new_in(&pack_dir, ".idx", durable::USER).map_err(|e| werr(&e))?,
+        );
         gitpack::write_index(&mut idx, &mut entries, &sum).map_err(|e| werr(&e))?;
         idx.into_inner()
             .map_err(|e| werr(&e.into_error()))?
-            .sync_all()
+            .persist(&stem.with_extension("idx"))
             .map_err(|e| werr(&e))?;
-        // The pack first, then its index: git ignores a pack without an index.
-        std::fs::rename(&tmp_pack, stem.with_extension("pack")).map_err(|e| werr(&e))?;
-        std::fs::rename(&idx_tmp, stem.with_extension("idx")).map_err(|e| werr(&e))?;
         pack_bytes = std::fs::metadata(stem.with_extension("pack")).map_or(0, |m| m.len());
     }
 
@@ -560,7 +558,7 @@ pub fn restore_with_progress(
             let mut content = b"ref: ".to_vec();
             content.extend_from_slice(sym);
             content.push(b'\n');
-            std::fs::write(&path, content).map_err(|e| werr(&e))?;
+            durable::write_atomic(&path, &content, durable::USER).map_err(|e| werr(&e))?;
             refs_written += 1;
             continue;
         }
@@ -578,7 +576,8 @@ pub fn restore_with_progress(
         }
         refs_written += 1;
     }
-    std::fs::write(repo_dir.join("packed-refs"), packed).map_err(|e| werr(&e))?;
+    durable::write_atomic(&repo_dir.join("packed-refs"), &packed, durable::USER)
+        .map_err(|e| werr(&e))?;
     let head = match snap.head() {
         Some(h) => match (&h.symref, h.target) {
             (Some(s), _) => {
@@ -592,7 +591,8 @@ pub fn restore_with_progress(
         },
         None => b"ref: refs/heads/main\n".to_vec(),
     };
-    std::fs::write(repo_dir.join("HEAD"), head).map_err(|e| werr(&e))?;
+    durable::write_atomic(&repo_dir.join("HEAD"), &head, durable::USER).map_err(|e| werr(&e))?;
+    // What gix::init_bare wrote (config, description, hooks) is not synced yet.
     sync_tree(&repo_dir).map_err(|e| werr(&e))?;
 
     // Move into place: rename(2) also replaces an empty directory.
@@ -600,7 +600,7 @@ pub fn restore_with_progress(
         path: dest.to_owned(),
         reason: e.to_string(),
     })?;
-    let _ = crate::pack::sync_dir(parent);
+    let _ = durable::sync_dir(parent);
     Ok(RestoreReport {
         snapshot: snap.id.clone(),
         time: snap.time,
@@ -626,7 +626,7 @@ fn sync_tree(dir: &Path) -> std::io::Result<()> {
             std::fs::File::open(e.path())?.sync_all()?;
         }
     }
-    crate::pack::sync_dir(dir)
+    durable::sync_dir(dir)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// One ref of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -99,6 +100,12 @@ impl SkippedRef {
     }
 }
 
+/// The first 8 characters of a snapshot id, as listings show it (all of a
+/// shorter or odd one, as a damaged index may hold: never a panic).
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
 impl Snapshot {
     /// Computes the id from repo, time and refs.
     pub fn compute_id(repo: &str, time: &jiff::Timestamp, refs: &[RefEntry]) -> String {
@@ -123,7 +130,7 @@ impl Snapshot {
 
     /// The first 8 hex digits of the id, as shown in listings.
     pub fn short_id(&self) -> &str {
-        &self.id[..8.min(self.id.len())]
+        short_id(&self.id)
     }
 
     /// Every object the snapshot's refs point at directly.
@@ -140,21 +147,149 @@ impl Snapshot {
     }
 }
 
-/// Writes `snap` as `dir/<id>.json` durably: a temporary file, fsync,
-/// rename, directory fsync.
-pub fn write_file(dir: &std::path::Path, snap: &Snapshot) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = dir.join(format!("{}.json", snap.id));
-    let tmp = dir.join(format!(".{}.tmp", snap.id));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(
-        serde_json::to_string_pretty(snap)
-            .expect("snapshot serializes")
-            .as_bytes(),
-    )?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()
+/// A snapshot file that cannot be written, read, listed or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// An I/O error on the file or its directory.
+    #[error("snapshot file {path}: {source}")]
+    Io {
+        /// The file (or the directory).
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a snapshot record.
+    #[error("snapshot file {path} is not a snapshot record: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// The file records another snapshot than its name says.
+    #[error("snapshot file {path}: it records snapshot {found}, not {expected}")]
+    WrongId {
+        /// The file.
+        path: PathBuf,
+        /// The id inside.
+        found: String,
+        /// The id of its name.
+        expected: String,
+    },
+}
+
+impl FileError {
+    /// The file (or directory) concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            FileError::Io { path, .. }
+            | FileError::Parse { path, .. }
+            | FileError::WrongId { path, .. } => path,
+        }
+    }
+
+    /// What is wrong, without the path (for listings that name the file already).
+    pub fn reason(&self) -> String {
+        match self {
+            FileError::Io { source, .. } => source.to_string(),
+            FileError::Parse { source, .. } => source.to_string(),
+            FileError::WrongId {
+                found, expected, ..
+            } => format!("it records snapshot {found}, not {expected}"),
+        }
+    }
+
+    /// As an I/O error (for callers whose error type carries one).
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            FileError::Io { source, .. } => source,
+            other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// The file of snapshot `id` in the snapshot directory `dir`.
+pub fn file_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.json"))
+}
+
+/// Writes `snap` as `dir/<id>.json`, crash-safely (see [`crate::durable`]).
+///
+/// # Errors
+/// [`FileError::Io`].
+pub fn write_file(dir: &Path, snap: &Snapshot) -> Result<(), FileError> {
+    let path = file_path(dir, &snap.id);
+    let json = serde_json::to_string_pretty(snap).expect("snapshot serializes");
+    crate::durable::write_atomic(&path, json.as_bytes(), crate::durable::PRIVATE)
+        .map_err(|source| FileError::Io { path, source })
+}
+
+/// Reads the snapshot file `dir/<id>.json`; the id inside must be its name.
+///
+/// # Errors
+/// [`FileError::Io`], [`FileError::Parse`], [`FileError::WrongId`].
+pub fn read_file(dir: &Path, id: &str) -> Result<Snapshot, FileError> {
+    let path = file_path(dir, id);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(source) => return Err(FileError::Io { path, source }),
+    };
+    let s: Snapshot = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(source) => return Err(FileError::Parse { path, source }),
+    };
+    if s.id != id {
+        return Err(FileError::WrongId {
+            path,
+            found: s.id,
+            expected: id.to_owned(),
+        });
+    }
+    Ok(s)
+}
+
+/// The ids of the snapshot files in `dir`, sorted (temporary files, whose
+/// names start with `.`, are not snapshot files).
+///
+/// # Errors
+/// [`FileError::Io`] on the directory.
+pub fn list_files(dir: &Path) -> Result<Vec<String>, FileError> {
+    let io = |source| FileError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let name = e.map_err(io)?.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".json") {
+            if !stem.starts_with('.') && !stem.is_empty() {
+                out.push(stem.to_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes the files of snapshots `ids` from `dir` (a file already gone is
+/// fine) and fsyncs the directory, so that the removal is durable before the
+/// index forgets the snapshots.
+///
+/// # Errors
+/// [`FileError::Io`].
+pub fn remove_files(dir: &Path, ids: &[String]) -> Result<(), FileError> {
+    for id in ids {
+        let path = file_path(dir, id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(FileError::Io { path, source }),
+        }
+    }
+    crate::durable::sync_dir(dir).map_err(|source| FileError::Io {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// A ref name as JSON writes it (`hex:<hex>` when it is not UTF-8).

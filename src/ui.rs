@@ -14,14 +14,12 @@
 
 use indicatif::{BinaryBytes, MultiProgress, ProgressBar, ProgressStyle};
 use repovault::progress::Progress;
-use repovault::store::WriteStats;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
-static SUMMARY_SHOWN: AtomicBool = AtomicBool::new(false);
 
 /// Sets `-q` for the whole process (once, at start-up).
 pub fn set_quiet(quiet: bool) {
@@ -36,18 +34,6 @@ pub fn quiet() -> bool {
 /// Whether progress is drawn: stderr is a terminal and `-q` is not given.
 pub fn draws() -> bool {
     !quiet() && std::io::stderr().is_terminal()
-}
-
-/// Records whether a human-readable summary, which names every failure, goes
-/// to stdout at the end of this run (then failures are not logged on stderr
-/// as well, so each is printed once).
-pub fn set_summary_shown(shown: bool) {
-    SUMMARY_SHOWN.store(shown, Ordering::Relaxed);
-}
-
-/// See [`set_summary_shown`].
-pub fn summary_shown() -> bool {
-    SUMMARY_SHOWN.load(Ordering::Relaxed)
 }
 
 fn counted_style(unit: &str) -> ProgressStyle {
@@ -67,15 +53,6 @@ fn counted_style(unit: &str) -> ProgressStyle {
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix} {spinner} {msg} {elapsed}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
-}
-
-/// `bar` as a spinner labelled `prefix`, saying `message` until its first step.
-fn spinner(bar: ProgressBar, prefix: String, message: &'static str) -> ProgressBar {
-    bar.set_style(spinner_style());
-    bar.set_prefix(prefix);
-    bar.set_message(message);
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
 
 /// The bars of one run (a sync of several repositories, or one restore).
@@ -124,6 +101,15 @@ impl Drop for Bars {
     }
 }
 
+/// `bar` as a spinner labelled `prefix`, saying `message` until its first step.
+fn spinner(bar: ProgressBar, prefix: String, message: &'static str) -> ProgressBar {
+    bar.set_style(spinner_style());
+    bar.set_prefix(prefix);
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 /// The step a [`Task`] is in.
 #[derive(Clone)]
 struct Step {
@@ -133,12 +119,11 @@ struct Step {
     counted: bool,
 }
 
-/// The progress of one repository's sync, or of one restore, verify or prune: drawn as a bar
-/// when `bars` is given, and counting what a sync wrote in any case.
+/// The progress of one repository's sync, or of one restore, verify or
+/// prune: drawn as a bar when `bars` is given.
 pub struct Task {
     bar: Option<ProgressBar>,
     step: Mutex<Step>,
-    written: Mutex<WriteStats>,
 }
 
 impl Task {
@@ -165,13 +150,7 @@ impl Task {
                 unit: "objects",
                 counted: false,
             }),
-            written: Mutex::new(WriteStats::default()),
         }
-    }
-
-    /// What the sync wrote to the store for this repository, over all its attempts.
-    pub fn written(&self) -> WriteStats {
-        *self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Removes the bar (the result is printed elsewhere).
@@ -241,16 +220,5 @@ impl Progress for Task {
             format!("{what} {}", BinaryBytes(bytes))
         });
         b.set_position(done);
-    }
-
-    fn written(&self, s: &WriteStats) {
-        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        w.objects += s.objects;
-        w.chunks += s.chunks;
-        w.delta_chunks += s.delta_chunks;
-        w.raw_bytes += s.raw_bytes;
-        w.stored_bytes += s.stored_bytes;
-        w.packs += s.packs;
-        w.pack_bytes += s.pack_bytes;
     }
 }

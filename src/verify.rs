@@ -412,7 +412,7 @@ impl Run<'_> {
                         "snapshot",
                         format!(
                             "ref {name} of snapshot {} points to {target}, which is not stored",
-                            &snapshot[..8]
+                            snapshot.get(..8).unwrap_or(&snapshot)
                         ),
                     );
                     p.object = Some(target.to_string());

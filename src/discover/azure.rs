@@ -14,11 +14,12 @@
 //! A project whose repositories cannot be listed (404: deleted meanwhile, or
 //! a server error after retries) makes the listing incomplete, with a warning.
 
+use super::filter::Collector;
 use super::http::{plain_header, secret_header, HttpClient};
-use super::{
-    bool_field, clean_clone_url, host_and_path, join_segments, parse_base, pick, short_branch,
-    str_field, Collector, Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope, TokenKind,
-};
+use super::paging::MAX_PAGES;
+use super::record::{bool_field, pick, short_branch, str_field, BadRecord};
+use super::urls::{clean_clone_url, host_and_path, join_segments, parse_base};
+use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope, TokenKind};
 use reqwest::header::HeaderMap;
 use std::collections::HashSet;
 use url::Url;
@@ -29,9 +30,6 @@ const API_VERSIONS: &[&str] = &["7.1", "7.0", "6.0", "5.0"];
 
 /// Projects per page.
 const PAGE_SIZE: u32 = 100;
-
-/// Safety stop for a server that never ends the continuation.
-const MAX_PAGES: usize = 10_000;
 
 /// Fields of a `GitRepository` kept in [`DiscoveredRepo::record`].
 const RECORD_FIELDS: &[&str] = &[
@@ -332,15 +330,21 @@ fn repo(
     coll: &Url,
     names: &Names,
     project_name: &str,
-) -> Result<DiscoveredRepo, String> {
-    let id = str_field(v, "id").ok_or("no id")?;
-    let name = str_field(v, "name").ok_or_else(|| format!("{id}: no name"))?;
+) -> Result<DiscoveredRepo, BadRecord> {
+    let id = str_field(v, "id").ok_or(BadRecord::NoId { what: "id" })?;
+    let name = str_field(v, "name").ok_or_else(|| BadRecord::Missing {
+        record: id.to_owned(),
+        field: "name",
+    })?;
     let project = v
         .get("project")
         .and_then(|p| str_field(p, "name"))
         .unwrap_or(project_name);
     let clone_url = match str_field(v, "remoteUrl") {
-        Some(u) => clean_clone_url(u).ok_or_else(|| format!("{name}: bad remoteUrl"))?,
+        Some(u) => clean_clone_url(u).ok_or_else(|| BadRecord::CloneUrl {
+            record: name.to_owned(),
+            field: "remoteUrl",
+        })?,
         None => join_segments(coll, &[project, "_git", name]).to_string(),
     };
     let default_branch = str_field(v, "defaultBranch").map(short_branch);

@@ -11,11 +11,11 @@
 //! name `oauth2`. Archived projects are listed and flagged (they stay
 //! cloneable).
 
+use super::filter::Collector;
 use super::http::{secret_header, HttpClient};
-use super::{
-    bool_field, clean_clone_url, host_and_path, join_segments, parse_base, pick, str_field,
-    Collector, Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope, TokenKind,
-};
+use super::record::{bool_field, BadRecord, HostedRecord};
+use super::urls::{host_and_path, join_segments, parse_base};
+use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope, TokenKind};
 use reqwest::header::HeaderMap;
 use url::Url;
 
@@ -84,7 +84,7 @@ pub(super) async fn list(
         .append_pair("sort", "asc")
         .append_pair("per_page", &PAGE_SIZE.to_string());
     let headers = request_headers(src, ctx)?;
-    super::follow_pages(http, ctx, out, url, &headers, |item, out| {
+    super::paging::follow_pages(http, ctx, out, url, &headers, |item, out| {
         match repo(item, &web, owner) {
             Ok(r) => out.push(r),
             Err(why) => out.incomplete(ctx, format!("skipped a project: {why}")),
@@ -120,37 +120,19 @@ fn request_headers(src: &ProviderSource, ctx: &Ctx) -> Result<HeaderMap, Error> 
 }
 
 /// A project record as a [`DiscoveredRepo`].
-fn repo(v: &serde_json::Value, web: &str, owner: &str) -> Result<DiscoveredRepo, String> {
-    let id = v
-        .get("id")
-        .and_then(|x| x.as_u64())
-        .ok_or("no numeric id")?;
-    let full = str_field(v, "path_with_namespace")
-        .ok_or_else(|| format!("{id}: no path_with_namespace"))?;
-    let clone_url = str_field(v, "http_url_to_repo")
-        .and_then(clean_clone_url)
-        .ok_or_else(|| format!("{full}: no http(s) http_url_to_repo"))?;
+fn repo(v: &serde_json::Value, web: &str, owner: &str) -> Result<DiscoveredRepo, BadRecord> {
+    let r = HostedRecord::parse(v, "path_with_namespace", "http_url_to_repo")?;
+    let full = r.full;
     let prefix = format!("{}/", owner.to_ascii_lowercase());
     let path = if full.to_ascii_lowercase().starts_with(&prefix) {
         full[prefix.len()..].to_owned()
     } else {
         full.to_owned()
     };
-    let is_fork = v.get("forked_from_project").is_some_and(|f| !f.is_null());
-    let host = web.split('/').next().unwrap_or(web).to_ascii_lowercase();
     Ok(DiscoveredRepo {
-        provider: Provider::GitLab,
-        key: format!("gitlab:{host}:{id}"),
-        name: format!("{web}/{full}"),
-        path,
-        clone_url,
-        default_branch: str_field(v, "default_branch").map(str::to_owned),
-        disabled: false,
-        archived: bool_field(v, "archived"),
         empty: bool_field(v, "empty_repo"),
-        is_fork,
-        record: pick(v, RECORD_FIELDS),
-        git_user: "oauth2".to_owned(),
+        is_fork: v.get("forked_from_project").is_some_and(|f| !f.is_null()),
+        ..r.repo(Provider::GitLab, web, path, RECORD_FIELDS)
     })
 }
 

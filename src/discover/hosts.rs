@@ -12,6 +12,14 @@
 use super::{Provider, ProviderSource, Scope};
 use url::Url;
 
+/// A `git_hosts` entry that is not `host` or `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("git_hosts entry {entry:?} is not `host` or `host:port`")]
+pub struct BadGitHost {
+    /// The entry as configured.
+    pub entry: String,
+}
+
 /// The hosts a source's credentials may go to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialHosts {
@@ -24,9 +32,9 @@ impl CredentialHosts {
     /// [`ProviderSource::git_hosts`].
     ///
     /// # Errors
-    /// A `git_hosts` entry that is not `host` or `host:port` (the message
-    /// names it).
-    pub fn for_source(src: &ProviderSource) -> Result<Self, String> {
+    /// [`BadGitHost`]: a `git_hosts` entry that is not `host` or
+    /// `host:port` (the message names it).
+    pub fn for_source(src: &ProviderSource) -> Result<Self, BadGitHost> {
         let mut hosts = Vec::new();
         if let Ok(base) = Url::parse(src.base_url.trim()) {
             if let Some(h) = base.host_str() {
@@ -102,9 +110,11 @@ pub fn host_of(url: &str) -> String {
 }
 
 /// Parses a `git_hosts` entry: `host` or `host:port` (`[v6]:port`).
-fn parse_host(entry: &str) -> Result<(String, Option<u16>), String> {
+fn parse_host(entry: &str) -> Result<(String, Option<u16>), BadGitHost> {
     let e = entry.trim();
-    let bad = || format!("git_hosts entry {entry:?} is not `host` or `host:port`");
+    let bad = || BadGitHost {
+        entry: entry.to_owned(),
+    };
     if e.is_empty() || e.contains("://") || e.contains('/') || e.contains('@') {
         return Err(bad());
     }
@@ -170,7 +180,8 @@ mod tests {
         for bad in ["https://h", "h/x", "", "u@h", "h:notaport"] {
             s.git_hosts = vec![bad.into()];
             let e = CredentialHosts::for_source(&s).expect_err(bad);
-            assert!(e.contains("git_hosts"), "{e}");
+            assert!(e.to_string().contains("git_hosts"), "{e}");
+            assert_eq!(e.entry, bad);
         }
     }
 }

@@ -17,7 +17,8 @@
 //! Redirects are followed only within the same origin, so a token header can
 //! never be sent to another host.
 
-use super::{redact_url, Ctx, Error};
+use super::urls::redact_url;
+use super::{Ctx, Error};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -25,7 +25,7 @@
 //!
 //! ```no_run
 //! use repovault::discover::{discover_blocking, HttpOptions, Provider, ProviderSource, Scope, TokenKind};
-//! use repovault::sync::Secret;
+//! use repovault::secret::Secret;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut src = ProviderSource::new(Provider::GitLab, "https://gitlab.example.com", Scope::Group("platform".into()));
 //! src.token = Some(Secret::new(std::env::var("GITLAB_TOKEN")?));
@@ -40,18 +40,22 @@
 //! ```
 
 mod azure;
+mod filter;
 mod github;
 mod gitlab;
 mod hosts;
 mod http;
+mod paging;
+mod record;
+mod urls;
 
-pub use hosts::{host_of, CredentialHosts};
+pub use hosts::{host_of, BadGitHost, CredentialHosts};
 pub use http::{HttpClient, HttpOptions};
 
-use crate::sync::Secret;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use crate::secret::Secret;
+use filter::{Collector, Filter};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use urls::redact_url;
 
 /// A git hosting provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -114,7 +118,9 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn name(&self) -> &str {
+    /// The organisation, group or user named, as messages and labels show
+    /// it (`(token's user)` for [`Scope::AuthenticatedUser`]).
+    pub fn name(&self) -> &str {
         match self {
             Scope::Org(s) | Scope::Group(s) | Scope::User(s) => s,
             Scope::AuthenticatedUser => "(token's user)",
@@ -122,8 +128,9 @@ impl Scope {
     }
 }
 
-/// How the token is sent to the API.
+/// How the token is sent to the API; in configuration `pat` or `bearer`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     /// A personal access token: Azure DevOps `Authorization: Basic
     /// base64(":" + PAT)`, GitLab `PRIVATE-TOKEN`, GitHub `Authorization: Bearer`.
@@ -552,305 +559,11 @@ impl Ctx {
     }
 }
 
-/// The include/exclude globs.
-struct Filter {
-    include: Option<GlobSet>,
-    exclude: Option<GlobSet>,
-}
-
-impl Filter {
-    fn new(src: &ProviderSource, ctx: &Ctx) -> Result<Self, Error> {
-        let build = |pats: &[String], what: &str| -> Result<Option<GlobSet>, Error> {
-            if pats.is_empty() {
-                return Ok(None);
-            }
-            let mut b = GlobSetBuilder::new();
-            for p in pats {
-                let g = GlobBuilder::new(p.trim_matches('/'))
-                    .literal_separator(true)
-                    .case_insensitive(true)
-                    .build()
-                    .map_err(|e| ctx.bad_source(format!("bad {what} glob {p:?}: {e}")))?;
-                b.add(g);
-            }
-            b.build()
-                .map(Some)
-                .map_err(|e| ctx.bad_source(format!("bad {what} globs: {e}")))
-        };
-        Ok(Self {
-            include: build(&src.include, "include")?,
-            exclude: build(&src.exclude, "exclude")?,
-        })
-    }
-
-    fn wants(&self, path: &str) -> bool {
-        let included = self.include.as_ref().is_none_or(|g| g.is_match(path));
-        let excluded = self.exclude.as_ref().is_some_and(|g| g.is_match(path));
-        included && !excluded
-    }
-}
-
-/// Gathers repositories (filtered, each key once) and warnings.
-pub(crate) struct Collector {
-    filter: Filter,
-    repos: Vec<DiscoveredRepo>,
-    keys: HashSet<String>,
-    complete: bool,
-    warnings: Vec<String>,
-}
-
-impl Collector {
-    fn new(filter: Filter) -> Self {
-        Self {
-            filter,
-            repos: Vec::new(),
-            keys: HashSet::new(),
-            complete: true,
-            warnings: Vec::new(),
-        }
-    }
-
-    /// Adds a repository unless filtered out or already seen.
-    pub(crate) fn push(&mut self, repo: DiscoveredRepo) {
-        if !self.filter.wants(&repo.path) {
-            tracing::debug!(repo = %repo.name, "excluded by the include/exclude globs");
-            return;
-        }
-        if self.keys.insert(repo.key.clone()) {
-            self.repos.push(repo);
-        }
-    }
-
-    /// Records that part of the listing failed: the listing is incomplete.
-    pub(crate) fn incomplete(&mut self, ctx: &Ctx, warning: impl Into<String>) {
-        let w = ctx.scrub(&warning.into());
-        tracing::warn!(source = %ctx.label, "{w}");
-        self.complete = false;
-        self.warnings.push(w);
-    }
-
-    fn finish(mut self) -> Listing {
-        self.repos
-            .sort_by(|a, b| a.name.cmp(&b.name).then(a.key.cmp(&b.key)));
-        Listing {
-            repos: self.repos,
-            complete: self.complete,
-            warnings: self.warnings,
-        }
-    }
-}
-
-/// Safety stop for a server whose `next` links never end.
-const MAX_PAGES: usize = 10_000;
-
-/// Lists a JSON array over pages, following `Link: rel="next"` verbatim until
-/// it is absent, and calls `each` for every element. Links to another origin
-/// or back to a page already read are not followed (incomplete listing).
-///
-/// # Errors
-/// Any failure of the first page, and a rejected token on any page; other
-/// failures of later pages only make the listing incomplete.
-pub(crate) async fn follow_pages<F>(
-    http: &HttpClient,
-    ctx: &Ctx,
-    out: &mut Collector,
-    first: url::Url,
-    headers: &reqwest::header::HeaderMap,
-    mut each: F,
-) -> Result<(), Error>
-where
-    F: FnMut(&serde_json::Value, &mut Collector),
-{
-    let origin = first.origin();
-    let mut seen = HashSet::new();
-    let mut url = first;
-    let mut page = 0usize;
-    loop {
-        seen.insert(url.to_string());
-        let resp = match http.get_json(ctx, &url, headers).await {
-            Ok(r) => r,
-            Err(e) if page == 0 => return Err(e),
-            Err(e @ Error::Auth { .. }) => return Err(e),
-            Err(e) => {
-                out.incomplete(
-                    ctx,
-                    format!("page {}: {e}; later pages are missing", page + 1),
-                );
-                return Ok(());
-            }
-        };
-        page += 1;
-        let Some(items) = resp.body.as_array() else {
-            let e = ctx.bad_response(&url, "the list is not a JSON array");
-            if page == 1 {
-                return Err(e);
-            }
-            out.incomplete(ctx, format!("page {page}: {e}; later pages are missing"));
-            return Ok(());
-        };
-        tracing::debug!(source = %ctx.label, page, items = items.len(), "page");
-        for item in items {
-            each(item, out);
-        }
-        let Some(next) = resp.next_link() else {
-            return Ok(());
-        };
-        let next = match url.join(&next) {
-            Ok(u) => u,
-            Err(e) => {
-                out.incomplete(ctx, format!("page {page}: unusable next link: {e}"));
-                return Ok(());
-            }
-        };
-        if next.origin() != origin {
-            out.incomplete(
-                ctx,
-                format!(
-                    "page {page}: the next-page link points to another host ({}); not followed",
-                    next.host_str().unwrap_or("?")
-                ),
-            );
-            return Ok(());
-        }
-        if seen.contains(next.as_str()) || page >= MAX_PAGES {
-            out.incomplete(
-                ctx,
-                format!("page {page}: the next-page link repeats a page already read; stopped"),
-            );
-            return Ok(());
-        }
-        url = next;
-    }
-}
-
-/// Parses a base URL: http(s), no credentials, no query; trailing `/` dropped.
-pub(crate) fn parse_base(ctx: &Ctx, base: &str) -> Result<url::Url, Error> {
-    let trimmed = base.trim().trim_end_matches('/');
-    let u = url::Url::parse(trimmed).map_err(|e| {
-        ctx.bad_source(format!(
-            "base URL {:?} is not a URL: {e}",
-            redact_str(trimmed)
-        ))
-    })?;
-    if u.scheme() != "https" && u.scheme() != "http" {
-        return Err(ctx.bad_source(format!("base URL {} must be http(s)", redact_url(&u))));
-    }
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err(ctx.bad_source(
-            "the base URL contains a user name or password: remove it and configure the token separately",
-        ));
-    }
-    if u.host_str().is_none() || u.cannot_be_a_base() {
-        return Err(ctx.bad_source(format!("base URL {} has no host", redact_url(&u))));
-    }
-    if u.query().is_some() || u.fragment().is_some() {
-        return Err(ctx.bad_source(format!(
-            "base URL {} must not have a query or fragment",
-            redact_url(&u)
-        )));
-    }
-    Ok(u)
-}
-
-/// `host[:port]` and the path of a URL, without scheme or trailing `/`:
-/// the prefix of repository names.
-pub(crate) fn host_and_path(u: &url::Url) -> String {
-    let mut s = u.host_str().unwrap_or_default().to_ascii_lowercase();
-    if let Some(p) = u.port() {
-        s.push_str(&format!(":{p}"));
-    }
-    let path = u.path().trim_end_matches('/');
-    if !path.is_empty() {
-        s.push_str(path);
-    }
-    s
-}
-
-/// A URL appended with path segments (each percent-encoded, `/` included).
-pub(crate) fn join_segments(base: &url::Url, segments: &[&str]) -> url::Url {
-    let mut u = base.clone();
-    if let Ok(mut segs) = u.path_segments_mut() {
-        segs.pop_if_empty();
-        segs.extend(segments);
-    }
-    u
-}
-
-/// The URL as text without user name, password or fragment.
-pub(crate) fn redact_url(u: &url::Url) -> String {
-    let mut u = u.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_fragment(None);
-    u.to_string()
-}
-
-fn redact_str(s: &str) -> String {
-    match (s.find("://"), s.rfind('@')) {
-        (Some(a), Some(b)) if b > a => format!("{}***{}", &s[..a + 3], &s[b..]),
-        _ => s.to_owned(),
-    }
-}
-
-/// A clone URL from the API with any user info removed; `None` unless http(s).
-pub(crate) fn clean_clone_url(s: &str) -> Option<String> {
-    let u = url::Url::parse(s).ok()?;
-    if u.scheme() != "https" && u.scheme() != "http" {
-        return None;
-    }
-    Some(redact_url(&u))
-}
-
-/// `refs/heads/main` → `main`; other values unchanged.
-pub(crate) fn short_branch(s: &str) -> String {
-    s.strip_prefix("refs/heads/").unwrap_or(s).to_owned()
-}
-
-/// Copies the listed fields of `v` (those present) into a new object.
-/// A field `a.b` copies only `b` of the object `a`.
-pub(crate) fn pick(v: &serde_json::Value, fields: &[&str]) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    for f in fields {
-        match f.split_once('.') {
-            None => {
-                if let Some(x) = v.get(*f) {
-                    out.insert((*f).to_owned(), x.clone());
-                }
-            }
-            Some((outer, inner)) => {
-                let Some(src) = v.get(outer) else { continue };
-                if src.is_null() {
-                    out.insert(outer.to_owned(), serde_json::Value::Null);
-                    continue;
-                }
-                let Some(x) = src.get(inner) else { continue };
-                let entry = out
-                    .entry(outer.to_owned())
-                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-                if let Some(obj) = entry.as_object_mut() {
-                    obj.insert(inner.to_owned(), x.clone());
-                }
-            }
-        }
-    }
-    serde_json::Value::Object(out)
-}
-
-/// A string field.
-pub(crate) fn str_field<'a>(v: &'a serde_json::Value, f: &str) -> Option<&'a str> {
-    v.get(f).and_then(|x| x.as_str())
-}
-
-/// A boolean field; absent or null is false.
-pub(crate) fn bool_field(v: &serde_json::Value, f: &str) -> bool {
-    v.get(f).and_then(|x| x.as_bool()).unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn src(include: &[&str], exclude: &[&str]) -> ProviderSource {
+    pub(super) fn src(include: &[&str], exclude: &[&str]) -> ProviderSource {
         let mut s = ProviderSource::new(
             Provider::GitLab,
             "https://gitlab.example.com",
@@ -859,32 +572,6 @@ mod tests {
         s.include = include.iter().map(|s| s.to_string()).collect();
         s.exclude = exclude.iter().map(|s| s.to_string()).collect();
         s
-    }
-
-    #[test]
-    fn filter_globs() {
-        let s = src(&[], &[]);
-        let ctx = Ctx::new(&s);
-        let f = Filter::new(&s, &ctx).expect("filter");
-        assert!(f.wants("anything/at/all"));
-
-        let s = src(&["platform/*", "Backend"], &["platform/legacy-*"]);
-        let f = Filter::new(&s, &ctx).expect("filter");
-        assert!(f.wants("platform/api"));
-        assert!(f.wants("backend"), "case-insensitive");
-        assert!(!f.wants("platform/sub/api"), "* does not cross /");
-        assert!(!f.wants("platform/legacy-api"), "exclude wins");
-        assert!(!f.wants("sandbox/x"));
-
-        let s = src(&["platform/**"], &[]);
-        let f = Filter::new(&s, &ctx).expect("filter");
-        assert!(f.wants("platform/sub/api"));
-
-        let s = src(&["[bad"], &[]);
-        assert!(matches!(
-            Filter::new(&s, &ctx),
-            Err(Error::BadSource { .. })
-        ));
     }
 
     #[test]
@@ -898,53 +585,6 @@ mod tests {
         assert!(!out.contains("glpat-verysecret"));
         assert!(!out.contains(&b64));
         assert_eq!(out, "echo *** and Basic ***");
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            clean_clone_url("https://fabrikam@dev.azure.com/fabrikam/P%20Q/_git/R").as_deref(),
-            Some("https://dev.azure.com/fabrikam/P%20Q/_git/R")
-        );
-        assert_eq!(
-            clean_clone_url("https://u:p@gitlab.example.com/a/b.git").as_deref(),
-            Some("https://gitlab.example.com/a/b.git")
-        );
-        assert_eq!(clean_clone_url("git@github.com:a/b.git"), None);
-        let u = url::Url::parse("http://127.0.0.1:8080/tfs/Coll/").expect("url");
-        assert_eq!(host_and_path(&u), "127.0.0.1:8080/tfs/Coll");
-        let u = url::Url::parse("https://gitlab.example.com/api/v4").expect("url");
-        let j = join_segments(&u, &["groups", "acme/platform", "projects"]);
-        assert_eq!(
-            j.as_str(),
-            "https://gitlab.example.com/api/v4/groups/acme%2Fplatform/projects"
-        );
-        assert_eq!(short_branch("refs/heads/main"), "main");
-        assert_eq!(short_branch("main"), "main");
-    }
-
-    #[test]
-    fn base_url_checks() {
-        let s = src(&[], &[]);
-        let ctx = Ctx::new(&s);
-        assert!(parse_base(&ctx, "https://dev.azure.com/").is_ok());
-        let e = parse_base(&ctx, "https://user:hunter2secret@host/x").expect_err("password");
-        assert!(!e.to_string().contains("hunter2secret"));
-        assert!(parse_base(&ctx, "ftp://host").is_err());
-        assert!(parse_base(&ctx, "not a url").is_err());
-    }
-
-    #[test]
-    fn pick_fields() {
-        let v = serde_json::json!({"id": 1, "x": 2, "project": {"id": "p", "name": "n", "url": "u"}, "parent": null});
-        let p = pick(
-            &v,
-            &["id", "project.id", "project.name", "parent.id", "missing"],
-        );
-        assert_eq!(
-            p,
-            serde_json::json!({"id": 1, "project": {"id": "p", "name": "n"}, "parent": null})
-        );
     }
 
     #[test]

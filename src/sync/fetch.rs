@@ -6,43 +6,12 @@
 //! in-memory configuration only: nothing is written to the mirror's config.
 
 use super::Error;
+use crate::secret::Auth;
 use crate::snapshot::{RefEntry, SkippedRef};
 use gix::bstr::ByteSlice;
 use gix::remote::Direction;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-
-/// A secret that never prints.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: String) -> Self {
-        Self(s)
-    }
-    /// The secret itself (only to put it on the wire).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// How to authenticate to an https remote.
-#[derive(Debug, Clone)]
-pub struct Auth {
-    /// User name for HTTP basic auth (ignored by most hosts for tokens).
-    pub user: String,
-    /// The token.
-    pub token: Secret,
-    /// Send `Authorization: Bearer <token>` instead of basic auth (Entra ID tokens).
-    pub bearer: bool,
-}
 
 /// Opens the mirror at `dir`, creating an empty bare repository if needed.
 pub fn open_mirror(dir: &Path) -> Result<gix::Repository, Error> {

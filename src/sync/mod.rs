@@ -12,12 +12,14 @@ pub mod fetch;
 pub mod ingest;
 mod local;
 pub mod mirror;
+pub mod nightly;
 pub mod plan;
 mod redirect;
 pub mod refs;
+pub mod run;
 mod source;
 
-pub use fetch::{Auth, Secret};
+pub use crate::secret::{Auth, Secret};
 pub use source::{existing_name, repos_synced_from, Source};
 
 use crate::index;
@@ -133,34 +135,8 @@ pub struct SyncOptions {
     pub allow_incomplete: bool,
 }
 
-/// How a repository's sync ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// First snapshot of the repository.
-    New,
-    /// A new snapshot was recorded.
-    Changed,
-    /// The refs equal the last snapshot's; nothing was fetched.
-    Unchanged,
-    /// The sync failed.
-    Failed,
-    /// The sync was interrupted (Ctrl-C); what it stored stays stored.
-    Interrupted,
-}
-
-impl Status {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::New => "new",
-            Status::Changed => "changed",
-            Status::Unchanged => "unchanged",
-            Status::Failed => "failed",
-            Status::Interrupted => "interrupted",
-        }
-    }
-}
+/// How a repository's sync ended (the index records it as the repository's last status).
+pub use crate::index::SyncStatus as Status;
 
 /// The summary of one repository's sync.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -285,25 +261,11 @@ fn now() -> jiff::Timestamp {
 }
 
 fn write_snapshot_file(store: &Store, snap: &Snapshot) -> Result<(), Error> {
-    use std::io::Write;
     let dir = store.root().join(store::SNAPSHOTS_DIR);
-    let path = dir.join(format!("{}.json", snap.id));
-    let tmp = dir.join(format!(".{}.tmp", snap.id));
-    let io = |source| Error::SnapshotFile {
-        path: path.clone(),
-        source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(
-        serde_json::to_string_pretty(snap)
-            .expect("snapshot serializes")
-            .as_bytes(),
-    )
-    .map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    crate::pack::sync_dir(&dir).map_err(io)?;
-    Ok(())
+    crate::snapshot::write_file(&dir, snap).map_err(|e| Error::SnapshotFile {
+        path: e.path().to_owned(),
+        source: e.into_io(),
+    })
 }
 
 /// Refs (by name) that need one of `missing`, found by walking the mirror.
@@ -413,7 +375,7 @@ pub fn sync_repo(
                 .upsert_repo(&source.name, &source.url, t.as_second())?;
             w.index().touch_snapshot(&last.id, t.as_microsecond())?;
             w.index()
-                .set_repo_status(repo_id, t.as_second(), Status::Unchanged.as_str(), None)?;
+                .set_repo_status(repo_id, t.as_second(), Status::Unchanged, None)?;
             report.status = Status::Unchanged;
             report.snapshot = Some(last.id.clone());
             report.refs = last.refs.len();
@@ -583,7 +545,7 @@ fn record_snapshot(
             w.index().set_repo_status(
                 repo_id,
                 t.as_second(),
-                Status::Failed.as_str(),
+                Status::Failed,
                 Some(&err.to_string()),
             )?;
         }
@@ -614,7 +576,7 @@ fn record_snapshot(
         Status::New
     };
     w.index()
-        .set_repo_status(repo_id, t.as_second(), status.as_str(), None)?;
+        .set_repo_status(repo_id, t.as_second(), status, None)?;
     Ok((snap, status))
 }
 
@@ -627,7 +589,7 @@ pub fn record_failure(writer: &Mutex<Writer<'_>>, source: &Source, error: &str) 
     if let Ok(Some(id)) = w.index().repo_id(&source.name) {
         let _ = w
             .index()
-            .set_repo_status(id, t.as_second(), Status::Failed.as_str(), Some(error));
+            .set_repo_status(id, t.as_second(), Status::Failed, Some(error));
     }
 }
 

@@ -83,7 +83,7 @@ fn compare_files(
             "snapshot",
             format!(
                 "snapshot {} of {repo} is in the index but its file snapshots/{id}.json is missing (deleted?): repair-index would lose it; {}",
-                &id[..8.min(id.len())],
+                id.get(..8).unwrap_or(id),
                 if files.missing_packs.is_empty() {
                     "the next sync, forget or prune writes it back from the index"
                 } else {

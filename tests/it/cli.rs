@@ -15,19 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use support::{describe, parse_json, TestRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_repovault");
-const RUN_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn rv_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    support::hermetic(&mut cmd);
-    cmd.env_remove("REPOVAULT_STORE").args(args);
-    cmd
-}
-
-fn rv(args: &[&str]) -> Output {
-    support::run_with_timeout(&mut rv_cmd(args), RUN_TIMEOUT)
-}
+use support::{rv_args, rv_cmd, RUN_TIMEOUT};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -187,7 +175,7 @@ fn json_keys_keep_the_order_the_code_writes_them() {
 fn errors_under_json_are_json_objects_with_the_exit_code() {
     let dir = tempdir("repovault-cli-err-");
     let missing = dir.path().join("no-store");
-    let out = rv(&["--store", missing.to_str().unwrap(), "repos", "--json"]);
+    let out = rv_args(&["--store", missing.to_str().unwrap(), "repos", "--json"]);
     assert_eq!(out.status.code(), Some(10), "{}", describe(&out));
     let doc = parse_json(&out);
     assert_eq!(doc["error"]["exit_code"], 10, "{doc}");
@@ -199,7 +187,7 @@ fn errors_under_json_are_json_objects_with_the_exit_code() {
     assert!(err.contains(msg), "{err}");
 
     // A command line clap rejects: exit 2, as JSON too.
-    let out = rv(&["snapshots", "--json", "--no-such-flag"]);
+    let out = rv_args(&["snapshots", "--json", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let doc = parse_json(&out);
     assert_eq!(doc["error"]["exit_code"], 2, "{doc}");
@@ -212,7 +200,7 @@ fn errors_under_json_are_json_objects_with_the_exit_code() {
     );
 
     // Without --json, stdout stays empty.
-    let out = rv(&["--store", missing.to_str().unwrap(), "repos"]);
+    let out = rv_args(&["--store", missing.to_str().unwrap(), "repos"]);
     assert_eq!(out.status.code(), Some(10));
     assert!(out.stdout.is_empty(), "{}", describe(&out));
 }
@@ -224,7 +212,7 @@ fn errors_under_json_are_json_objects_with_the_exit_code() {
 fn help(path: &[&str]) -> String {
     let mut args: Vec<&str> = path.to_vec();
     args.push("--help");
-    let out = rv(&args);
+    let out = rv_args(&args);
     assert!(out.status.success(), "{args:?}: {}", describe(&out));
     stdout(&out)
 }
@@ -373,7 +361,7 @@ fn readme_mentions_every_flag_of_every_verb() {
 #[test]
 fn completions_name_the_verbs_for_bash_zsh_and_fish() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = rv(&["completions", shell]);
+        let out = rv_args(&["completions", shell]);
         assert!(out.status.success(), "{shell}: {}", describe(&out));
         let script = stdout(&out);
         assert!(script.len() > 500, "{shell}: short script:\n{script}");
@@ -383,7 +371,7 @@ fn completions_name_the_verbs_for_bash_zsh_and_fish() {
         assert!(script.contains("dry-run"), "{shell}: no --dry-run");
     }
     // bash loads it and registers the completion.
-    let out = rv(&["completions", "bash"]);
+    let out = rv_args(&["completions", "bash"]);
     let dir = tempdir("repovault-cli-comp-");
     let file = dir.path().join("repovault.bash");
     std::fs::write(&file, &out.stdout).unwrap();
@@ -399,13 +387,13 @@ fn completions_name_the_verbs_for_bash_zsh_and_fish() {
     assert!(check.status.success(), "{}", describe(&check));
     assert!(stdout(&check).contains("repovault"), "{}", describe(&check));
 
-    let out = rv(&["completions", "tcsh"]);
+    let out = rv_args(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
 
 #[test]
 fn man_page_is_generated_from_the_command_line_definition() {
-    let out = rv(&["man"]);
+    let out = rv_args(&["man"]);
     assert!(out.status.success(), "{}", describe(&out));
     let page = stdout(&out);
     assert!(page.contains(".TH repovault 1"), "{page}");
@@ -415,7 +403,7 @@ fn man_page_is_generated_from_the_command_line_definition() {
     assert!(page.contains("store"), "{page}");
 
     let dir = tempdir("repovault-cli-man-");
-    let out = rv(&["man", "--dir", dir.path().to_str().unwrap()]);
+    let out = rv_args(&["man", "--dir", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     let sync = std::fs::read_to_string(dir.path().join("repovault-sync.1"))
         .expect("repovault-sync.1 written");

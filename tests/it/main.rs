@@ -6,9 +6,14 @@
 mod support;
 
 mod cli;
+mod config_file;
+mod damaged_index;
+mod delta_cycle;
 mod diff_find;
 mod discover;
+mod durable_write;
 mod index_truth;
+mod mirror_cache;
 mod names_time;
 mod nightly;
 mod output;

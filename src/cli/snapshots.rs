@@ -1,0 +1,344 @@
+//! The verbs over snapshots: `snapshots`, `diff`, `find` and `restore`, and
+//! their reports as text or JSON.
+
+use super::args::{DiffArgs, FindArgs, RestoreArgs, SnapshotsArgs};
+use super::exit;
+use super::output::{self, human_bytes, print_json, ref_target, utc_micros};
+use super::repos::resolve_repo;
+use super::{open_store, usage, USER_UMASK};
+use anyhow::Result;
+use repovault::snapshot::short_id;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+pub(crate) fn cmd_restore(
+    store: &Option<PathBuf>,
+    a: RestoreArgs,
+    interrupt: &AtomicBool,
+) -> Result<u8> {
+    use repovault::restore::{self, Selector};
+    let s = open_store(store)?;
+    let repo = resolve_repo(&s, &a.repo)?;
+    let sel = match (&a.snapshot, &a.at) {
+        (Some(id), _) => Selector::Id(id.clone()),
+        (None, Some(t)) => Selector::At(*t),
+        (None, None) => Selector::Latest,
+    };
+    let snaps = s.with_index(|i| i.snapshots(Some(repo.id)))?;
+    let snap = restore::select(&snaps, &repo.name, &sel)?;
+    if a.list {
+        if a.json {
+            print_json(&snap)?;
+            return Ok(exit::OK);
+        }
+        let mut out = output::stdout();
+        writeln!(
+            out,
+            "# snapshot {} of {} taken {}",
+            snap.short_id(),
+            snap.repo,
+            snap.time
+        )?;
+        for r in &snap.refs {
+            match (&r.symref, r.target) {
+                (Some(t), _) => writeln!(
+                    out,
+                    "{:<40} {} -> {}",
+                    "",
+                    r.name_lossy(),
+                    String::from_utf8_lossy(t)
+                )?,
+                (None, Some(t)) => writeln!(out, "{t} {}", r.name_lossy())?,
+                (None, None) => writeln!(out, "{:<40} {}", "(unborn)", r.name_lossy())?,
+            }
+        }
+        return Ok(exit::OK);
+    }
+    let dest = a.dest.expect("clap requires DEST without --list");
+    let start = Instant::now();
+    let opts = restore::RestoreOptions {
+        force: a.force,
+        partial: a.partial,
+    };
+    // The restored repository is the user's: it follows their umask (store
+    // files the reader may create, the index's -wal/-shm and the readers lock,
+    // get their modes from the store's own files or explicitly).
+    if let Some(m) = USER_UMASK.get() {
+        nix::sys::stat::umask(*m);
+    }
+    let progress = crate::ui::Task::single(
+        format!("restore {} of {}", snap.short_id(), snap.repo),
+        a.json,
+    );
+    let report = restore::restore_with_progress(&s, &snap, &dest, opts, interrupt, &progress);
+    drop(progress);
+    let report = report?;
+    for sk in &snap.skipped {
+        tracing::warn!(
+            "snapshot {} is incomplete: ref {} of the source was not backed up ({})",
+            snap.short_id(),
+            sk.display_name(),
+            sk.reason
+        );
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["millis"] = serde_json::json!(start.elapsed().as_millis() as u64);
+        v["refs_not_backed_up"] = serde_json::to_value(&snap.skipped)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !crate::ui::quiet() || !report.problems.is_empty() {
+        println!(
+            "restored {} ({} refs, {} objects, {} as deltas, pack {}) to {} in {:.1}s",
+            snap.short_id(),
+            report.refs,
+            report.objects,
+            report.deltas,
+            human_bytes(report.pack_bytes),
+            report.destination.display(),
+            start.elapsed().as_secs_f64()
+        );
+        for p in &report.problems {
+            println!("missing or damaged: {p}");
+        }
+        for r in &report.skipped_refs {
+            println!("ref not restored (its target is missing): {r}");
+        }
+    }
+    Ok(if report.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+/// One snapshot as `snapshots --json` lists it (its refs only with `--refs`).
+#[derive(serde::Serialize)]
+pub(crate) struct SnapshotListing<'a> {
+    id: &'a str,
+    repo: &'a str,
+    url: &'a str,
+    time: jiff::Timestamp,
+    checked_at: jiff::Timestamp,
+    ref_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refs: Option<&'a [repovault::snapshot::RefEntry]>,
+    complete: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    skipped: &'a [repovault::snapshot::SkippedRef],
+}
+
+pub(crate) fn cmd_snapshots(store: &Option<PathBuf>, a: SnapshotsArgs) -> Result<u8> {
+    let s = open_store(store)?;
+    let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
+    let mut snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    if a.latest {
+        // Oldest first: the last of each repository is its newest.
+        let mut seen = std::collections::HashSet::new();
+        snaps.reverse();
+        snaps.retain(|sn| seen.insert(sn.repo.clone()));
+        snaps.reverse();
+    }
+    if a.json {
+        let doc: Vec<SnapshotListing> = snaps
+            .iter()
+            .map(|sn| SnapshotListing {
+                id: &sn.id,
+                repo: &sn.repo,
+                url: &sn.url,
+                time: sn.time,
+                checked_at: sn.checked_at,
+                ref_count: sn.refs.len(),
+                refs: a.refs.then_some(&sn.refs[..]),
+                complete: sn.complete,
+                missing: sn.missing.iter().map(|o| o.to_string()).collect(),
+                skipped: &sn.skipped,
+            })
+            .collect();
+        return print_json(&doc).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
+    writeln!(
+        out,
+        "{:<8}  {:<26}  {:<26}  {:>5}  repository",
+        "id", "time (UTC)", "checked at (UTC)", "refs"
+    )?;
+    for sn in &snaps {
+        writeln!(
+            out,
+            "{:<8}  {:<26}  {:<26}  {:>5}  {}{}",
+            sn.short_id(),
+            utc_micros(sn.time),
+            utc_micros(sn.checked_at),
+            sn.refs.len(),
+            sn.repo,
+            match (sn.complete, sn.skipped.len()) {
+                (true, _) => String::new(),
+                (false, 0) => "  (incomplete)".into(),
+                (false, n) => format!("  (incomplete: {n} ref(s) not backed up)"),
+            }
+        )?;
+        if a.refs {
+            for r in &sn.refs {
+                writeln!(out, "          {}  {}", ref_target(r), r.name_lossy())?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) fn cmd_diff(store: &Option<PathBuf>, a: DiffArgs) -> Result<u8> {
+    use repovault::diff;
+    let s = open_store(store)?;
+    let snaps = s.with_index(|i| i.snapshots(None))?;
+    let pick = |id: &str| {
+        diff::select_by_id(&snaps, id).map_err(|e| match e {
+            diff::Error::BadId(_) => usage(e),
+            e => e.into(),
+        })
+    };
+    let (from, to) = (pick(&a.from)?, pick(&a.to)?);
+    let d = diff::diff(&s, from, to, a.max_commits)?;
+    if a.json {
+        return print_json(&d).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
+    for (label, sn) in [("from", &d.from), ("to", &d.to)] {
+        writeln!(
+            out,
+            "{label:<4} {}  {}  {}",
+            short_id(&sn.id),
+            utc_micros(sn.time),
+            sn.repo
+        )?;
+    }
+    let width = d
+        .added
+        .iter()
+        .chain(&d.removed)
+        .map(|r| r.name_lossy().len())
+        .chain(d.moved.iter().map(|m| m.name_lossy().len()))
+        .max()
+        .unwrap_or(0);
+    for r in &d.added {
+        writeln!(
+            out,
+            "added    {:<width$}  {}",
+            r.name_lossy(),
+            ref_target(r)
+        )?;
+    }
+    for r in &d.removed {
+        writeln!(
+            out,
+            "removed  {:<width$}  {}",
+            r.name_lossy(),
+            ref_target(r)
+        )?;
+    }
+    for m in &d.moved {
+        writeln!(
+            out,
+            "moved    {:<width$}  {} => {}",
+            m.name_lossy(),
+            ref_target(&m.old),
+            ref_target(&m.new)
+        )?;
+    }
+    writeln!(
+        out,
+        "refs: {} added, {} removed, {} moved; commits: {} gained, {} lost",
+        d.added.len(),
+        d.removed.len(),
+        d.moved.len(),
+        d.commits.gained,
+        d.commits.lost
+    )?;
+    if !d.missing.is_empty() {
+        writeln!(
+            out,
+            "note: {} object(s) the walk met are not in the store (incomplete snapshots): the commit counts stop there",
+            d.missing.len()
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) fn cmd_find(store: &Option<PathBuf>, a: FindArgs) -> Result<u8> {
+    let s = open_store(store)?;
+    let repo = a.repo.as_deref().map(|n| resolve_repo(&s, n)).transpose()?;
+    let snaps = s.with_index(|i| i.snapshots(repo.as_ref().map(|r| r.id)))?;
+    let r = repovault::find::find(&s, &snaps, &a.query, a.max_commits).map_err(|e| match e {
+        repovault::find::Error::Empty => usage(e),
+        e => e.into(),
+    })?;
+    if a.json {
+        return print_json(&r).map(|()| exit::OK);
+    }
+    let mut out = output::stdout();
+    if !r.refs.is_empty() {
+        writeln!(out, "ref {}:", r.query)?;
+        for h in &r.refs {
+            writeln!(
+                out,
+                "  {}  {}  {}  {}  {}",
+                short_id(&h.snapshot.id),
+                utc_micros(h.snapshot.time),
+                h.snapshot.repo,
+                h.entry.name_lossy(),
+                ref_target(&h.entry)
+            )?;
+        }
+    }
+    if let Some(c) = r.commit {
+        writeln!(out, "commit {c}:")?;
+        for h in &r.commit_snapshots {
+            let more = h.refs.len().saturating_sub(3);
+            writeln!(
+                out,
+                "  {}  {}  {}  reachable from {}{}",
+                short_id(&h.snapshot.id),
+                utc_micros(h.snapshot.time),
+                h.snapshot.repo,
+                h.refs
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+    }
+    let held = r.refs.len() + r.commit_snapshots.len();
+    if held == 0 {
+        writeln!(
+            out,
+            "no ref named {q:?}{} in any of {} snapshot(s)",
+            if r.commit.is_some() {
+                " and no ref reaching that commit"
+            } else {
+                ""
+            },
+            r.snapshots_searched,
+            q = r.query
+        )?;
+    } else {
+        writeln!(out, "searched {} snapshot(s)", r.snapshots_searched)?;
+    }
+    if !r.missing.is_empty() {
+        writeln!(
+            out,
+            "note: {} object(s) the walk met are not in the store (incomplete snapshots): history behind them was not searched",
+            r.missing.len()
+        )?;
+    }
+    Ok(exit::OK)
+}
