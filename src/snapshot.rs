@@ -375,6 +375,59 @@ mod opt_bytes_as_str {
 mod tests {
     use super::*;
 
+    fn sample(repo: &str) -> Snapshot {
+        let oid = crate::git_oid(crate::ObjectKind::Blob, b"x");
+        let refs = vec![RefEntry {
+            name: b"refs/heads/main".to_vec(),
+            target: Some(oid),
+            symref: None,
+            peeled: None,
+        }];
+        let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        Snapshot {
+            id: Snapshot::compute_id(repo, &time, &refs),
+            repo: repo.into(),
+            url: "/x".into(),
+            time,
+            checked_at: time,
+            refs,
+            complete: true,
+            missing: vec![],
+            skipped: vec![],
+        }
+    }
+
+    /// Write, list, read and remove: what sync, repair, lag and forget use.
+    #[test]
+    fn snapshot_files_round_trip_and_refuse_a_wrong_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (sample("a"), sample("b"));
+        write_file(dir.path(), &a).unwrap();
+        write_file(dir.path(), &b).unwrap();
+        // A leftover temporary file is not a snapshot file.
+        std::fs::write(dir.path().join(".tmp-0123456789abcdef.tmp"), b"{").unwrap();
+        let mut ids = vec![a.id.clone(), b.id.clone()];
+        ids.sort();
+        assert_eq!(list_files(dir.path()).unwrap(), ids);
+        assert_eq!(read_file(dir.path(), &a.id).unwrap(), a);
+        // A file whose name is not its id is refused, naming both.
+        std::fs::copy(file_path(dir.path(), &a.id), file_path(dir.path(), &b.id)).unwrap();
+        let e = read_file(dir.path(), &b.id).unwrap_err();
+        assert!(matches!(e, FileError::WrongId { .. }), "{e}");
+        assert_eq!(
+            e.reason(),
+            format!("it records snapshot {}, not {}", a.id, b.id)
+        );
+        std::fs::write(file_path(dir.path(), &b.id), b"not json").unwrap();
+        assert!(matches!(
+            read_file(dir.path(), &b.id),
+            Err(FileError::Parse { .. })
+        ));
+        // Removing a file that is already gone is fine.
+        remove_files(dir.path(), &[a.id.clone(), a.id.clone(), b.id.clone()]).unwrap();
+        assert!(list_files(dir.path()).unwrap().is_empty());
+    }
+
     #[test]
     fn json_round_trip_keeps_non_utf8_names() {
         let oid = crate::git_oid(crate::ObjectKind::Blob, b"x");

@@ -3,12 +3,13 @@
 
 use super::args::{JsonArg, VerifyArgs};
 use super::exit;
-use super::output::{self, human_bytes};
+use super::output::{self, human_bytes, Report};
 use super::repos::resolve_repo;
 use super::{repair_losses, store_path};
 use anyhow::Result;
 use repovault::snapshot::short_id;
 use repovault::store::{self, Store};
+use repovault::verify::VerifyReport;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -93,56 +94,69 @@ pub(crate) fn index_damage(
     }
 }
 
-pub(crate) fn print_verify(r: &repovault::verify::VerifyReport, json: bool) -> Result<()> {
-    if json {
-        let mut v = serde_json::to_value(r)?;
-        v["clean"] = serde_json::json!(r.is_clean());
-        println!("{}", serde_json::to_string_pretty(&v)?);
+/// What `verify` shows: the report, and whether the store is clean.
+#[derive(serde::Serialize)]
+pub(crate) struct VerifyDoc<'a> {
+    #[serde(flatten)]
+    report: &'a VerifyReport,
+    clean: bool,
+}
+
+pub(crate) fn print_verify(r: &VerifyReport, json: bool) -> Result<()> {
+    if !json && crate::ui::quiet() && r.is_clean() {
         return Ok(());
     }
-    if crate::ui::quiet() && r.is_clean() {
-        return Ok(());
-    }
-    let mut out = output::stdout();
-    writeln!(
-        out,
-        "verify ({}): {} packs, {} chunks, {} objects, {} snapshots checked; {} read in {:.1}s ({:.1} MB/s, {:.0} objects/s)",
-        r.mode,
-        r.packs_checked,
-        r.chunks_checked,
-        r.objects_checked,
-        r.snapshots_checked,
-        human_bytes(r.bytes_read),
-        r.seconds,
-        r.mb_per_second,
-        r.objects_per_second
-    )?;
-    for p in &r.problems {
-        writeln!(out, "DAMAGE: {p}")?;
-    }
-    for a in &r.affected {
+    output::show(
+        &VerifyDoc {
+            report: r,
+            clean: r.is_clean(),
+        },
+        json,
+    )
+}
+
+impl Report for VerifyDoc<'_> {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let r = self.report;
         writeln!(
             out,
-            "UNRESTORABLE: snapshot {} of {}: {}",
-            short_id(&a.snapshot),
-            a.repo,
-            a.reason
+            "verify ({}): {} packs, {} chunks, {} objects, {} snapshots checked; {} read in {:.1}s ({:.1} MB/s, {:.0} objects/s)",
+            r.mode,
+            r.packs_checked,
+            r.chunks_checked,
+            r.objects_checked,
+            r.snapshots_checked,
+            human_bytes(r.bytes_read),
+            r.seconds,
+            r.mb_per_second,
+            r.objects_per_second
         )?;
+        for p in &r.problems {
+            writeln!(out, "DAMAGE: {p}")?;
+        }
+        for a in &r.affected {
+            writeln!(
+                out,
+                "UNRESTORABLE: snapshot {} of {}: {}",
+                short_id(&a.snapshot),
+                a.repo,
+                a.reason
+            )?;
+        }
+        for n in &r.notes {
+            writeln!(out, "note: {n}")?;
+        }
+        if self.clean {
+            writeln!(out, "no damage found")
+        } else {
+            writeln!(
+                out,
+                "{} problem(s); {} snapshot(s) affected",
+                r.problems.len(),
+                r.affected.len()
+            )
+        }
     }
-    for n in &r.notes {
-        writeln!(out, "note: {n}")?;
-    }
-    if r.is_clean() {
-        writeln!(out, "no damage found")?;
-    } else {
-        writeln!(
-            out,
-            "{} problem(s); {} snapshot(s) affected",
-            r.problems.len(),
-            r.affected.len()
-        )?;
-    }
-    Ok(())
 }
 
 pub(crate) fn cmd_repair(store: &Option<PathBuf>, a: JsonArg) -> Result<u8> {

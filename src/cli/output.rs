@@ -100,3 +100,20 @@ pub(crate) fn ref_target(r: &repovault::snapshot::RefEntry) -> String {
 pub(crate) fn utc_micros(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S%.6f").to_string()
 }
+
+/// A command's result, shown as text or (under `--json`) as one JSON
+/// document: the JSON is the type's serde rendering, keys in field order.
+pub(crate) trait Report: serde::Serialize {
+    /// The text a person reads.
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+/// Shows `r` on stdout: as pretty JSON with `json`, else as text.
+pub(crate) fn show(r: &impl Report, json: bool) -> Result<()> {
+    if json {
+        return print_json(r);
+    }
+    let mut out = stdout();
+    r.human(&mut out)?;
+    Ok(())
+}

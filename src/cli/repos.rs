@@ -4,12 +4,12 @@
 use super::args::{ReposArgs, StatsArgs};
 use super::exit;
 use super::open_store;
-use super::output::{self, human_bytes};
+use super::output::{self, human_bytes, Report};
 use anyhow::{bail, Result};
 use repovault::store::Store;
 use repovault::sync;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(crate) fn cmd_stats(store: &Option<PathBuf>, a: StatsArgs) -> Result<u8> {
@@ -17,7 +17,7 @@ pub(crate) fn cmd_stats(store: &Option<PathBuf>, a: StatsArgs) -> Result<u8> {
     if let Some(name) = &a.repo {
         let repo = resolve_repo(&s, name)?;
         let u = repovault::usage::repo_usage(&s, &repo)?;
-        return print_repo_usage(&u, a.json);
+        return output::show(&u, a.json).map(|()| exit::OK);
     }
     let t = s.totals()?;
     let ratio = if t.stored_bytes > 0 {
@@ -25,65 +25,80 @@ pub(crate) fn cmd_stats(store: &Option<PathBuf>, a: StatsArgs) -> Result<u8> {
     } else {
         0.0
     };
-    if a.json {
-        let mut v = serde_json::to_value(&t)?;
-        v["dedup_ratio"] = serde_json::json!(ratio);
-        v["store"] = serde_json::json!(s.root());
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!("store        {}", s.root().display());
-        println!("repos        {}", t.repos);
-        println!("snapshots    {}", t.snapshots);
-        println!("objects      {}", t.objects);
-        println!("chunks       {} ({} deltas)", t.chunks, t.delta_chunks);
-        println!("packs        {}", t.packs);
-        println!(
-            "raw bytes    {} ({})",
-            t.raw_bytes,
-            human_bytes(t.raw_bytes)
-        );
-        println!(
-            "stored bytes {} ({})",
-            t.stored_bytes,
-            human_bytes(t.stored_bytes)
-        );
-        println!("ratio        {ratio:.2}x (raw / stored)");
-    }
+    output::show(
+        &StoreStats {
+            totals: t,
+            dedup_ratio: ratio,
+            store: s.root(),
+        },
+        a.json,
+    )?;
     Ok(exit::OK)
 }
 
-pub(crate) fn print_repo_usage(u: &repovault::usage::RepoUsage, json: bool) -> Result<u8> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(u)?);
-        return Ok(exit::OK);
+/// What `stats` shows of the whole store.
+#[derive(serde::Serialize)]
+pub(crate) struct StoreStats<'a> {
+    #[serde(flatten)]
+    totals: repovault::index::Totals,
+    dedup_ratio: f64,
+    store: &'a Path,
+}
+
+impl Report for StoreStats<'_> {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let t = &self.totals;
+        writeln!(out, "store        {}", self.store.display())?;
+        writeln!(out, "repos        {}", t.repos)?;
+        writeln!(out, "snapshots    {}", t.snapshots)?;
+        writeln!(out, "objects      {}", t.objects)?;
+        writeln!(out, "chunks       {} ({} deltas)", t.chunks, t.delta_chunks)?;
+        writeln!(out, "packs        {}", t.packs)?;
+        writeln!(
+            out,
+            "raw bytes    {} ({})",
+            t.raw_bytes,
+            human_bytes(t.raw_bytes)
+        )?;
+        writeln!(
+            out,
+            "stored bytes {} ({})",
+            t.stored_bytes,
+            human_bytes(t.stored_bytes)
+        )?;
+        writeln!(out, "ratio        {:.2}x (raw / stored)", self.dedup_ratio)
     }
-    let mut out = output::stdout();
-    writeln!(out, "repository   {} ({} snapshots)", u.repo, u.snapshots)?;
-    writeln!(
-        out,
-        "{:<12} {:>10} {:>14} {:>10} {:>14}",
-        "", "objects", "raw bytes", "chunks", "stored bytes"
-    )?;
-    for (label, x) in [
-        ("total", &u.total),
-        ("only here", &u.only),
-        ("shared", &u.shared),
-    ] {
+}
+
+impl Report for repovault::usage::RepoUsage {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let u = self;
+        writeln!(out, "repository   {} ({} snapshots)", u.repo, u.snapshots)?;
         writeln!(
             out,
             "{:<12} {:>10} {:>14} {:>10} {:>14}",
-            label,
-            x.objects,
-            human_bytes(x.raw_bytes),
-            x.chunks,
-            human_bytes(x.stored_bytes)
+            "", "objects", "raw bytes", "chunks", "stored bytes"
         )?;
+        for (label, x) in [
+            ("total", &u.total),
+            ("only here", &u.only),
+            ("shared", &u.shared),
+        ] {
+            writeln!(
+                out,
+                "{:<12} {:>10} {:>14} {:>10} {:>14}",
+                label,
+                x.objects,
+                human_bytes(x.raw_bytes),
+                x.chunks,
+                human_bytes(x.stored_bytes)
+            )?;
+        }
+        writeln!(
+            out,
+            "(only here: what no other repository's snapshot needs; shared: also needed by others)"
+        )
     }
-    writeln!(
-        out,
-        "(only here: what no other repository's snapshot needs; shared: also needed by others)"
-    )?;
-    Ok(exit::OK)
 }
 
 /// Resolves a repository name or a unique suffix of one.
@@ -156,17 +171,57 @@ pub(crate) fn remove_repos(s: &Store, names: &[String], json: bool) -> Result<u8
         removed.push(r.name.clone());
     }
     drop(w);
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "removed": removed }))?
-        );
-    } else {
-        for n in &removed {
-            println!("removed repository {n} (it had no snapshot)");
-        }
-    }
+    output::show(&RemovedRepos { removed }, json)?;
     Ok(exit::OK)
+}
+
+/// What `repos --remove` removed.
+#[derive(serde::Serialize)]
+pub(crate) struct RemovedRepos {
+    removed: Vec<String>,
+}
+
+impl Report for RemovedRepos {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        for n in &self.removed {
+            writeln!(out, "removed repository {n} (it had no snapshot)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The repositories `repos` lists.
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+pub(crate) struct RepoList(Vec<repovault::index::RepoRow>);
+
+impl Report for RepoList {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{:<10}  {:<20}  {:>9}  repository",
+            "status", "last checked (UTC)", "snapshots"
+        )?;
+        for r in &self.0 {
+            let when = r
+                .last_checked
+                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into());
+            writeln!(
+                out,
+                "{:<10}  {:<20}  {:>9}  {}",
+                r.last_status.map_or("-", |s| s.as_str()),
+                when,
+                r.snapshots,
+                r.name
+            )?;
+            if let Some(e) = &r.last_error {
+                writeln!(out, "            last error: {e}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn cmd_repos(store: &Option<PathBuf>, a: ReposArgs) -> Result<u8> {
@@ -175,33 +230,6 @@ pub(crate) fn cmd_repos(store: &Option<PathBuf>, a: ReposArgs) -> Result<u8> {
         return remove_repos(&s, &a.remove, a.json);
     }
     let repos = s.with_index(|i| i.repos())?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&repos)?);
-        return Ok(exit::OK);
-    }
-    let mut out = output::stdout();
-    writeln!(
-        out,
-        "{:<10}  {:<20}  {:>9}  repository",
-        "status", "last checked (UTC)", "snapshots"
-    )?;
-    for r in &repos {
-        let when = r
-            .last_checked
-            .and_then(|t| jiff::Timestamp::from_second(t).ok())
-            .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_else(|| "-".into());
-        writeln!(
-            out,
-            "{:<10}  {:<20}  {:>9}  {}",
-            r.last_status.map_or("-", |s| s.as_str()),
-            when,
-            r.snapshots,
-            r.name
-        )?;
-        if let Some(e) = &r.last_error {
-            writeln!(out, "            last error: {e}")?;
-        }
-    }
+    output::show(&RepoList(repos), a.json)?;
     Ok(exit::OK)
 }

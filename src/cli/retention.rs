@@ -2,10 +2,11 @@
 
 use super::args::ForgetArgs;
 use super::exit;
-use super::output::{self, human_bytes};
+use super::output::{self, human_bytes, Report};
 use super::repos::resolve_repo;
 use super::{catch_up_index, open_store, store_path, usage};
 use anyhow::Result;
+use repovault::prune::{self, PruneReport};
 use repovault::snapshot::short_id;
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +18,6 @@ pub(crate) fn cmd_forget(
     a: ForgetArgs,
     interrupt: &AtomicBool,
 ) -> Result<u8> {
-    use repovault::prune;
     use repovault::retention::Policy;
     let mut policy = Policy {
         keep_last: a.keep_last,
@@ -67,72 +67,90 @@ pub(crate) fn cmd_forget(
             prune_report = Some(r?);
         }
     }
-    if a.json {
-        let doc = serde_json::json!({ "dry_run": a.dry_run, "removed": removed, "snapshots": decisions, "prune": prune_report });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+    if !a.json && crate::ui::quiet() {
         return Ok(exit::OK);
     }
-    if crate::ui::quiet() {
-        return Ok(exit::OK);
-    }
-    let mut out = output::stdout();
-    let mut last_repo = "";
-    for d in &decisions {
-        if d.repo != last_repo {
-            writeln!(out, "{}:", d.repo)?;
-            last_repo = &d.repo;
-        }
-        writeln!(
-            out,
-            "  {:<6} {}  {}  {}",
-            if d.keep { "keep" } else { "remove" },
-            short_id(&d.snapshot),
-            d.time.strftime("%Y-%m-%d %H:%M:%S"),
-            d.reasons.join(", ")
-        )?;
-    }
-    write!(
-        out,
-        "{} snapshots {}",
+    let doc = ForgetDoc {
+        dry_run: a.dry_run,
         removed,
-        if a.dry_run {
-            "would be removed"
-        } else {
-            "removed"
-        }
-    )?;
-    if a.snapshots.is_empty() {
-        write!(out, ", {} kept", decisions.len() - removed)?;
-    }
-    writeln!(out)?;
-    drop(out);
-    if let Some(r) = prune_report {
-        print_prune(&r, false)?;
-    }
+        snapshots: decisions,
+        prune: prune_report,
+        by_id: !a.snapshots.is_empty(),
+    };
+    output::show(&doc, a.json)?;
     Ok(exit::OK)
 }
 
-pub(crate) fn print_prune(r: &repovault::prune::PruneReport, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
-        return Ok(());
+/// What `forget` shows: each snapshot's decision, and the prune after it.
+#[derive(serde::Serialize)]
+pub(crate) struct ForgetDoc {
+    dry_run: bool,
+    removed: usize,
+    snapshots: Vec<prune::ForgetDecision>,
+    prune: Option<PruneReport>,
+    /// Snapshots were named by id (no keep rules: nothing "kept" to count).
+    #[serde(skip)]
+    by_id: bool,
+}
+
+impl Report for ForgetDoc {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut last_repo = "";
+        for d in &self.snapshots {
+            if d.repo != last_repo {
+                writeln!(out, "{}:", d.repo)?;
+                last_repo = &d.repo;
+            }
+            writeln!(
+                out,
+                "  {:<6} {}  {}  {}",
+                if d.keep { "keep" } else { "remove" },
+                short_id(&d.snapshot),
+                d.time.strftime("%Y-%m-%d %H:%M:%S"),
+                d.reasons.join(", ")
+            )?;
+        }
+        write!(
+            out,
+            "{} snapshots {}",
+            self.removed,
+            if self.dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            }
+        )?;
+        if !self.by_id {
+            write!(out, ", {} kept", self.snapshots.len() - self.removed)?;
+        }
+        writeln!(out)?;
+        match &self.prune {
+            Some(r) => r.human(out),
+            None => Ok(()),
+        }
     }
-    println!(
-        "prune{}: {} snapshots, {} live objects, {} unneeded objects; packs: {} before, {} deleted, {} repacked into {}, {} leftovers removed; {} copied; {} -> {}",
-        if r.dry_run { " (dry run)" } else { "" },
-        r.snapshots,
-        r.live_objects,
-        r.dead_objects,
-        r.packs_before,
-        r.packs_deleted,
-        r.packs_repacked,
-        r.packs_written,
-        r.unindexed_packs_deleted,
-        human_bytes(r.bytes_copied),
-        human_bytes(r.bytes_before),
-        human_bytes(r.bytes_after)
-    );
-    Ok(())
+}
+
+impl Report for PruneReport {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let r = self;
+        writeln!(
+            out,
+            "prune{}: {} snapshots, {} live objects, {} unneeded objects; packs: {} before, {} deleted, {} repacked into {}, {} leftovers removed; {} copied; {} -> {}",
+            if r.dry_run { " (dry run)" } else { "" },
+            r.snapshots,
+            r.live_objects,
+            r.dead_objects,
+            r.packs_before,
+            r.packs_deleted,
+            r.packs_repacked,
+            r.packs_written,
+            r.unindexed_packs_deleted,
+            human_bytes(r.bytes_copied),
+            human_bytes(r.bytes_before),
+            human_bytes(r.bytes_after)
+        )
+    }
 }
 
 /// `prune`: first catches the index up (unless a dry run), then prunes under
@@ -156,7 +174,7 @@ pub(crate) fn cmd_prune(
     progress.finish();
     let r = r?;
     if a.json || !crate::ui::quiet() {
-        print_prune(&r, a.json)?;
+        output::show(&r, a.json)?;
     }
     Ok(exit::OK)
 }

@@ -3,7 +3,7 @@
 
 use super::args::{DiffArgs, FindArgs, RestoreArgs, SnapshotsArgs};
 use super::exit;
-use super::output::{self, human_bytes, print_json, ref_target, utc_micros};
+use super::output::{self, human_bytes, print_json, ref_target, utc_micros, Report};
 use super::repos::resolve_repo;
 use super::{open_store, usage, USER_UMASK};
 use anyhow::Result;
@@ -83,34 +83,55 @@ pub(crate) fn cmd_restore(
             sk.reason
         );
     }
-    if a.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["millis"] = serde_json::json!(start.elapsed().as_millis() as u64);
-        v["refs_not_backed_up"] = serde_json::to_value(&snap.skipped)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if !crate::ui::quiet() || !report.problems.is_empty() {
-        println!(
-            "restored {} ({} refs, {} objects, {} as deltas, pack {}) to {} in {:.1}s",
-            snap.short_id(),
-            report.refs,
-            report.objects,
-            report.deltas,
-            human_bytes(report.pack_bytes),
-            report.destination.display(),
-            start.elapsed().as_secs_f64()
-        );
-        for p in &report.problems {
-            println!("missing or damaged: {p}");
-        }
-        for r in &report.skipped_refs {
-            println!("ref not restored (its target is missing): {r}");
-        }
+    if a.json || !crate::ui::quiet() || !report.problems.is_empty() {
+        let doc = RestoreDoc {
+            report: &report,
+            millis: start.elapsed().as_millis() as u64,
+            refs_not_backed_up: &snap.skipped,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        output::show(&doc, a.json)?;
     }
     Ok(if report.problems.is_empty() {
         exit::OK
     } else {
         exit::PARTIAL
     })
+}
+
+/// What `restore` shows: the report, its time, and the refs the snapshot lacks.
+#[derive(serde::Serialize)]
+pub(crate) struct RestoreDoc<'a> {
+    #[serde(flatten)]
+    report: &'a repovault::restore::RestoreReport,
+    millis: u64,
+    refs_not_backed_up: &'a [repovault::snapshot::SkippedRef],
+    #[serde(skip)]
+    seconds: f64,
+}
+
+impl Report for RestoreDoc<'_> {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let r = self.report;
+        writeln!(
+            out,
+            "restored {} ({} refs, {} objects, {} as deltas, pack {}) to {} in {:.1}s",
+            short_id(&r.snapshot),
+            r.refs,
+            r.objects,
+            r.deltas,
+            human_bytes(r.pack_bytes),
+            r.destination.display(),
+            self.seconds
+        )?;
+        for p in &r.problems {
+            writeln!(out, "missing or damaged: {p}")?;
+        }
+        for sk in &r.skipped_refs {
+            writeln!(out, "ref not restored (its target is missing): {sk}")?;
+        }
+        Ok(())
+    }
 }
 
 /// One snapshot as `snapshots --json` lists it (its refs only with `--refs`).

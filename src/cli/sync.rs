@@ -5,7 +5,7 @@
 
 use super::args::SyncArgs;
 use super::exit;
-use super::output::{self, human_bytes, print_json};
+use super::output::{self, human_bytes, Report};
 use super::{create_private_dir, default_store, open_for_sync, open_store, usage};
 use anyhow::{bail, Context, Result};
 use repovault::snapshot::short_id;
@@ -198,11 +198,7 @@ pub(crate) fn cmd_sync_dry_run(
         }
     };
     let d = sync::run::plan_all(&store, &sources, sources_failed, warnings, interrupt)?;
-    if a.json {
-        print_json(&d)?;
-    } else {
-        print_dry_run(&d)?;
-    }
+    output::show(&d, a.json)?;
     Ok(exit_for(
         d.total(),
         d.failed(),
@@ -210,52 +206,54 @@ pub(crate) fn cmd_sync_dry_run(
     ))
 }
 
-pub(crate) fn print_dry_run(d: &sync::run::DryRun) -> Result<()> {
-    let mut out = output::stdout();
-    for p in &d.repos {
-        let last = p.last_snapshot.as_deref().map(short_id).unwrap_or("-");
-        write!(
-            out,
-            "{:<9} {}  last snapshot {}  refs {}",
-            p.status, p.name, last, p.refs
-        )?;
-        if p.status == "changed" {
+impl Report for sync::run::DryRun {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let d = self;
+        for p in &d.repos {
+            let last = p.last_snapshot.as_deref().map(short_id).unwrap_or("-");
             write!(
                 out,
-                "  ({} added, {} removed, {} moved)",
-                p.added.len(),
-                p.removed.len(),
-                p.moved.len()
+                "{:<9} {}  last snapshot {}  refs {}",
+                p.status, p.name, last, p.refs
             )?;
+            if p.status == "changed" {
+                write!(
+                    out,
+                    "  ({} added, {} removed, {} moved)",
+                    p.added.len(),
+                    p.removed.len(),
+                    p.moved.len()
+                )?;
+            }
+            if let Some(e) = &p.error {
+                write!(out, "  error: {e}")?;
+            }
+            writeln!(out)?;
+            let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            for c in &p.added {
+                writeln!(out, "  + {}  {}", c.name, show(&c.new))?;
+            }
+            for c in &p.removed {
+                writeln!(out, "  - {}  {}", c.name, show(&c.old))?;
+            }
+            for c in &p.moved {
+                writeln!(out, "  ~ {}  {} -> {}", c.name, show(&c.old), show(&c.new))?;
+            }
         }
-        if let Some(e) = &p.error {
-            write!(out, "  error: {e}")?;
+        for f in &d.sources_failed {
+            writeln!(out, "error: source {f}")?;
         }
-        writeln!(out)?;
-        let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-        for c in &p.added {
-            writeln!(out, "  + {}  {}", c.name, show(&c.new))?;
+        for w in &d.warnings {
+            writeln!(out, "warning: {w}")?;
         }
-        for c in &p.removed {
-            writeln!(out, "  - {}  {}", c.name, show(&c.old))?;
-        }
-        for c in &p.moved {
-            writeln!(out, "  ~ {}  {} -> {}", c.name, show(&c.old), show(&c.new))?;
-        }
+        let t = &d.totals;
+        writeln!(
+            out,
+            "dry run: {} repositories: {} new, {} changed, {} unchanged, {} failed; nothing was fetched or written",
+            t.repos, t.new, t.changed, t.unchanged, t.failed
+        )?;
+        Ok(())
     }
-    for f in &d.sources_failed {
-        writeln!(out, "error: source {f}")?;
-    }
-    for w in &d.warnings {
-        writeln!(out, "warning: {w}")?;
-    }
-    let t = &d.totals;
-    writeln!(
-        out,
-        "dry run: {} repositories: {} new, {} changed, {} unchanged, {} failed; nothing was fetched or written",
-        t.repos, t.new, t.changed, t.unchanged, t.failed
-    )?;
-    Ok(())
 }
 
 pub(crate) fn cmd_sync_config(
@@ -315,78 +313,77 @@ pub(crate) fn emit_summary(s: &SyncSummary, json: bool, report_file: Option<&Pat
         )
         .with_context(|| format!("cannot write --report {}", f.display()))?;
     }
-    if json {
-        return print_json(s);
-    }
-    if crate::ui::quiet() {
+    if !json && crate::ui::quiet() {
         // Failures were logged on stderr as they happened; success says nothing.
         return Ok(());
     }
-    print_sync_summary(s)
+    output::show(s, json)
 }
 
-pub(crate) fn print_sync_summary(s: &SyncSummary) -> Result<()> {
-    let mut out = output::stdout();
-    for r in &s.repos {
-        let snap = r.snapshot.as_deref().map(short_id).unwrap_or("-");
-        write!(
-            out,
-            "{:<11} {}  snapshot {}  refs {}  objects +{}  packs +{}  {:.1}s",
-            r.status.as_str(),
-            r.name,
-            snap,
-            r.refs,
-            r.new_objects,
-            human_bytes(r.new_pack_bytes),
-            r.millis as f64 / 1000.0
-        )?;
-        if r.incomplete {
-            write!(out, "  (incomplete)")?;
+impl Report for SyncSummary {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let s = self;
+        for r in &s.repos {
+            let snap = r.snapshot.as_deref().map(short_id).unwrap_or("-");
+            write!(
+                out,
+                "{:<11} {}  snapshot {}  refs {}  objects +{}  packs +{}  {:.1}s",
+                r.status.as_str(),
+                r.name,
+                snap,
+                r.refs,
+                r.new_objects,
+                human_bytes(r.new_pack_bytes),
+                r.millis as f64 / 1000.0
+            )?;
+            if r.incomplete {
+                write!(out, "  (incomplete)")?;
+            }
+            match &r.error {
+                Some(e) if r.status == Status::Failed => write!(out, "  error: {e}")?,
+                _ => {}
+            }
+            writeln!(out)?;
+            for sk in &r.skipped_refs {
+                writeln!(
+                    out,
+                    "  ref not backed up: {}: {}",
+                    sk.display_name(),
+                    sk.reason
+                )?;
+            }
         }
-        match &r.error {
-            Some(e) if r.status == Status::Failed => write!(out, "  error: {e}")?,
-            _ => {}
-        }
-        writeln!(out)?;
-        for sk in &r.skipped_refs {
+        if let Some(d) = &s.discovery {
             writeln!(
                 out,
-                "  ref not backed up: {}: {}",
-                sk.display_name(),
-                sk.reason
+                "discovery: {} sources ({} failed), {} repositories: {} new, {} renamed, {} deleted, {} disabled",
+                d.sources,
+                d.sources_failed.len(),
+                d.discovered,
+                d.new.len(),
+                d.renamed.len(),
+                d.deleted.len(),
+                d.disabled.len()
             )?;
+            for w in &d.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
         }
-    }
-    if let Some(d) = &s.discovery {
+        let t = &s.totals;
         writeln!(
             out,
-            "discovery: {} sources ({} failed), {} repositories: {} new, {} renamed, {} deleted, {} disabled",
-            d.sources,
-            d.sources_failed.len(),
-            d.discovered,
-            d.new.len(),
-            d.renamed.len(),
-            d.deleted.len(),
-            d.disabled.len()
+            "{} repositories: {} synced ({} new, {} changed), {} unchanged, {} failed, {} interrupted; +{} objects, +{} in packs in {:.1}s",
+            t.repos,
+            t.synced,
+            t.new,
+            t.changed,
+            t.unchanged,
+            t.failed,
+            t.interrupted,
+            t.new_objects,
+            human_bytes(t.new_pack_bytes),
+            t.millis as f64 / 1000.0
         )?;
-        for w in &d.warnings {
-            writeln!(out, "warning: {w}")?;
-        }
+        Ok(())
     }
-    let t = &s.totals;
-    writeln!(
-        out,
-        "{} repositories: {} synced ({} new, {} changed), {} unchanged, {} failed, {} interrupted; +{} objects, +{} in packs in {:.1}s",
-        t.repos,
-        t.synced,
-        t.new,
-        t.changed,
-        t.unchanged,
-        t.failed,
-        t.interrupted,
-        t.new_objects,
-        human_bytes(t.new_pack_bytes),
-        t.millis as f64 / 1000.0
-    )?;
-    Ok(())
 }

@@ -122,7 +122,7 @@ impl Store {
 
     /// Opens a read session: until it is dropped, every index lookup of this
     /// store sees one consistent state of the index and is cheaper (see
-    /// [`Index::begin_read`]). For long read-only walks (restore, verify).
+    /// [`crate::index::Index::begin_read`]). For long read-only walks (restore, verify).
     /// Must not be held while writing through this store.
     ///
     /// It also holds the readers lock shared (taken before the read

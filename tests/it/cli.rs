@@ -21,21 +21,6 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-impl Vault {
-    fn sync_named(&self, source: &Path, name: &str) -> Value {
-        let cache = self.cache.to_str().unwrap().to_owned();
-        self.json(&[
-            "sync",
-            source.to_str().unwrap(),
-            "--name",
-            name,
-            "--cache",
-            &cache,
-            "--json",
-        ])
-    }
-}
-
 /// Every file under `dir` with its bytes.
 fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -93,9 +78,9 @@ fn assert_rfc3339(v: &Value, what: &str) {
 fn json_times_are_rfc3339_utc_strings() {
     let v = Vault::new();
     let r = small_repo("times");
-    v.sync_named(&r.path, "times");
+    v.sync_as(&r.path, "times");
     // A second, unchanged sync sets last_checked and checked_at again.
-    v.sync_named(&r.path, "times");
+    v.sync_as(&r.path, "times");
 
     let repos = v.json(&["repos", "--json"]);
     let repo = &repos.as_array().expect("repos is an array")[0];
@@ -420,7 +405,7 @@ fn man_page_is_generated_from_the_command_line_definition() {
 fn sync_dry_run_lists_the_changes_and_writes_nothing() {
     let v = Vault::new();
     let r = small_repo("dry");
-    v.sync_named(&r.path, "dry");
+    v.sync_as(&r.path, "dry");
     let old_main = r.rev_parse("main");
     let old_tag = r.rev_parse("refs/tags/v0.1");
     let new_main = r.commit_file("NEW", "new\n", "third");
@@ -592,8 +577,8 @@ fn stats_repo_reports_what_a_fork_holds_alone_and_shares() {
             "fork commit",
         );
     }
-    v.sync_named(&base.path, "base");
-    v.sync_named(&fork.path, "fork");
+    v.sync_as(&base.path, "base");
+    v.sync_as(&fork.path, "fork");
 
     let total = v.json(&["stats", "--json"]);
     let f = v.json(&["stats", "--repo", "fork", "--json"]);
@@ -642,9 +627,9 @@ fn verify_repo_checks_only_that_repository() {
             "b",
         );
     }
-    v.sync_named(&alpha.path, "alpha");
+    v.sync_as(&alpha.path, "alpha");
     let alpha_packs = pack_files(&v.store);
-    v.sync_named(&beta.path, "beta");
+    v.sync_as(&beta.path, "beta");
     let beta_packs: Vec<PathBuf> = pack_files(&v.store)
         .difference(&alpha_packs)
         .cloned()

@@ -31,15 +31,7 @@ impl World {
         repo.branch("side");
         let bare = repo.bare_clone();
         let vault = Vault::new();
-        let cache = vault.cache.to_str().unwrap().to_owned();
-        vault.ok(&[
-            "sync",
-            bare.to_str().unwrap(),
-            "--name",
-            "r",
-            "--cache",
-            &cache,
-        ]);
+        vault.sync_as(&bare, "r");
         World { vault, repo, bare }
     }
 

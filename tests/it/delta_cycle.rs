@@ -12,15 +12,7 @@ fn restore_on_a_delta_base_cycle_reports_damage_instead_of_overflowing() {
     repo.commit_file("a.txt", "some text\n".repeat(20), "first");
     let bare = repo.bare_clone();
     let v = Vault::new();
-    let cache = v.cache.to_str().unwrap().to_owned();
-    v.ok(&[
-        "sync",
-        bare.to_str().unwrap(),
-        "--name",
-        "r",
-        "--cache",
-        &cache,
-    ]);
+    v.sync_as(&bare, "r");
     let db = Connection::open(v.store.join("index.sqlite")).expect("open the index");
     let n = db
         .execute("UPDATE chunks SET base = id, depth = 1", [])

@@ -396,18 +396,14 @@ fn transport_round_trip(
 #[test]
 fn transport_local_path() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("src.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("src.git");
     transport_round_trip(path_str(&bare), &bare, &r, &[], &[]);
 }
 
 #[test]
 fn transport_file_url() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("src.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("src.git");
     let url = format!("file://{}", path_str(&bare));
     transport_round_trip(&url, &bare, &r, &[], &[]);
 }
@@ -415,9 +411,7 @@ fn transport_file_url() {
 #[test]
 fn transport_git_daemon() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("org/src.git");
-    r.bare_clone_to(&bare);
+    let (base, bare) = r.mirror_in_tempdir("org/src.git");
     let daemon = GitDaemon::start(base.path());
     transport_round_trip(&daemon.url("org/src.git"), &bare, &r, &[], &[]);
 }
@@ -426,9 +420,7 @@ fn transport_git_daemon() {
 fn transport_http_with_token() {
     const TOKEN: &str = "tok-transport-777";
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("org/src.git");
-    r.bare_clone_to(&bare);
+    let (base, bare) = r.mirror_in_tempdir("org/src.git");
     let server = HttpGitServer::start_token(base.path(), TOKEN);
     let url = server.url("org/src.git");
 
@@ -578,9 +570,7 @@ fn default_branch_trunk() {
     r.commit_file("a.txt", "a\n", "a");
     r.commit_file("b.txt", "b\n", "b");
     r.git(&["branch", "-m", "main", "trunk"]);
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("trunk.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("trunk.git");
     assert_eq!(symbolic_head(&bare).as_deref(), Some("refs/heads/trunk"));
     assert!(refs_of(&bare)
         .iter()
@@ -604,9 +594,7 @@ fn tags_of_every_kind() {
     r.tag_annotated("t-blob-annotated", &blob, "an annotated tag on a blob");
     r.tag_annotated("t-nested", "v1.0", "a tag on a tag");
     r.tag_lightweight("light-on-annotated", "v1.0");
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("tags.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("tags.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "tags", &bare);
 
@@ -641,9 +629,7 @@ fn tags_of_every_kind() {
 #[test]
 fn deleted_branch_stays_in_the_older_snapshot() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("del.git");
-    r.bare_clone_to(&bare);
+    let (base, bare) = r.mirror_in_tempdir("del.git");
     let feature = r.rev_parse("refs/heads/feature");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "del", &bare);
@@ -673,9 +659,7 @@ fn deleted_branch_stays_in_the_older_snapshot() {
 #[test]
 fn force_push_keeps_the_old_history_restorable() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("force.git");
-    r.bare_clone_to(&bare);
+    let (base, bare) = r.mirror_in_tempdir("force.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "force", &bare);
     let first = v.latest("force");
@@ -722,9 +706,7 @@ fn big_file_with_small_edits(size: usize, max_growth: u64) {
     let mut data = random_bytes(0x0005_eed0_fb16_f11e, size);
     r.write("big.bin", &data);
     r.commit_file("README.md", "a big file\n", "big file");
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("big.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("big.git");
     let v = Vault::new();
     v.sync(path_str(&bare), "big", &[], &[]);
     let before = v.stats()["stored_bytes"].as_u64().unwrap();
@@ -803,9 +785,7 @@ fn non_utf8_file_names() {
     assert!(out.status.success(), "{}", describe(&out));
     r.git(&["commit", "-q", "-m", "index-only entry"]);
 
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("names.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("names.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "names", &bare);
     let (_d, restored) = v.restore_new("names", &["--latest"]);
@@ -834,9 +814,7 @@ fn unusual_ref_names() {
     r.git(&["update-ref", "refs/custom/x", "topic"]);
     r.git(&["update-ref", "refs/pull/1/head", &second]);
     r.git(&["notes", "add", "-m", "a note on main", "HEAD"]);
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("refs.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("refs.git");
     let names: Vec<String> = refs_of(&bare).into_iter().map(|(n, _)| n).collect();
     for want in [
         "refs/heads/feature/a.b-c_d",
@@ -907,9 +885,7 @@ fn submodule_gitlink_entries() {
         "160000,1111111111111111111111111111111111111111,lib",
     ]);
     r.commit("add a submodule");
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("sub.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("sub.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "sub", &bare);
 }
@@ -917,9 +893,7 @@ fn submodule_gitlink_entries() {
 #[test]
 fn detached_head_in_a_bare_source() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("detached.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("detached.git");
     let oid = r.rev_parse("main~1");
     std::fs::write(bare.join("HEAD"), format!("{oid}\n")).unwrap();
     assert_eq!(symbolic_head(&bare), None);
@@ -937,9 +911,7 @@ fn detached_head_in_a_bare_source() {
 #[test]
 fn mirror_cache_deleted_between_syncs() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("cache.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("cache.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "cache", &bare);
     let objects = v.stats()["objects"].as_u64().unwrap();
@@ -975,9 +947,7 @@ fn mirror_cache_deleted_between_syncs() {
 #[test]
 fn incremental_sync_stores_only_new_objects() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("inc.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("inc.git");
     let v = Vault::new();
     let first = sync_and_check(&v, path_str(&bare), "inc", &bare);
     assert_eq!(
@@ -1034,9 +1004,7 @@ fn incremental_sync_stores_only_new_objects() {
 #[test]
 fn restore_selection_and_destination_rules() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("sel.git");
-    r.bare_clone_to(&bare);
+    let (base, bare) = r.mirror_in_tempdir("sel.git");
     let v = Vault::new();
     let src = path_str(&bare);
     sync_and_check(&v, src, "sel", &bare);
@@ -1236,9 +1204,7 @@ fn sync_killed_at(v: &Vault, src: &str, point: &str) {
 /// the store (1 MiB packs) writes as several packs.
 fn crash_at(point: &str, big: bool) {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("crash.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("crash.git");
     let src = path_str(&bare);
     let v = Vault::with_init_args(&["--pack-size-mib", "1"]);
 
@@ -1324,9 +1290,7 @@ fn crash_after_snapshot_committed() {
 #[test]
 fn resync_after_crash_at_snapshot_committed_is_unchanged() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("crash.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("crash.git");
     let src = path_str(&bare);
     let v = Vault::new();
     sync_killed_at(&v, src, "snapshot-committed");
@@ -1351,9 +1315,7 @@ fn resync_after_crash_at_snapshot_committed_is_unchanged() {
 #[test]
 fn crash_by_kill_after_300ms() {
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("crash.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("crash.git");
     let src = path_str(&bare);
     let v = Vault::with_init_args(&["--pack-size-mib", "1"]);
     sync_and_check(&v, src, "crash", &bare);
@@ -1397,9 +1359,7 @@ fn token_never_leaks() {
     const TOKEN: &str = "tok-SECRET-12345";
     const WRONG: &str = "tok-WRONG-67890";
     let r = support::sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("org/secret.git");
-    r.bare_clone_to(&bare);
+    let (base, bare) = r.mirror_in_tempdir("org/secret.git");
     let server = HttpGitServer::start_token(base.path(), TOKEN);
     let url = server.url("org/secret.git");
     let v = Vault::new();

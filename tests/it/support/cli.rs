@@ -276,6 +276,13 @@ impl Vault {
             .unwrap_or_else(|| panic!("{repo} has no snapshot"))
     }
 
+    /// `sync SOURCE --cache CACHE --name NAME --json`, asserted to succeed;
+    /// its JSON summary.
+    pub fn sync_as(&self, source: &Path, name: &str) -> serde_json::Value {
+        let (source, cache) = (path_str(source), path_str(&self.cache));
+        self.json(&["sync", source, "--cache", cache, "--name", name, "--json"])
+    }
+
     /// `stats --json`.
     pub fn stats(&self) -> serde_json::Value {
         self.json(&["stats", "--json"])

@@ -282,6 +282,16 @@ impl TestRepo {
         dest
     }
 
+    /// Mirrors the repository into a bare repository at `rel` inside a new
+    /// temporary directory (a server's base); returns both.
+    pub fn mirror_in_tempdir(&self, rel: &str) -> (TempDir, PathBuf) {
+        let base = tempfile::Builder::new().prefix("repovault-src-").tempdir();
+        let base = base.expect("create temp dir");
+        let bare = base.path().join(rel);
+        self.bare_clone_to(&bare);
+        (base, bare)
+    }
+
     /// Mirrors the repository into the bare repository `dest` (which must not
     /// exist), e.g. `<server base>/org/name.git`.
     pub fn bare_clone_to(&self, dest: &Path) {
