@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chunk;
+pub mod closure;
 pub mod commits;
 pub mod config;
 pub mod delta;

@@ -164,57 +164,57 @@ struct Node {
     single: bool,
 }
 
-/// Walks the snapshot's closure through the store. Returns the objects found
-/// (in walk order) and the problems (missing or damaged objects).
-fn walk(store: &Store, snap: &Snapshot) -> Result<(Vec<Node>, Vec<(ObjectId, String)>), Error> {
+/// Walks the snapshot's closure through the store (first tip first). Returns
+/// the objects found (in walk order) and the problems (missing or damaged
+/// objects); `None` when interrupted.
+fn walk(
+    store: &Store,
+    snap: &Snapshot,
+    interrupt: &AtomicBool,
+) -> Result<Option<(Vec<Node>, Vec<(ObjectId, String)>)>, Error> {
+    use crate::closure::{self, Damage, Event, Flow};
     let mut nodes = Vec::new();
     let mut problems = Vec::new();
     let mut seen: HashSet<ObjectId> = HashSet::new();
-    let mut stack: Vec<ObjectId> = snap.tips();
-    stack.reverse();
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) {
-            continue;
-        }
-        let Some(row) = store.object_row(&oid)? else {
-            let why = if snap.missing.contains(&oid) {
-                "was missing in the source when this (incomplete) snapshot was taken"
-            } else {
-                "is not in the store"
-            };
-            problems.push((oid, format!("object {oid} {why}")));
-            continue;
-        };
-        if row.kind.is_metadata() {
-            // Chunks are blake3-checked here; every object's git id is checked
-            // when the written pack is indexed.
-            match store.get_chunks_checked(&oid) {
-                Ok(o) => match crate::object::references(o.kind, &o.data) {
-                    Ok(refs) => stack.extend(refs.into_iter().filter(|r| !seen.contains(r))),
-                    Err(e) => {
-                        problems.push((oid, format!("object {oid} cannot be parsed: {e}")));
-                        continue;
-                    }
-                },
-                Err(
-                    e @ (store::Error::ChunkDamaged { .. }
-                    | store::Error::ObjectDamaged { .. }
-                    | store::Error::Pack(_)),
-                ) => {
-                    problems.push((oid, format!("{e}")));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+    let mut tips = snap.tips();
+    tips.reverse();
+    // Chunks are blake3-checked here; every object's git id is checked when
+    // the written pack is indexed.
+    let source = closure::StoreSource::new(store);
+    let end = closure::walk(tips, &snap.missing, &source, &mut seen, interrupt, |e| {
+        match e {
+            Event::Found { oid, row } => nodes.push(Node {
+                oid,
+                kind: row.kind,
+                chunk: row.chunk,
+                single: row.nchunks == 1,
+            }),
+            Event::Missing { oid, listed } => {
+                let why = if listed {
+                    "was missing in the source when this (incomplete) snapshot was taken"
+                } else {
+                    "is not in the store"
+                };
+                problems.push((oid, format!("object {oid} {why}")));
+            }
+            Event::Damaged { oid, damage } => {
+                let problem = match damage {
+                    Damage::Parse(e) => format!("object {oid} cannot be parsed: {e}"),
+                    Damage::Read(
+                        e @ (store::Error::ChunkDamaged { .. }
+                        | store::Error::ObjectDamaged { .. }
+                        | store::Error::Pack(_)),
+                    ) => e.to_string(),
+                    Damage::Read(e) | Damage::Lookup(e) => return Err(Error::from(e)),
+                };
+                // Reading a found object failed: it is not restored after all.
+                nodes.pop();
+                problems.push((oid, problem));
             }
         }
-        nodes.push(Node {
-            oid,
-            kind: row.kind,
-            chunk: row.chunk,
-            single: row.nchunks == 1,
-        });
-    }
-    Ok((nodes, problems))
+        Ok(Flow::Continue)
+    })?;
+    Ok((end != closure::End::Interrupted).then_some((nodes, problems)))
 }
 
 fn check_destination(dest: &Path, force: bool) -> Result<(), Error> {
@@ -391,7 +391,9 @@ pub fn restore_with_progress(
     let _read = store.read_session()?;
     let started = std::time::Instant::now();
     progress.begin("reading snapshot", None);
-    let (nodes, mut problems) = walk(store, snap)?;
+    let Some((nodes, mut problems)) = walk(store, snap, interrupt)? else {
+        return Err(Error::Write("interrupted".into()));
+    };
     crate::pause_point("restore-walked");
     tracing::debug!(
         objects = nodes.len(),

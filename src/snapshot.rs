@@ -377,12 +377,18 @@ mod tests {
 
     fn sample(repo: &str) -> Snapshot {
         let oid = crate::git_oid(crate::ObjectKind::Blob, b"x");
-        let refs = vec![RefEntry {
-            name: b"refs/heads/main".to_vec(),
-            target: Some(oid),
-            symref: None,
-            peeled: None,
-        }];
+        with_refs(
+            repo,
+            vec![RefEntry {
+                name: b"refs/heads/main".to_vec(),
+                target: Some(oid),
+                symref: None,
+                peeled: None,
+            }],
+        )
+    }
+
+    fn with_refs(repo: &str, refs: Vec<RefEntry>) -> Snapshot {
         let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
         Snapshot {
             id: Snapshot::compute_id(repo, &time, &refs),
@@ -445,18 +451,7 @@ mod tests {
                 peeled: None,
             },
         ];
-        let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
-        let s = Snapshot {
-            id: Snapshot::compute_id("r", &time, &refs),
-            repo: "r".into(),
-            url: "/x".into(),
-            time,
-            checked_at: time,
-            refs,
-            complete: true,
-            missing: vec![],
-            skipped: vec![],
-        };
+        let s = with_refs("r", refs);
         let j = serde_json::to_string(&s).unwrap();
         assert!(j.contains("hex:"));
         let back: Snapshot = serde_json::from_str(&j).unwrap();

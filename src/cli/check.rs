@@ -41,22 +41,8 @@ pub(crate) fn cmd_verify(
         }
         Err(e) => return Err(e.into()),
     };
-    let bar = (opts.read_data && crate::ui::draws()).then(|| {
-        let total: u64 = s.totals().map(|t| t.stored_bytes).unwrap_or(0);
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} verify [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let progress = |n: u64| {
-        if let Some(b) = &bar {
-            b.inc(n);
-        }
-    };
+    // Quick mode takes moments: only reading data draws a bar.
+    let progress = crate::ui::Task::single("verify".into(), a.json || !opts.read_data);
     let scope = match &a.repo {
         Some(name) => {
             let repo = resolve_repo(&s, name)?;
@@ -74,17 +60,13 @@ pub(crate) fn cmd_verify(
                 format!("{e}; run `repovault repair-index` to rebuild it from the packs")
             };
             let report = index_damage(opts, detail);
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
+            progress.finish();
             print_verify(&report, a.json)?;
             return Ok(exit::DAMAGED);
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    progress.finish();
     print_verify(&report, a.json)?;
     Ok(if report.is_clean() {
         exit::OK

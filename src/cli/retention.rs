@@ -61,11 +61,10 @@ pub(crate) fn cmd_forget(
         let mut w = s.writer_for(Duration::from_secs(60), "forget")?;
         prune::apply_forget(&mut w, &decisions)?;
         if a.prune {
-            prune_report = Some(prune::prune(
-                &mut w,
-                prune::PruneOptions::default(),
-                interrupt,
-            )?);
+            let progress = crate::ui::Task::single("prune".into(), a.json);
+            let r = prune::prune(&mut w, prune::PruneOptions::default(), interrupt, &progress);
+            progress.finish();
+            prune_report = Some(r?);
         }
     }
     if !a.json && crate::ui::quiet() {
@@ -170,7 +169,10 @@ pub(crate) fn cmd_prune(
         repack_below: a.repack_below / 100.0,
         dry_run: a.dry_run,
     };
-    let r = repovault::prune::prune(&mut w, opts, interrupt)?;
+    let progress = crate::ui::Task::single("prune".into(), a.json);
+    let r = repovault::prune::prune(&mut w, opts, interrupt, &progress);
+    progress.finish();
+    let r = r?;
     if a.json || !crate::ui::quiet() {
         output::show(&r, a.json)?;
     }

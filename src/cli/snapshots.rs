@@ -68,14 +68,12 @@ pub(crate) fn cmd_restore(
     if let Some(m) = USER_UMASK.get() {
         nix::sys::stat::umask(*m);
     }
-    let bars = crate::ui::Bars::new(1);
-    let progress = crate::ui::Task::new(
-        bars.as_ref(),
+    let progress = crate::ui::Task::single(
         format!("restore {} of {}", snap.short_id(), snap.repo),
+        a.json,
     );
     let report = restore::restore_with_progress(&s, &snap, &dest, opts, interrupt, &progress);
     drop(progress);
-    drop(bars);
     let report = report?;
     for sk in &snap.skipped {
         tracing::warn!(

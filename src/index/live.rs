@@ -2,7 +2,7 @@
 //! snapshots need, what each pack holds of them, and the one transaction
 //! that applies a prune.
 
-use super::objects::insert_pack;
+use super::objects::{insert_pack, ChunkRow};
 use super::{to_i64, Error, Index};
 use crate::chunk::ChunkId;
 use crate::pack::{FinishedPack, ObjectRecord, PackKind};
@@ -131,18 +131,19 @@ impl Index {
     pub fn live_chunks_in_pack(&self, pack: i64) -> Result<Vec<MovedChunk>, Error> {
         self.sql().rows(
             "chunks",
-            "SELECT c.id, c.hash, c.offset, c.stored_len, c.raw_len, b.hash FROM chunks c
-             JOIN live_chunks l ON l.id = c.id LEFT JOIN chunks b ON b.id = c.base
+            "SELECT c.id, c.hash, c.pack, c.offset, c.stored_len, c.raw_len, c.base, c.depth, b.hash
+             FROM chunks c JOIN live_chunks l ON l.id = c.id LEFT JOIN chunks b ON b.id = c.base
              WHERE c.pack = ?1 ORDER BY c.offset",
             [pack],
             |r| {
+                let c = ChunkRow::read(r)?;
                 Ok(MovedChunk {
-                    rowid: r.get(0)?,
-                    id: r.chunk_id(1)?,
-                    offset: r.num(2)?,
-                    stored_len: r.num(3)?,
-                    raw_len: r.num(4)?,
-                    base: r.opt_chunk_id(5)?,
+                    rowid: c.rowid,
+                    id: c.id,
+                    offset: c.offset,
+                    stored_len: c.stored_len,
+                    raw_len: c.raw_len,
+                    base: r.opt_chunk_id(8)?,
                 })
             },
         )

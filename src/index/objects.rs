@@ -42,7 +42,7 @@ macro_rules! select_chunks {
 pub(super) use select_chunks;
 
 impl ChunkRow {
-    /// Reads a row selected by [`select_chunks`].
+    /// Reads a row selected by [`select_chunks`] (or the same columns in that order).
     pub(super) fn read(r: &Row<'_, '_>) -> Result<Self, Error> {
         Ok(ChunkRow {
             rowid: r.get(0)?,

@@ -66,6 +66,11 @@ impl PackWriter {
         Ok(())
     }
 
+    /// The temporary file being written.
+    pub fn path(&self) -> &Path {
+        &self.tmp_path
+    }
+
     /// The pack's kind.
     pub fn kind(&self) -> PackKind {
         self.kind

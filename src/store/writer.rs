@@ -130,13 +130,16 @@ impl<'s> Writer<'s> {
                 .as_mut()
                 .expect("pending chunks live in an open pack");
             let stored = w.read_back(offset, stored_len)?;
+            let w_path = w.path().to_owned();
             let base_plain = match base {
                 Some(b) => Some(self.plain_of(&b)?),
                 None => None,
             };
             let plain = codec::decode(&stored, raw_len, base_plain.as_deref().map(|b| &b[..]))
-                .map_err(|reason| Error::ObjectDamaged {
-                    oid: ObjectId::null(gix::hash::Kind::Sha1),
+                .map_err(|reason| Error::ChunkDamaged {
+                    chunk: *id,
+                    pack: w_path.display().to_string(),
+                    offset,
                     reason,
                 })?;
             return Ok(Arc::new(plain));

@@ -269,40 +269,41 @@ fn write_snapshot_file(store: &Store, snap: &Snapshot) -> Result<(), Error> {
 }
 
 /// Refs (by name) that need one of `missing`, found by walking the mirror.
+/// Every ref's closure is walked to its end (no cap); objects whose closure
+/// an earlier ref's walk found complete are not walked again.
 fn refs_needing(mirror: &gix::Repository, refs: &[RefEntry], missing: &[ObjectId]) -> Vec<String> {
+    use crate::closure::{self, Event, Flow};
     use std::collections::HashSet;
-    let missing: HashSet<&ObjectId> = missing.iter().collect();
+    let wanted: HashSet<&ObjectId> = missing.iter().collect();
+    let source = closure::MirrorSource::new(mirror);
+    let never = AtomicBool::new(false);
+    let mut clean: HashSet<ObjectId> = HashSet::new();
     let mut out = Vec::new();
-    let mut buf = Vec::new();
     for r in refs.iter().filter(|r| r.symref.is_none()) {
         let Some(tip) = r.target else { continue };
-        let mut stack = vec![tip];
-        let mut visited = HashSet::new();
-        let mut hit = false;
-        while let Some(oid) = stack.pop() {
-            if !visited.insert(oid) || visited.len() > 2_000_000 {
-                continue;
+        let mut visited = closure::Visited::new(Some(&clean));
+        let end = closure::walk([tip], &[], &source, &mut visited, &never, |e| {
+            let oid = match e {
+                Event::Found { oid, .. } | Event::Missing { oid, .. } => oid,
+                // What cannot be read in the mirror is not walked below.
+                Event::Damaged { .. } => return Ok::<_, std::convert::Infallible>(Flow::Continue),
+            };
+            Ok(if wanted.contains(&oid) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
+        });
+        match end {
+            Ok(closure::End::Stopped) => out.push(r.name_lossy()),
+            Ok(_) => {
+                let seen = visited.seen;
+                clean.extend(seen);
             }
-            if missing.contains(&oid) {
-                hit = true;
-                break;
-            }
-            use gix::prelude::Find;
-            if let Ok(Some(o)) = mirror.objects.try_find(&oid, &mut buf) {
-                if let Ok(refs) = ingest_references(o.kind.into(), o.data) {
-                    stack.extend(refs);
-                }
-            }
-        }
-        if hit {
-            out.push(r.name_lossy());
+            Err(never) => match never {},
         }
     }
     out
-}
-
-fn ingest_references(kind: crate::ObjectKind, data: &[u8]) -> Result<Vec<ObjectId>, String> {
-    crate::object::references(kind, data)
 }
 
 /// Syncs one repository. `writer` is shared by the repositories of one run;

@@ -18,6 +18,7 @@ mod names_time;
 mod nightly;
 mod output;
 mod perms_locks;
+mod progress;
 mod retention;
 mod store;
 mod sync_restore;

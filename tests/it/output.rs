@@ -43,7 +43,7 @@ fn text(out: &Output) -> String {
 
 /// A bare repository at `dir/name` whose `main` holds one commit of `n`
 /// distinct small blobs (made with `git fast-import`): `n + 2` objects.
-fn many_blobs(dir: &Path, name: &str, n: usize) -> PathBuf {
+pub(crate) fn many_blobs(dir: &Path, name: &str, n: usize) -> PathBuf {
     let bare = dir.join(name);
     support::git(dir, &["init", "-q", "--bare", bare.to_str().unwrap()]);
     let mut stream = Vec::new();
@@ -412,7 +412,7 @@ fn quiet_prints_nothing_on_success() {
 
 /// A private tmux server running one command on a 200x50 pseudo-terminal,
 /// its raw output captured from the first byte (`pipe-pane`).
-struct Tmux {
+pub(crate) struct Tmux {
     dir: TempDir,
     socket: PathBuf,
 }
@@ -421,7 +421,7 @@ impl Tmux {
     /// Starts `script` (a shell script body) in a new session; the script
     /// waits until the output is being captured, and ends by printing
     /// `END-<exit code of the last command>`.
-    fn start(script: &str) -> Tmux {
+    pub(crate) fn start(script: &str) -> Tmux {
         let dir = tempdir();
         let socket = dir.path().join("sock");
         let go = dir.path().join("go");
@@ -454,7 +454,7 @@ impl Tmux {
         t
     }
 
-    fn tmux(&self, args: &[&str]) -> Output {
+    pub(crate) fn tmux(&self, args: &[&str]) -> Output {
         let out = Command::new("tmux")
             .arg("-S")
             .arg(&self.socket)
@@ -470,13 +470,13 @@ impl Tmux {
     }
 
     /// Everything the command wrote to the terminal so far (escape sequences included).
-    fn raw(&self) -> String {
+    pub(crate) fn raw(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(self.dir.path().join("raw")).unwrap_or_default())
             .into_owned()
     }
 
     /// Waits for `END-<code>`; returns the code and the raw output.
-    fn wait(&self) -> (i32, String) {
+    pub(crate) fn wait(&self) -> (i32, String) {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let raw = self.raw();
@@ -494,8 +494,21 @@ impl Tmux {
         }
     }
 
+    /// Waits until the command has drawn `text` (and has not ended).
+    pub(crate) fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.raw().contains(text) {
+            assert!(
+                Instant::now() < deadline && !self.raw().contains("END-"),
+                "no {text:?} in:\n{}",
+                self.raw()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The screen as it is now (what a user sees at the end).
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
     }
 }
@@ -514,7 +527,7 @@ impl Drop for Tmux {
 }
 
 /// The hermetic environment of `support::hermetic`, as shell exports.
-fn exports() -> String {
+pub(crate) fn exports() -> String {
     let mut cmd = Command::new("true");
     support::hermetic(&mut cmd);
     let mut s = String::from("unset GIT_DIR GIT_WORK_TREE\n");
@@ -531,9 +544,14 @@ fn exports() -> String {
 }
 
 /// The totals drawn in `raw`: N of every `D/N objects` (N may have commas).
-fn totals_drawn(raw: &str) -> Vec<u64> {
+pub(crate) fn totals_drawn(raw: &str) -> Vec<u64> {
+    totals_drawn_of(raw, "objects")
+}
+
+/// The totals drawn in `raw`: N of every `D/N <unit>` (N may have commas).
+pub(crate) fn totals_drawn_of(raw: &str, unit: &str) -> Vec<u64> {
     let mut out = Vec::new();
-    for (at, _) in raw.match_indices(" objects") {
+    for (at, _) in raw.match_indices(&format!(" {unit}")) {
         let before = &raw[..at];
         let start = before
             .rfind(|c: char| !(c.is_ascii_digit() || c == ','))
@@ -649,15 +667,7 @@ fn ctrl_c_on_a_terminal() {
     let t = Tmux::start(&script);
     // Wait until the sync is visibly working (its bar names the repository),
     // let it fetch for a moment (the whole sync takes seconds), then press Ctrl-C.
-    let deadline = Instant::now() + TIMEOUT;
-    while !t.raw().contains("/big") {
-        assert!(
-            Instant::now() < deadline && !t.raw().contains("END-"),
-            "{}",
-            t.raw()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    t.wait_for("/big");
     std::thread::sleep(Duration::from_millis(500));
     t.tmux(&["send-keys", "-t", "t", "C-c"]);
     let (code, raw) = t.wait();

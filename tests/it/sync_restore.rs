@@ -474,21 +474,20 @@ fn transport_http_with_token() {
 // 2. Edge cases
 // ---------------------------------------------------------------------------
 
+/// A new temporary directory with an empty bare repository `empty.git`
+/// whose unborn HEAD is `refs/heads/develop`.
+fn empty_develop() -> (TempDir, PathBuf) {
+    let base = tempdir("repovault-src-");
+    let bare = base.path().join("empty.git");
+    let args = ["init", "-q", "--bare", "--initial-branch=develop"];
+    git(base.path(), &[&args[..], &[path_str(&bare)]].concat());
+    (base, bare)
+}
+
 #[test]
 fn empty_repository_over_every_transport() {
     const TOKEN: &str = "tok-empty-1";
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("empty.git");
-    git(
-        base.path(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "--initial-branch=develop",
-            path_str(&bare),
-        ],
-    );
+    let (base, bare) = empty_develop();
     let daemon = GitDaemon::start(base.path());
     let server = HttpGitServer::start_token(base.path(), TOKEN);
     let file_url = format!("file://{}", path_str(&bare));
@@ -523,18 +522,7 @@ fn empty_repository_over_every_transport() {
 
 #[test]
 fn empty_repository_then_first_commit() {
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("empty.git");
-    git(
-        base.path(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "--initial-branch=develop",
-            path_str(&bare),
-        ],
-    );
+    let (base, bare) = empty_develop();
     let v = Vault::new();
     let report = sync_and_check(&v, path_str(&bare), "empty", &bare);
     assert_eq!(report["status"], "new", "{report:#}");
