@@ -10,9 +10,11 @@
 //!    appended to a pack, trailer, fsync, rename;
 //! 4. `index_insert`: 10,000 chunk rows and 10,000 object rows inserted into a
 //!    fresh SQLite index in one transaction;
-//! 5. `ingest`: decoding every object of a real git pack with gix the way
-//!    `sync::ingest` does (`traverse_with_index`, delta bytes, references), and
-//!    `sync::ingest::ingest_packs` of that pack into a fresh store;
+//! 5. `ingest`: `sync::ingest::ingest_packs` of a real git pack into a store
+//!    that already holds every object (the shipped decode: gix's traversal,
+//!    delta bytes, references, and the index look-ups that skip known objects;
+//!    with the pack trusted as a fresh fetch's, and hashed again as a left-over
+//!    pack's) and into a fresh store (decode and store everything);
 //! 6. `restore`: `restore::restore` of a snapshot of that repository into a
 //!    fresh destination.
 //!
@@ -24,11 +26,16 @@
 //!
 //! Run: `cargo bench --bench phases` (or `-- --quick` for a short run).
 
-mod common;
+// The test suite's data generator and hermetic git, not copies of them.
+#[allow(dead_code)]
+#[path = "../tests/it/support/data.rs"]
+mod data;
+#[allow(dead_code)]
+#[path = "../tests/it/support/git.rs"]
+mod git;
 
-use common::{random_bytes, text_bytes, text_line, Rng};
 use criterion::{BatchSize, Criterion, Throughput};
-use gix::odb::pack;
+use data::Rng;
 use repovault::chunk::{ChunkId, ChunkerParams};
 use repovault::index::{Index, NewChunk};
 use repovault::pack::{EntryRecord, FinishedPack, ObjectRecord, PackKind, PackWriter};
@@ -36,11 +43,9 @@ use repovault::restore::RestoreOptions;
 use repovault::store::{Compression, InitOptions, Store};
 use repovault::sync::{Source, SyncOptions};
 use repovault::{codec_compress, codec_decode, delta, git_oid, ObjectId, ObjectKind};
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -64,10 +69,10 @@ fn bench_chunk(c: &mut Criterion) {
     let mut r = Rng(11);
     let mut data = Vec::with_capacity(16 * MIB);
     while data.len() < 16 * MIB {
-        if r.below(2) == 0 {
-            data.extend_from_slice(&text_bytes(&mut r, 256 * KIB));
+        if r.index(2) == 0 {
+            data.extend_from_slice(&r.text_bytes(256 * KIB));
         } else {
-            data.extend_from_slice(&random_bytes(&mut r, 256 * KIB));
+            data.extend_from_slice(&r.bytes(256 * KIB));
         }
     }
     let params = ChunkerParams::default();
@@ -111,16 +116,16 @@ fn bench_chunk(c: &mut Criterion) {
 fn bench_codec(c: &mut Criterion) {
     let level = Compression::default().level;
     let mut r = Rng(12);
-    let old = text_bytes(&mut r, 256 * KIB);
+    let old = r.text_bytes(256 * KIB);
     // The new version: 5 lines replaced by new ones.
     let mut lines: Vec<Vec<u8>> = old
         .split_inclusive(|&b| b == b'\n')
         .map(<[u8]>::to_vec)
         .collect();
     for _ in 0..5 {
-        let at = r.below(lines.len());
+        let at = r.index(lines.len());
         let mut line = Vec::new();
-        text_line(&mut r, &mut line);
+        r.text_line(&mut line);
         lines[at] = line;
     }
     let new: Vec<u8> = lines.concat();
@@ -179,11 +184,11 @@ fn small_entries(n: usize) -> Vec<Entry> {
     let mut r = Rng(13);
     (0..n)
         .map(|i| {
-            let len = 200 + r.below(4 * KIB);
+            let len = 200 + r.index(4 * KIB);
             let data = if i % 2 == 0 {
-                text_bytes(&mut r, len)
+                r.text_bytes(len)
             } else {
-                random_bytes(&mut r, len)
+                r.bytes(len)
             };
             Entry {
                 id: ChunkId::of(&data),
@@ -297,27 +302,6 @@ const FILES: usize = 40;
 const COMMITS: usize = 400;
 
 /// A hermetic `git` command in `dir`: no user or system configuration.
-fn git(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new("git");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("GIT_") {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("LC_ALL", "C")
-        .args(["-c", "gc.auto=0", "-c", "maintenance.auto=false"])
-        .args(args);
-    cmd
-}
-
-fn run(mut cmd: Command) {
-    let status = cmd.status().expect("run git");
-    assert!(status.success(), "{cmd:?} failed: {status}");
-}
-
 fn data_cmd(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(format!("data {}\n", bytes.len()).as_bytes());
     out.extend_from_slice(bytes);
@@ -330,10 +314,10 @@ fn history_stream() -> Vec<u8> {
     let mut r = Rng(14);
     let mut files: Vec<(String, Vec<Vec<u8>>)> = (0..FILES)
         .map(|i| {
-            let lines = (0..100 + r.below(500))
+            let lines = (0..100 + r.index(500))
                 .map(|_| {
                     let mut l = Vec::new();
-                    text_line(&mut r, &mut l);
+                    r.text_line(&mut l);
                     l
                 })
                 .collect();
@@ -346,14 +330,14 @@ fn history_stream() -> Vec<u8> {
             (0..FILES).collect()
         } else {
             // 1-3 files, a few line edits each: replace, insert or delete.
-            let picked: Vec<usize> = (0..1 + r.below(3)).map(|_| r.below(FILES)).collect();
+            let picked: Vec<usize> = (0..1 + r.index(3)).map(|_| r.index(FILES)).collect();
             for &f in &picked {
                 let lines = &mut files[f].1;
-                for _ in 0..1 + r.below(4) {
-                    let at = r.below(lines.len());
+                for _ in 0..1 + r.index(4) {
+                    let at = r.index(lines.len());
                     let mut l = Vec::new();
-                    text_line(&mut r, &mut l);
-                    match r.below(3) {
+                    r.text_line(&mut l);
+                    match r.index(3) {
                         0 => lines[at] = l,
                         1 => lines.insert(at, l),
                         _ if lines.len() > 10 => {
@@ -396,31 +380,10 @@ fn history_stream() -> Vec<u8> {
 /// path of its one pack's `.idx`.
 fn generate_repo(dir: &Path) -> (PathBuf, PathBuf) {
     let repo = dir.join("source.git");
-    run(git(
-        dir,
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            repo.to_str().expect("utf-8"),
-        ],
-    ));
-    let mut child = git(&repo, &["fast-import", "--quiet"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn git fast-import");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(&history_stream())
-            .expect("feed fast-import");
-    }
-    let status = child.wait().expect("wait for git fast-import");
-    assert!(status.success(), "git fast-import failed: {status}");
-    run(git(&repo, &["repack", "-adfq"]));
+    let path = repo.to_str().expect("utf-8");
+    git::git(dir, &["init", "-q", "--bare", "-b", "main", path]);
+    git::fast_import(&repo, &history_stream());
+    git::git(&repo, &["repack", "-adfq"]);
     let packs: Vec<PathBuf> = std::fs::read_dir(repo.join("objects/pack"))
         .expect("pack dir")
         .map(|e| e.expect("dir entry").path())
@@ -433,95 +396,70 @@ fn generate_repo(dir: &Path) -> (PathBuf, PathBuf) {
 
 // ---------------------------------------------------------------- 5. ingest
 
-/// What decoding a pack found.
+/// What the generated pack holds, as git counts it (setup, not timed).
 #[derive(Debug, Default, Clone, Copy)]
-struct Decoded {
+struct PackStats {
     objects: u64,
     bytes: u64,
     deltas: u64,
 }
 
-/// Decodes every object of the pack at `idx` as `sync::ingest` does: gix's
-/// parallel traversal, the git delta bytes of every deltified entry, and the
-/// references of every object (the items are then dropped, not stored).
-fn decode_pack(idx: &Path, check: pack::index::traverse::SafetyCheck) -> Decoded {
-    let bundle = pack::Bundle::at(idx, gix::hash::Kind::Sha1).expect("open pack");
-    let by_offset: HashMap<u64, ObjectId> = bundle
-        .index
-        .iter()
-        .map(|e| (e.pack_offset, e.oid))
-        .collect();
-    let (objects, bytes, deltas) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
-    let pack_file = &bundle.pack;
-    let by_offset = &by_offset;
-    let counts = (&objects, &bytes, &deltas);
-    let processor = move |kind: gix::objs::Kind,
-                          data: &[u8],
-                          entry: &pack::index::Entry,
-                          _p: &dyn gix::progress::Progress|
-          -> Result<(), gix::Error> {
-        let kind = ObjectKind::from(kind);
-        let pe = pack_file.entry(entry.pack_offset).expect("pack entry");
-        use pack::data::entry::Header;
-        let base = match pe.header {
-            Header::OfsDelta { base_distance } => {
-                by_offset.get(&(entry.pack_offset - base_distance)).copied()
-            }
-            Header::RefDelta { base_id } => Some(base_id),
-            _ => None,
-        };
-        let base = base.map(|b| {
-            let mut buf = vec![0u8; pe.decompressed_size as usize];
-            let mut inflate = gix::zlib::Inflate::default();
-            pack_file
-                .decompress_entry(&pe, &mut inflate, &mut buf)
-                .expect("delta bytes");
-            (b, buf)
-        });
-        let refs = repovault::references(kind, data).expect("references");
-        counts.0.fetch_add(1, Ordering::Relaxed);
-        counts.1.fetch_add(data.len() as u64, Ordering::Relaxed);
-        counts
-            .2
-            .fetch_add(u64::from(base.is_some()), Ordering::Relaxed);
-        black_box((entry.oid, kind, data.to_vec(), base, refs));
-        Ok(())
-    };
-    bundle
-        .index
-        .traverse_with_index(
-            pack_file,
-            processor,
-            &mut gix::progress::Discard,
-            &AtomicBool::new(false),
-            pack::index::traverse::with_index::Options {
-                check,
-                thread_limit: None,
-                alloc_limit_bytes: None,
-            },
-        )
-        .expect("traverse pack");
-    Decoded {
-        objects: objects.into_inner(),
-        bytes: bytes.into_inner(),
-        deltas: deltas.into_inner(),
+fn pack_stats(repo: &Path) -> PackStats {
+    let out = git::git(
+        repo,
+        &[
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectsize) %(deltabase)",
+        ],
+    );
+    let mut st = PackStats::default();
+    for line in out.lines() {
+        let (size, base) = line.split_once(' ').expect("size and delta base");
+        st.objects += 1;
+        st.bytes += size.parse::<u64>().expect("object size");
+        st.deltas += u64::from(base.bytes().any(|b| b != b'0'));
     }
+    st
 }
 
-fn bench_ingest(c: &mut Criterion, idx: &Path, decoded: Decoded) {
-    use pack::index::traverse::SafetyCheck;
+/// `sync::ingest::ingest_packs` of `packs` through a writer of `store`
+/// (`trusted`: the pack counts as verified by this fetch), then the index
+/// commit when `commit`; returns the objects decoded.
+fn ingest(store: &Store, packs: &[PathBuf], trusted: bool, commit: bool) -> u64 {
+    let mut w = store.writer(Duration::from_secs(10)).expect("writer");
+    let verified = trusted.then(|| packs[0].as_path());
+    let got = repovault::sync::ingest::ingest_packs(
+        &mut w,
+        packs,
+        verified,
+        &AtomicBool::new(false),
+        &repovault::progress::NoProgress,
+    )
+    .expect("ingest");
+    if commit {
+        w.commit().expect("commit");
+    }
+    got.objects_seen
+}
+
+fn bench_ingest(c: &mut Criterion, idx: &Path, stats: PackStats) {
     let mut g = group(c, "ingest");
-    g.throughput(Throughput::Bytes(decoded.bytes));
-    let n = decoded.objects;
-    g.bench_function(format!("gix_decode/trusted/{n}_objects"), |b| {
-        b.iter(|| decode_pack(idx, SafetyCheck::SkipFileAndObjectChecksumVerification))
-    });
-    g.bench_function(format!("gix_decode/checked/{n}_objects"), |b| {
-        b.iter(|| decode_pack(idx, SafetyCheck::SkipFileChecksumVerification))
-    });
+    g.throughput(Throughput::Bytes(stats.bytes));
+    let n = stats.objects;
+    let packs = [idx.to_owned()];
+    // Decoding as sync does it, every object already known: a re-fetched or
+    // left-over pack.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let known = Store::init(&dir.path().join("store"), InitOptions::default()).expect("init");
+    assert_eq!(ingest(&known, &packs, true, true), n);
+    for (name, trusted) in [("trusted", true), ("checked", false)] {
+        g.bench_function(format!("ingest_packs/known/{name}/{n}_objects"), |b| {
+            b.iter(|| assert_eq!(ingest(&known, &packs, trusted, false), n))
+        });
+    }
     // The whole ingest of a freshly fetched pack: decode, put_verified
     // (chunk, blake3, zstd of git's deltas, packs, fsync), index commit.
-    let packs = [idx.to_owned()];
     g.bench_function(format!("ingest_packs/fresh_store/{n}_objects"), |b| {
         b.iter_batched(
             || {
@@ -531,19 +469,7 @@ fn bench_ingest(c: &mut Criterion, idx: &Path, decoded: Decoded) {
                 (dir, store)
             },
             |(dir, store)| {
-                {
-                    let mut w = store.writer(Duration::from_secs(10)).expect("writer");
-                    let got = repovault::sync::ingest::ingest_packs(
-                        &mut w,
-                        &packs,
-                        Some(idx),
-                        &AtomicBool::new(false),
-                        &repovault::progress::NoProgress,
-                    )
-                    .expect("ingest");
-                    assert_eq!(got.objects_seen, n);
-                    w.commit().expect("commit");
-                }
+                assert_eq!(ingest(&store, &packs, true, true), n);
                 (dir, store)
             },
             BatchSize::PerIteration,
@@ -554,7 +480,7 @@ fn bench_ingest(c: &mut Criterion, idx: &Path, decoded: Decoded) {
 
 // --------------------------------------------------------------- 6. restore
 
-fn bench_restore(c: &mut Criterion, repo: &Path, decoded: Decoded) {
+fn bench_restore(c: &mut Criterion, repo: &Path, decoded: PackStats) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("store");
     let store = Store::init(&root, InitOptions::default()).expect("init");
@@ -643,10 +569,7 @@ fn main() {
     let start = Instant::now();
     let repo_dir = tempfile::tempdir().expect("tempdir");
     let (repo, idx) = generate_repo(repo_dir.path());
-    let decoded = decode_pack(
-        &idx,
-        pack::index::traverse::SafetyCheck::SkipFileChecksumVerification,
-    );
+    let decoded = pack_stats(&repo);
     eprintln!(
         "generated repository: {} commits, {} objects ({} deltas in the pack), {} bytes, pack {} bytes, in {:.1?}",
         COMMITS,

@@ -13,10 +13,13 @@
 //!
 //! Run: `cargo bench --bench store` (or `-- --quick` for a short run).
 
-mod common;
+// The test suite's data generator, not a copy of it.
+#[allow(dead_code)]
+#[path = "../tests/it/support/data.rs"]
+mod data;
 
-use common::{random_bytes, text_bytes, text_line, Rng};
 use criterion::{BatchSize, Criterion, Throughput};
+use data::Rng;
 use repovault::store::{DeltaBase, InitOptions, NewObject, Store};
 use repovault::{git_oid, ObjectKind};
 use std::hint::black_box;
@@ -36,11 +39,11 @@ fn small_objects() -> Vec<NewObject> {
     let mut r = Rng(1);
     (0..4000)
         .map(|i| {
-            let len = 1024 + r.below(7 << 10);
+            let len = 1024 + r.index(7 << 10);
             blob(if i % 2 == 0 {
-                random_bytes(&mut r, len)
+                r.bytes(len)
             } else {
-                text_bytes(&mut r, len)
+                r.text_bytes(len)
             })
         })
         .collect()
@@ -51,10 +54,10 @@ fn large_objects() -> Vec<NewObject> {
     let mut r = Rng(2);
     // 8 distinct 4 MiB blocks, each used twice across the 64 MiB (blocks are
     // as large as the biggest chunk, so most of the repetition deduplicates).
-    let blocks: Vec<Vec<u8>> = (0..8).map(|_| random_bytes(&mut r, 4 * MIB)).collect();
+    let blocks: Vec<Vec<u8>> = (0..8).map(|_| r.bytes(4 * MIB)).collect();
     let mut order: Vec<usize> = (0..16).map(|i| i % 8).collect();
     for i in (1..order.len()).rev() {
-        order.swap(i, r.below(i + 1));
+        order.swap(i, r.index(i + 1));
     }
     order
         .chunks(4)
@@ -71,7 +74,7 @@ fn large_objects() -> Vec<NewObject> {
 /// 100 versions of a 256 KiB text file; `with_bases` names the previous version as delta base.
 fn versions(with_bases: bool) -> Vec<NewObject> {
     let mut r = Rng(3);
-    let mut text = text_bytes(&mut r, 256 << 10);
+    let mut text = r.text_bytes(256 << 10);
     let mut out: Vec<NewObject> = Vec::with_capacity(100);
     for _ in 0..100 {
         let mut o = blob(text.clone());
@@ -83,15 +86,15 @@ fn versions(with_bases: bool) -> Vec<NewObject> {
         }
         out.push(o);
         // Next version: a new line somewhere, a few bytes deleted elsewhere.
-        let at = r.below(text.len());
+        let at = r.index(text.len());
         let at = text[..at]
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |p| p + 1);
         let mut line = Vec::new();
-        text_line(&mut r, &mut line);
+        r.text_line(&mut line);
         text.splice(at..at, line);
-        let del = r.below(text.len() - 8);
+        let del = r.index(text.len() - 8);
         text.drain(del..del + 5);
     }
     out

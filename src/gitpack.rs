@@ -32,7 +32,7 @@ pub struct IndexEntry {
 }
 
 /// Writes a version 2 pack to `out`, remembering each entry for the index.
-pub struct PackWriter<W: Write> {
+pub struct GitPackWriter<W: Write> {
     out: W,
     hasher: gix::hash::Hasher,
     offset: u64,
@@ -40,7 +40,7 @@ pub struct PackWriter<W: Write> {
     entries: Vec<IndexEntry>,
 }
 
-impl<W: Write> PackWriter<W> {
+impl<W: Write> GitPackWriter<W> {
     /// Starts a pack of exactly `count` objects.
     pub fn new(out: W, count: u32) -> io::Result<Self> {
         let mut w = Self {
@@ -217,7 +217,7 @@ mod tests {
             w.into_inner()
         };
         let pack_path = dir.path().join("p.pack");
-        let mut w = PackWriter::new(std::fs::File::create(&pack_path).unwrap(), 2).unwrap();
+        let mut w = GitPackWriter::new(std::fs::File::create(&pack_path).unwrap(), 2).unwrap();
         w.add(
             target_id,
             EntryKind::RefDelta(base_id),

@@ -33,11 +33,13 @@
 #![forbid(unsafe_code)]
 
 pub mod chunk;
+pub mod closure;
 pub mod commits;
 pub mod config;
 pub mod delta;
 pub mod diff;
 pub mod discover;
+pub mod durable;
 pub mod error;
 pub mod find;
 pub mod gitpack;

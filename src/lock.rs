@@ -253,6 +253,9 @@ impl WriteLock {
             host: host_name(),
             command: command.to_owned(),
         };
+        // Written in place, not through `durable`: the flock is on this very
+        // file, so it cannot be replaced by a rename; its content only
+        // describes the holder for messages and may be torn by a crash.
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(
@@ -291,7 +294,8 @@ pub struct ReadLock {
     _file: File,
 }
 
-/// Opens (creating it when it is missing) the readers lock file.
+/// Opens (creating it when it is missing) the readers lock file. It holds
+/// only an flock, never content, so it is opened in place (not through `durable`).
 fn open_readers(path: &Path) -> std::io::Result<File> {
     match File::options()
         .read(true)

@@ -14,6 +14,7 @@
 
 use crate::index::{self, PackLiveness, PruneCommit};
 use crate::pack::{self, PackKind, PackWriter};
+use crate::progress::Progress;
 use crate::retention::{self, Policy};
 use crate::snapshot::Snapshot;
 use crate::store::{self, Store, Writer};
@@ -191,18 +192,7 @@ pub fn apply_forget(writer: &mut Writer<'_>, decisions: &[ForgetDecision]) -> Re
         .map(|d| d.snapshot.clone())
         .collect();
     let dir = writer.store().root().join(store::SNAPSHOTS_DIR);
-    for id in &gone {
-        let path = dir.join(format!("{id}.json"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(Error::SnapshotFile { path, source }),
-        }
-    }
-    pack::sync_dir(&dir).map_err(|source| Error::SnapshotFile {
-        path: dir.clone(),
-        source,
-    })?;
+    crate::snapshot::remove_files(&dir, &gone).map_err(snapshot_file_error)?;
     writer.index().delete_snapshots(&gone)?;
     Ok(gone.len() as u64)
 }
@@ -261,55 +251,65 @@ pub struct PruneReport {
 /// it would delete to the next prune.
 pub const READERS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Marks every object a snapshot needs live (in SQLite, so memory does not
+/// grow with the store); returns how many. A needed object that is missing
+/// (and not recorded missing by its snapshot) or damaged stops prune.
 fn walk_live(
     store: &Store,
     writer: &mut Writer<'_>,
     snaps: &[Snapshot],
     interrupt: &AtomicBool,
+    progress: &dyn Progress,
 ) -> Result<u64, Error> {
+    use crate::closure::{self, Damage, Event, Flow};
     writer.index().begin_live()?;
+    progress.begin("finding live objects", None);
     let mut live = 0u64;
+    let source = closure::StoreSource {
+        store,
+        check_oid: true,
+    };
     for snap in snaps {
-        let mut stack: Vec<ObjectId> = snap
-            .tips()
-            .into_iter()
-            .filter(|t| !snap.missing.contains(t))
-            .collect();
-        while let Some(oid) = stack.pop() {
-            if interrupt.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
-            }
-            let Some(row) = store.object_row(&oid)? else {
-                if snap.missing.contains(&oid) {
-                    continue;
+        let damaged = |oid: ObjectId, reason: String| Error::Damaged {
+            snapshot: snap.id.clone(),
+            repo: snap.repo.clone(),
+            oid,
+            reason,
+        };
+        let end = closure::walk_snapshot(
+            snap,
+            &source,
+            &mut closure::RecordedByCallback,
+            interrupt,
+            |e| match e {
+                Event::Found { oid, .. } => {
+                    if !writer.index().mark_live(&oid)? {
+                        return Ok(Flow::Skip);
+                    }
+                    live += 1;
+                    if live.is_multiple_of(PROGRESS_EVERY) {
+                        progress.update(live, 0);
+                    }
+                    Ok(Flow::Continue)
                 }
-                return Err(Error::Damaged {
-                    snapshot: snap.id.clone(),
-                    repo: snap.repo.clone(),
+                Event::Missing { listed: true, .. } => Ok(Flow::Continue),
+                Event::Missing { oid, listed: false } => Err(damaged(oid, "not stored".into())),
+                Event::Damaged {
+                    damage: Damage::Lookup(e),
+                    ..
+                } => Err(e.into()),
+                Event::Damaged {
                     oid,
-                    reason: "not stored".into(),
-                });
-            };
-            if !writer.index().mark_live(&oid)? {
-                continue;
-            }
-            live += 1;
-            if row.kind.is_metadata() {
-                let o = store.get(&oid).map_err(|e| Error::Damaged {
-                    snapshot: snap.id.clone(),
-                    repo: snap.repo.clone(),
+                    damage: Damage::Read(e),
+                } => Err(damaged(oid, e.to_string())),
+                Event::Damaged {
                     oid,
-                    reason: e.to_string(),
-                })?;
-                let refs =
-                    crate::object::references(o.kind, &o.data).map_err(|e| Error::Damaged {
-                        snapshot: snap.id.clone(),
-                        repo: snap.repo.clone(),
-                        oid,
-                        reason: e,
-                    })?;
-                stack.extend(refs);
-            }
+                    damage: Damage::Parse(e),
+                } => Err(damaged(oid, e)),
+            },
+        )?;
+        if end == closure::End::Interrupted {
+            return Err(Error::Interrupted);
         }
     }
     Ok(live)
@@ -322,7 +322,7 @@ fn unindexed_packs(dir: &Path, known: &HashSet<String>) -> Vec<std::path::PathBu
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(stem) = name.strip_suffix(".pack") {
-                if stem.starts_with(pack::TMP_PREFIX) || !known.contains(stem) {
+                if stem.starts_with(crate::durable::TMP_PREFIX) || !known.contains(stem) {
                     out.push(e.path());
                 }
             }
@@ -335,24 +335,35 @@ fn unindexed_packs(dir: &Path, known: &HashSet<String>) -> Vec<std::path::PathBu
 /// needs prune computed): the files, not only the index, say what is needed.
 fn check_snapshot_files(store: &Store, walked: &[Snapshot]) -> Result<(), Error> {
     let ids: HashSet<&str> = walked.iter().map(|s| s.id.as_str()).collect();
-    for id in store::lag::snapshot_file_ids(store.root())? {
+    let dir = store.root().join(store::SNAPSHOTS_DIR);
+    for id in crate::snapshot::list_files(&dir).map_err(snapshot_file_error)? {
         if !ids.contains(id.as_str()) {
             return Err(Error::UnknownSnapshotFile {
-                path: store
-                    .root()
-                    .join(store::SNAPSHOTS_DIR)
-                    .join(format!("{id}.json")),
+                path: crate::snapshot::file_path(&dir, &id),
             });
         }
     }
     Ok(())
 }
 
-/// Reclaims what no snapshot needs. Runs under the writer's lock.
+fn snapshot_file_error(e: crate::snapshot::FileError) -> Error {
+    Error::SnapshotFile {
+        path: e.path().to_owned(),
+        source: e.into_io(),
+    }
+}
+
+/// Objects (or chunks) between two progress updates.
+const PROGRESS_EVERY: u64 = 4096;
+
+/// Reclaims what no snapshot needs. Runs under the writer's lock. Reports its
+/// progress: "finding live objects" (the walk), then "repacking" (live chunks
+/// copied of the total, and their bytes).
 pub fn prune(
     writer: &mut Writer<'_>,
     opts: PruneOptions,
     interrupt: &AtomicBool,
+    progress: &dyn Progress,
 ) -> Result<PruneReport, Error> {
     let store = writer.store();
     let snaps = store.with_index(|i| i.snapshots(None))?;
@@ -362,7 +373,9 @@ pub fn prune(
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    report.live_objects = walk_live(store, writer, &snaps, interrupt)?;
+    report.live_objects = walk_live(store, writer, &snaps, interrupt, progress)?;
+    progress.update(report.live_objects, 0);
+    crate::pause_point("prune-walked");
     let packs: Vec<PackLiveness> = writer.index().compute_live_chunks()?;
     report.dead_objects = writer.index().dead_object_count()?;
     report.packs_before = packs.len() as u64;
@@ -429,6 +442,9 @@ pub fn prune(
             .extend(objs.drain(..).map(|o| (o, idx)));
         Ok(())
     };
+    let live_chunks: u64 = repack.iter().map(|p| p.live_chunks).sum();
+    progress.begin_counting("repacking", Some(live_chunks), "chunks");
+    let (mut chunks_copied, mut bytes_copied) = (0u64, 0u64);
     for p in &repack {
         if interrupt.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
@@ -456,6 +472,11 @@ pub fn prune(
             let w = open[s].as_mut().expect("just opened");
             let off = w.append(c.id, c.raw_len, c.base, stored)?;
             pending_chunks[s].push((c.rowid, off));
+            chunks_copied += 1;
+            bytes_copied += u64::from(c.stored_len);
+            if chunks_copied.is_multiple_of(PROGRESS_EVERY) {
+                progress.update(chunks_copied, bytes_copied);
+            }
             if w.len() >= target {
                 let w = open[s].take().expect("open");
                 finish(
@@ -467,6 +488,7 @@ pub fn prune(
             }
         }
     }
+    progress.update(chunks_copied, bytes_copied);
     // Object records that lived in dropped packs move to the new packs.
     for p in delete.iter().chain(&repack) {
         for rec in writer.index().live_object_records_in_pack(p.rowid)? {
@@ -546,7 +568,7 @@ pub fn prune(
             let _ = std::fs::remove_file(path);
         }
     }
-    pack::sync_dir(&dir).map_err(|source| pack::Error::Io {
+    crate::durable::sync_dir(&dir).map_err(|source| pack::Error::Io {
         path: dir.clone(),
         source,
     })?;

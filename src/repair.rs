@@ -14,7 +14,7 @@ use crate::chunk::ChunkId;
 use crate::index::{self, Index};
 use crate::lock::{self, WriteLock};
 use crate::pack::{self, PackContents};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{self, Snapshot};
 use crate::store::{self, codec, lag, INDEX_FILE, LOCK_FILE, PACKS_DIR, SNAPSHOTS_DIR};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -208,32 +208,19 @@ fn rebuild(root: &Path) -> Result<RepairReport, Error> {
     }
     report.packs = packs.len() as u64;
     report.chunks = packs.iter().map(|p| p.2.entries.len() as u64).sum();
-    report.dropped_chunks = index.rebuild_from_packs(&packs, stamp)?;
+    report.dropped_chunks = rebuild_from_packs(&mut index, &packs, stamp)?;
     report.chunks -= report.dropped_chunks.min(report.chunks);
 
     let sdir = root.join(SNAPSHOTS_DIR);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&sdir)
-        .map_err(io(&sdir))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && !p
-                    .file_name()
-                    .is_some_and(|f| f.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    files.sort();
+    let ids = snapshot::list_files(&sdir).map_err(|e| Error::Io {
+        path: e.path().to_owned(),
+        source: e.into_io(),
+    })?;
     let mut snaps: Vec<Snapshot> = Vec::new();
-    for f in files {
-        match std::fs::read(&f)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Snapshot>(&b).map_err(|e| e.to_string()))
-        {
+    for id in ids {
+        match snapshot::read_file(&sdir, &id) {
             Ok(s) => snaps.push(s),
-            Err(e) => report
-                .skipped_snapshots
-                .push(format!("{}: {e}", f.display())),
+            Err(e) => report.skipped_snapshots.push(e.to_string()),
         }
     }
     snaps.sort_by_key(|s| s.time);
@@ -259,7 +246,8 @@ fn rebuild(root: &Path) -> Result<RepairReport, Error> {
         let side = root.join(format!("{INDEX_FILE}.rebuilding{ext}"));
         let _ = std::fs::remove_file(side);
     }
-    pack::sync_dir(root).map_err(io(root))?;
+    // SQLite synced the new index's commits; the renames need the directory synced.
+    crate::durable::sync_dir(root).map_err(io(root))?;
     Ok(report)
 }
 
@@ -282,8 +270,8 @@ impl Salvager<'_> {
         if let Some(v) = self.checked.get(&(p, e)) {
             return v.clone();
         }
-        // A delta chain is at most max_delta_depth (50) long: deeper is a damaged cycle.
-        if depth > 200 {
+        // No store's delta chain is deeper: deeper is a damaged cycle.
+        if depth > store::DELTA_DEPTH_LIMIT {
             return None;
         }
         let x = self.packs[p].2.entries[e].clone();
@@ -396,4 +384,118 @@ fn salvage(
         ));
         report.damaged_objects.extend(lost);
     }
+}
+
+/// Delta chains longer than this are cut (their depth counts from there):
+/// only a damaged trailer makes one (no store allows a deeper chain), and
+/// the walk must end.
+const MAX_CHAIN: usize = store::DELTA_DEPTH_LIMIT as usize;
+
+/// Fills an empty index from pack trailers, in one transaction. Chunks found
+/// in several packs keep their first place; a delta whose base is in no pack
+/// is dropped, and so are the deltas on it and the objects that need any of
+/// them. Returns the number of chunks dropped that way.
+fn rebuild_from_packs(
+    index: &mut Index,
+    packs: &[(String, u64, PackContents)],
+    now: i64,
+) -> Result<u64, index::Error> {
+    index.rebuild(|tx| {
+        let mut pack_ids = Vec::with_capacity(packs.len());
+        for (name, size, c) in packs {
+            let pid = tx.insert_pack(name, c.kind, *size, now)?;
+            for x in &c.entries {
+                tx.insert_chunk(pid, x)?;
+            }
+            pack_ids.push(pid);
+        }
+        // Bases: link every delta to its base, then compute depths.
+        let is_delta: HashMap<(i64, u64), bool> = packs
+            .iter()
+            .zip(&pack_ids)
+            .flat_map(|((_, _, c), pid)| {
+                c.entries
+                    .iter()
+                    .map(|x| ((*pid, x.offset), x.base.is_some()))
+            })
+            .collect();
+        for ((_, _, c), pid) in packs.iter().zip(&pack_ids) {
+            for x in &c.entries {
+                tx.link_base(*pid, x)?;
+            }
+        }
+        // A delta entry whose base is nowhere cannot be decoded: drop it.
+        let mut base_of: HashMap<i64, Option<i64>> = HashMap::new();
+        let mut doomed: Vec<i64> = Vec::new();
+        for c in tx.chunk_places()? {
+            if is_delta.get(&(c.pack, c.offset)).copied().unwrap_or(false) && c.base.is_none() {
+                doomed.push(c.rowid);
+            } else {
+                base_of.insert(c.rowid, c.base);
+            }
+        }
+        // Deltas on dropped chunks are dropped too (repeat until stable).
+        loop {
+            let gone: HashSet<i64> = doomed.iter().copied().collect();
+            let more: Vec<i64> = base_of
+                .iter()
+                .filter(|(_, b)| b.is_some_and(|b| gone.contains(&b)))
+                .map(|(id, _)| *id)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            for id in more {
+                base_of.remove(&id);
+                doomed.push(id);
+            }
+        }
+        // Delete dependents before their bases.
+        for id in doomed.iter().rev() {
+            tx.delete_chunk(*id)?;
+        }
+        for (id, d) in chain_depths(&base_of) {
+            tx.set_depth(id, d)?;
+        }
+        for ((_, _, c), pid) in packs.iter().zip(&pack_ids) {
+            tx.insert_object_records(&c.objects, *pid)?;
+        }
+        // An object with a chunk that is in no pack (or was dropped) cannot be read.
+        tx.drop_unreadable_objects()?;
+        Ok(doomed.len() as u64)
+    })
+}
+
+/// The delta depth of every chunk that is a delta (a full chunk is 0 and not
+/// listed), from each chunk's base; a chain is followed at most [`MAX_CHAIN`] links.
+fn chain_depths(base_of: &HashMap<i64, Option<i64>>) -> Vec<(i64, u32)> {
+    let mut depth: HashMap<i64, u32> = HashMap::new();
+    let mut out = Vec::new();
+    for &id in base_of.keys() {
+        let mut chain = vec![id];
+        let mut cur = id;
+        let d0 = loop {
+            if let Some(d) = depth.get(&cur) {
+                break *d;
+            }
+            match base_of.get(&cur).copied().flatten() {
+                Some(b) if chain.len() < MAX_CHAIN => {
+                    chain.push(b);
+                    cur = b;
+                }
+                _ => {
+                    depth.insert(cur, 0);
+                    chain.pop();
+                    break 0;
+                }
+            }
+        };
+        let mut d = d0;
+        while let Some(c) = chain.pop() {
+            d += 1;
+            depth.insert(c, d);
+            out.push((c, d));
+        }
+    }
+    out
 }

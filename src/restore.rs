@@ -11,6 +11,7 @@
 //! temporary directory beside the destination, renamed into place at the end,
 //! so a failed restore leaves nothing at the destination.
 
+use crate::durable::{self, TempFile};
 use crate::snapshot::Snapshot;
 use crate::store::{self, Store};
 use crate::{gitpack, index, ObjectKind};
@@ -166,57 +167,57 @@ struct Node {
     single: bool,
 }
 
-/// Walks the snapshot's closure through the store. Returns the objects found
-/// (in walk order) and the problems (missing or damaged objects).
-fn walk(store: &Store, snap: &Snapshot) -> Result<(Vec<Node>, Vec<(ObjectId, String)>), Error> {
+/// Walks the snapshot's closure through the store (first tip first). Returns
+/// the objects found (in walk order) and the problems (missing or damaged
+/// objects); `None` when interrupted.
+fn walk(
+    store: &Store,
+    snap: &Snapshot,
+    interrupt: &AtomicBool,
+) -> Result<Option<(Vec<Node>, Vec<(ObjectId, String)>)>, Error> {
+    use crate::closure::{self, Damage, Event, Flow};
     let mut nodes = Vec::new();
     let mut problems = Vec::new();
     let mut seen: HashSet<ObjectId> = HashSet::new();
-    let mut stack: Vec<ObjectId> = snap.tips();
-    stack.reverse();
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) {
-            continue;
-        }
-        let Some(row) = store.object_row(&oid)? else {
-            let why = if snap.missing.contains(&oid) {
-                "was missing in the source when this (incomplete) snapshot was taken"
-            } else {
-                "is not in the store"
-            };
-            problems.push((oid, format!("object {oid} {why}")));
-            continue;
-        };
-        if row.kind.is_metadata() {
-            // Chunks are blake3-checked here; every object's git id is checked
-            // when the written pack is indexed.
-            match store.get_chunks_checked(&oid) {
-                Ok(o) => match crate::object::references(o.kind, &o.data) {
-                    Ok(refs) => stack.extend(refs.into_iter().filter(|r| !seen.contains(r))),
-                    Err(e) => {
-                        problems.push((oid, format!("object {oid} cannot be parsed: {e}")));
-                        continue;
-                    }
-                },
-                Err(
-                    e @ (store::Error::ChunkDamaged { .. }
-                    | store::Error::ObjectDamaged { .. }
-                    | store::Error::Pack(_)),
-                ) => {
-                    problems.push((oid, format!("{e}")));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+    let mut tips = snap.tips();
+    tips.reverse();
+    // Chunks are blake3-checked here; every object's git id is checked when
+    // the written pack is indexed.
+    let source = closure::StoreSource::new(store);
+    let end = closure::walk(tips, &snap.missing, &source, &mut seen, interrupt, |e| {
+        match e {
+            Event::Found { oid, row } => nodes.push(Node {
+                oid,
+                kind: row.kind,
+                chunk: row.chunk,
+                single: row.nchunks == 1,
+            }),
+            Event::Missing { oid, listed } => {
+                let why = if listed {
+                    "was missing in the source when this (incomplete) snapshot was taken"
+                } else {
+                    "is not in the store"
+                };
+                problems.push((oid, format!("object {oid} {why}")));
+            }
+            Event::Damaged { oid, damage } => {
+                let problem = match damage {
+                    Damage::Parse(e) => format!("object {oid} cannot be parsed: {e}"),
+                    Damage::Read(
+                        e @ (store::Error::ChunkDamaged { .. }
+                        | store::Error::ObjectDamaged { .. }
+                        | store::Error::Pack(_)),
+                    ) => e.to_string(),
+                    Damage::Read(e) | Damage::Lookup(e) => return Err(Error::from(e)),
+                };
+                // Reading a found object failed: it is not restored after all.
+                nodes.pop();
+                problems.push((oid, problem));
             }
         }
-        nodes.push(Node {
-            oid,
-            kind: row.kind,
-            chunk: row.chunk,
-            single: row.nchunks == 1,
-        });
-    }
-    Ok((nodes, problems))
+        Ok(Flow::Continue)
+    })?;
+    Ok((end != closure::End::Interrupted).then_some((nodes, problems)))
 }
 
 fn check_destination(dest: &Path, force: bool) -> Result<(), Error> {
@@ -393,7 +394,9 @@ pub fn restore_with_progress(
     let _read = store.read_session()?;
     let started = std::time::Instant::now();
     progress.begin("reading snapshot", None);
-    let (nodes, mut problems) = walk(store, snap)?;
+    let Some((nodes, mut problems)) = walk(store, snap, interrupt)? else {
+        return Err(Error::Write("interrupted".into()));
+    };
     crate::pause_point("restore-walked");
     tracing::debug!(
         objects = nodes.len(),
@@ -484,14 +487,13 @@ pub fn restore_with_progress(
     let mut deltas = 0u64;
     let mut pack_bytes = 0u64;
     if !nodes.is_empty() {
-        let tmp_pack = pack_dir.join("tmp_pack_repovault");
         let file = std::io::BufWriter::with_capacity(
             1 << 20,
-            std::fs::File::create(&tmp_pack).map_err(|e| werr(&e))?,
+            TempFile::new_in(&pack_dir, ".pack", durable::USER).map_err(|e| werr(&e))?,
         );
         let count = u32::try_from(nodes.len())
             .map_err(|_| Error::Write(format!("{} objects do not fit one pack", nodes.len())))?;
-        let mut w = gitpack::PackWriter::new(file, count).map_err(|e| werr(&e))?;
+        let mut w = gitpack::GitPackWriter::new(file, count).map_err(|e| werr(&e))?;
         progress.begin("restoring", Some(u64::from(count)));
         let (mut done, mut bytes) = (0u64, 0u64);
         for slice in nodes.chunks(1024) {
@@ -518,22 +520,20 @@ pub fn restore_with_progress(
         }
         let (file, sum, mut entries) = w.finish().map_err(|e| werr(&e))?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "pack written");
+        let stem = pack_dir.join(format!("pack-{sum}"));
+        // The pack first, then its index: git ignores a pack without an index.
         file.into_inner()
             .map_err(|e| werr(&e.into_error()))?
-            .sync_all()
+            .persist(&stem.with_extension("pack"))
             .map_err(|e| werr(&e))?;
-        let stem = pack_dir.join(format!("pack-{sum}"));
-        let idx_tmp = pack_dir.join("tmp_idx_repovault");
-        let mut idx =
-            std::io::BufWriter::new(std::fs::File::create(&idx_tmp).map_err(|e| werr(&e))?);
+        let mut idx = std::io::BufWriter::new(
+            TempFile::new_in(&pack_dir, ".idx", durable::USER).map_err(|e| werr(&e))?,
+        );
         gitpack::write_index(&mut idx, &mut entries, &sum).map_err(|e| werr(&e))?;
         idx.into_inner()
             .map_err(|e| werr(&e.into_error()))?
-            .sync_all()
+            .persist(&stem.with_extension("idx"))
             .map_err(|e| werr(&e))?;
-        // The pack first, then its index: git ignores a pack without an index.
-        std::fs::rename(&tmp_pack, stem.with_extension("pack")).map_err(|e| werr(&e))?;
-        std::fs::rename(&idx_tmp, stem.with_extension("idx")).map_err(|e| werr(&e))?;
         pack_bytes = std::fs::metadata(stem.with_extension("pack")).map_or(0, |m| m.len());
     }
 
@@ -561,7 +561,7 @@ pub fn restore_with_progress(
             let mut content = b"ref: ".to_vec();
             content.extend_from_slice(sym);
             content.push(b'\n');
-            std::fs::write(&path, content).map_err(|e| werr(&e))?;
+            durable::write_atomic(&path, &content, durable::USER).map_err(|e| werr(&e))?;
             refs_written += 1;
             continue;
         }
@@ -579,7 +579,8 @@ pub fn restore_with_progress(
         }
         refs_written += 1;
     }
-    std::fs::write(repo_dir.join("packed-refs"), packed).map_err(|e| werr(&e))?;
+    durable::write_atomic(&repo_dir.join("packed-refs"), &packed, durable::USER)
+        .map_err(|e| werr(&e))?;
     let head = match snap.head() {
         Some(h) => match (&h.symref, h.target) {
             (Some(s), _) => {
@@ -593,7 +594,8 @@ pub fn restore_with_progress(
         },
         None => b"ref: refs/heads/main\n".to_vec(),
     };
-    std::fs::write(repo_dir.join("HEAD"), head).map_err(|e| werr(&e))?;
+    durable::write_atomic(&repo_dir.join("HEAD"), &head, durable::USER).map_err(|e| werr(&e))?;
+    // What gix::init_bare wrote (config, description, hooks) is not synced yet.
     sync_tree(&repo_dir).map_err(|e| werr(&e))?;
 
     // Move into place: rename(2) also replaces an empty directory.
@@ -601,7 +603,7 @@ pub fn restore_with_progress(
         path: dest.to_owned(),
         reason: e.to_string(),
     })?;
-    let _ = crate::pack::sync_dir(parent);
+    let _ = durable::sync_dir(parent);
     Ok(RestoreReport {
         snapshot: snap.id.clone(),
         time: snap.time,
@@ -627,7 +629,7 @@ fn sync_tree(dir: &Path) -> std::io::Result<()> {
             std::fs::File::open(e.path())?.sync_all()?;
         }
     }
-    crate::pack::sync_dir(dir)
+    durable::sync_dir(dir)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// One ref of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -146,21 +147,149 @@ impl Snapshot {
     }
 }
 
-/// Writes `snap` as `dir/<id>.json` durably: a temporary file, fsync,
-/// rename, directory fsync.
-pub fn write_file(dir: &std::path::Path, snap: &Snapshot) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = dir.join(format!("{}.json", snap.id));
-    let tmp = dir.join(format!(".{}.tmp", snap.id));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(
-        serde_json::to_string_pretty(snap)
-            .expect("snapshot serializes")
-            .as_bytes(),
-    )?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()
+/// A snapshot file that cannot be written, read, listed or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// An I/O error on the file or its directory.
+    #[error("snapshot file {path}: {source}")]
+    Io {
+        /// The file (or the directory).
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a snapshot record.
+    #[error("snapshot file {path} is not a snapshot record: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// The file records another snapshot than its name says.
+    #[error("snapshot file {path}: it records snapshot {found}, not {expected}")]
+    WrongId {
+        /// The file.
+        path: PathBuf,
+        /// The id inside.
+        found: String,
+        /// The id of its name.
+        expected: String,
+    },
+}
+
+impl FileError {
+    /// The file (or directory) concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            FileError::Io { path, .. }
+            | FileError::Parse { path, .. }
+            | FileError::WrongId { path, .. } => path,
+        }
+    }
+
+    /// What is wrong, without the path (for listings that name the file already).
+    pub fn reason(&self) -> String {
+        match self {
+            FileError::Io { source, .. } => source.to_string(),
+            FileError::Parse { source, .. } => source.to_string(),
+            FileError::WrongId {
+                found, expected, ..
+            } => format!("it records snapshot {found}, not {expected}"),
+        }
+    }
+
+    /// As an I/O error (for callers whose error type carries one).
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            FileError::Io { source, .. } => source,
+            other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// The file of snapshot `id` in the snapshot directory `dir`.
+pub fn file_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.json"))
+}
+
+/// Writes `snap` as `dir/<id>.json`, crash-safely (see [`crate::durable`]).
+///
+/// # Errors
+/// [`FileError::Io`].
+pub fn write_file(dir: &Path, snap: &Snapshot) -> Result<(), FileError> {
+    let path = file_path(dir, &snap.id);
+    let json = serde_json::to_string_pretty(snap).expect("snapshot serializes");
+    crate::durable::write_atomic(&path, json.as_bytes(), crate::durable::PRIVATE)
+        .map_err(|source| FileError::Io { path, source })
+}
+
+/// Reads the snapshot file `dir/<id>.json`; the id inside must be its name.
+///
+/// # Errors
+/// [`FileError::Io`], [`FileError::Parse`], [`FileError::WrongId`].
+pub fn read_file(dir: &Path, id: &str) -> Result<Snapshot, FileError> {
+    let path = file_path(dir, id);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(source) => return Err(FileError::Io { path, source }),
+    };
+    let s: Snapshot = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(source) => return Err(FileError::Parse { path, source }),
+    };
+    if s.id != id {
+        return Err(FileError::WrongId {
+            path,
+            found: s.id,
+            expected: id.to_owned(),
+        });
+    }
+    Ok(s)
+}
+
+/// The ids of the snapshot files in `dir`, sorted (temporary files, whose
+/// names start with `.`, are not snapshot files).
+///
+/// # Errors
+/// [`FileError::Io`] on the directory.
+pub fn list_files(dir: &Path) -> Result<Vec<String>, FileError> {
+    let io = |source| FileError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let name = e.map_err(io)?.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".json") {
+            if !stem.starts_with('.') && !stem.is_empty() {
+                out.push(stem.to_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes the files of snapshots `ids` from `dir` (a file already gone is
+/// fine) and fsyncs the directory, so that the removal is durable before the
+/// index forgets the snapshots.
+///
+/// # Errors
+/// [`FileError::Io`].
+pub fn remove_files(dir: &Path, ids: &[String]) -> Result<(), FileError> {
+    for id in ids {
+        let path = file_path(dir, id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(FileError::Io { path, source }),
+        }
+    }
+    crate::durable::sync_dir(dir).map_err(|source| FileError::Io {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// A ref name as JSON writes it (`hex:<hex>` when it is not UTF-8).
@@ -246,6 +375,65 @@ mod opt_bytes_as_str {
 mod tests {
     use super::*;
 
+    fn sample(repo: &str) -> Snapshot {
+        let oid = crate::git_oid(crate::ObjectKind::Blob, b"x");
+        with_refs(
+            repo,
+            vec![RefEntry {
+                name: b"refs/heads/main".to_vec(),
+                target: Some(oid),
+                symref: None,
+                peeled: None,
+            }],
+        )
+    }
+
+    fn with_refs(repo: &str, refs: Vec<RefEntry>) -> Snapshot {
+        let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        Snapshot {
+            id: Snapshot::compute_id(repo, &time, &refs),
+            repo: repo.into(),
+            url: "/x".into(),
+            time,
+            checked_at: time,
+            refs,
+            complete: true,
+            missing: vec![],
+            skipped: vec![],
+        }
+    }
+
+    /// Write, list, read and remove: what sync, repair, lag and forget use.
+    #[test]
+    fn snapshot_files_round_trip_and_refuse_a_wrong_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (sample("a"), sample("b"));
+        write_file(dir.path(), &a).unwrap();
+        write_file(dir.path(), &b).unwrap();
+        // A leftover temporary file is not a snapshot file.
+        std::fs::write(dir.path().join(".tmp-0123456789abcdef.tmp"), b"{").unwrap();
+        let mut ids = vec![a.id.clone(), b.id.clone()];
+        ids.sort();
+        assert_eq!(list_files(dir.path()).unwrap(), ids);
+        assert_eq!(read_file(dir.path(), &a.id).unwrap(), a);
+        // A file whose name is not its id is refused, naming both.
+        std::fs::copy(file_path(dir.path(), &a.id), file_path(dir.path(), &b.id)).unwrap();
+        let e = read_file(dir.path(), &b.id).unwrap_err();
+        assert!(matches!(e, FileError::WrongId { .. }), "{e}");
+        assert_eq!(
+            e.reason(),
+            format!("it records snapshot {}, not {}", a.id, b.id)
+        );
+        std::fs::write(file_path(dir.path(), &b.id), b"not json").unwrap();
+        assert!(matches!(
+            read_file(dir.path(), &b.id),
+            Err(FileError::Parse { .. })
+        ));
+        // Removing a file that is already gone is fine.
+        remove_files(dir.path(), &[a.id.clone(), a.id.clone(), b.id.clone()]).unwrap();
+        assert!(list_files(dir.path()).unwrap().is_empty());
+    }
+
     #[test]
     fn json_round_trip_keeps_non_utf8_names() {
         let oid = crate::git_oid(crate::ObjectKind::Blob, b"x");
@@ -263,18 +451,7 @@ mod tests {
                 peeled: None,
             },
         ];
-        let time = jiff::Timestamp::from_second(1_700_000_000).unwrap();
-        let s = Snapshot {
-            id: Snapshot::compute_id("r", &time, &refs),
-            repo: "r".into(),
-            url: "/x".into(),
-            time,
-            checked_at: time,
-            refs,
-            complete: true,
-            missing: vec![],
-            skipped: vec![],
-        };
+        let s = with_refs("r", refs);
         let j = serde_json::to_string(&s).unwrap();
         assert!(j.contains("hex:"));
         let back: Snapshot = serde_json::from_str(&j).unwrap();

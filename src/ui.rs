@@ -9,7 +9,8 @@
 //! Progress bars are drawn on stderr only when it is a terminal and `-q` is
 //! not given: objects done of the total, bytes, rate and ETA, and for a run of
 //! several repositories which one of how many. A bar is cleared when its step
-//! ends, so no stale line stays above the results.
+//! ends, so no stale line stays above the results. Restore, verify and prune
+//! draw one bar, and none with `--json`.
 
 use indicatif::{BinaryBytes, MultiProgress, ProgressBar, ProgressStyle};
 use repovault::progress::Progress;
@@ -35,10 +36,10 @@ pub fn draws() -> bool {
     !quiet() && std::io::stderr().is_terminal()
 }
 
-fn counted_style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{prefix} {msg} [{bar:30}] {human_pos}/{human_len} objects, {rate}, eta {eta}",
-    )
+fn counted_style(unit: &str) -> ProgressStyle {
+    ProgressStyle::with_template(&format!(
+        "{{prefix}} {{msg}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit}, {{rate}}, eta {{eta}}"
+    ))
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .with_key(
         "rate",
@@ -100,27 +101,55 @@ impl Drop for Bars {
     }
 }
 
-/// The progress of one repository's sync, or of one restore: drawn as a bar
-/// when `bars` is given.
+/// `bar` as a spinner labelled `prefix`, saying `message` until its first step.
+fn spinner(bar: ProgressBar, prefix: String, message: &'static str) -> ProgressBar {
+    bar.set_style(spinner_style());
+    bar.set_prefix(prefix);
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// The step a [`Task`] is in.
+#[derive(Clone)]
+struct Step {
+    what: String,
+    since: Instant,
+    unit: &'static str,
+    counted: bool,
+}
+
+/// The progress of one repository's sync, or of one restore, verify or
+/// prune: drawn as a bar when `bars` is given.
 pub struct Task {
     bar: Option<ProgressBar>,
-    step: Mutex<(String, Instant)>,
+    step: Mutex<Step>,
 }
 
 impl Task {
     /// A task labelled `prefix` (e.g. `[2/5] host/repo`).
     pub fn new(bars: Option<&Bars>, prefix: String) -> Self {
-        let bar = bars.map(|b| {
-            let bar = b.multi.add(ProgressBar::new_spinner());
-            bar.set_style(spinner_style());
-            bar.set_prefix(prefix);
-            bar.set_message("waiting");
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
+        let bar = bars.map(|b| spinner(b.multi.add(ProgressBar::new_spinner()), prefix, "waiting"));
+        Self::with_bar(bar)
+    }
+
+    /// The task of a command that does one thing (restore, verify, prune),
+    /// labelled `prefix`: drawn only when [`draws`] and no `--json` is asked.
+    pub fn single(prefix: String, json: bool) -> Self {
+        let bar =
+            (draws() && !json).then(|| spinner(ProgressBar::new_spinner(), prefix, "starting"));
+        Self::with_bar(bar)
+    }
+
+    fn with_bar(bar: Option<ProgressBar>) -> Self {
         Self {
             bar,
-            step: Mutex::new((String::new(), Instant::now())),
+            step: Mutex::new(Step {
+                what: String::new(),
+                since: Instant::now(),
+                unit: "objects",
+                counted: false,
+            }),
         }
     }
 
@@ -140,7 +169,16 @@ impl Drop for Task {
 
 impl Progress for Task {
     fn begin(&self, what: &str, total: Option<u64>) {
-        *self.step.lock().unwrap_or_else(|p| p.into_inner()) = (what.to_owned(), Instant::now());
+        self.begin_counting(what, total, "objects");
+    }
+
+    fn begin_counting(&self, what: &str, total: Option<u64>, unit: &'static str) {
+        *self.step.lock().unwrap_or_else(|p| p.into_inner()) = Step {
+            what: what.to_owned(),
+            since: Instant::now(),
+            unit,
+            counted: total.is_some(),
+        };
         let Some(b) = &self.bar else { return };
         match total {
             Some(n) => {
@@ -148,7 +186,7 @@ impl Progress for Task {
                 b.set_message(what.to_owned());
                 b.set_length(n);
                 b.reset();
-                b.set_style(counted_style());
+                b.set_style(counted_style(unit));
                 b.tick();
             }
             None => {
@@ -161,10 +199,18 @@ impl Progress for Task {
 
     fn update(&self, done: u64, bytes: u64) {
         let Some(b) = &self.bar else { return };
-        let (what, since) = self.step.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let secs = since.elapsed().as_secs_f64();
+        let step = self.step.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (what, secs) = (&step.what, step.since.elapsed().as_secs_f64());
+        // A spinner shows the count in its message; a step reading no data shows no bytes.
+        let what = if step.counted {
+            what.clone()
+        } else {
+            format!("{what} {} {}", indicatif::HumanCount(done), step.unit)
+        };
         // A byte rate over less than a second says little.
-        b.set_message(if secs >= 1.0 {
+        b.set_message(if bytes == 0 {
+            what
+        } else if secs >= 1.0 {
             format!(
                 "{what} {} ({}/s)",
                 BinaryBytes(bytes),

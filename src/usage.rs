@@ -34,29 +34,40 @@ pub struct Closure {
 /// Walks the closure of `snaps`. Objects that are not stored are skipped;
 /// unreadable ones are listed (verify reports the damage itself).
 pub fn closure(store: &Store, snaps: &[Snapshot]) -> Result<Closure, Error> {
+    use crate::closure::{self, Damage, Event, Flow};
     let mut c = Closure::default();
     let mut seen: HashSet<ObjectId> = HashSet::new();
+    let source = closure::StoreSource::new(store);
+    let never = std::sync::atomic::AtomicBool::new(false);
     for snap in snaps {
-        let mut stack: Vec<ObjectId> = snap.tips();
-        while let Some(oid) = stack.pop() {
-            if !seen.insert(oid) {
-                continue;
-            }
-            let Some(row) = store.object_row(&oid)? else {
-                continue;
-            };
-            if row.kind.is_metadata() {
-                match store
-                    .get_chunks_checked(&oid)
-                    .map_err(|e| e.to_string())
-                    .and_then(|o| crate::object::references(o.kind, &o.data))
-                {
-                    Ok(refs) => stack.extend(refs),
-                    Err(e) => c.unreadable.push((oid, e)),
+        closure::walk(
+            snap.tips(),
+            &snap.missing,
+            &source,
+            &mut seen,
+            &never,
+            |e| {
+                match e {
+                    Event::Found { oid, row } => {
+                        c.objects.insert(oid, row);
+                    }
+                    Event::Missing { .. } => {}
+                    Event::Damaged {
+                        damage: Damage::Lookup(e),
+                        ..
+                    } => return Err(Error::from(e)),
+                    Event::Damaged {
+                        oid,
+                        damage: Damage::Read(e),
+                    } => c.unreadable.push((oid, e.to_string())),
+                    Event::Damaged {
+                        oid,
+                        damage: Damage::Parse(e),
+                    } => c.unreadable.push((oid, e)),
                 }
-            }
-            c.objects.insert(oid, row);
-        }
+                Ok(Flow::Continue)
+            },
+        )?;
     }
     Ok(c)
 }

@@ -14,7 +14,7 @@
 use super::filter::Collector;
 use super::http::{plain_header, secret_header, HttpClient};
 use super::paging::follow_pages;
-use super::record::{bool_field, id_name_url, pick, str_field, BadRecord};
+use super::record::{bool_field, str_field, BadRecord, HostedRecord};
 use super::urls::{host_and_path, join_segments, parse_base};
 use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope};
 use reqwest::header::HeaderMap;
@@ -133,26 +133,17 @@ fn request_headers(src: &ProviderSource, ctx: &Ctx) -> Result<HeaderMap, Error> 
 
 /// A repository record as a [`DiscoveredRepo`].
 fn repo(v: &serde_json::Value, web: &str) -> Result<DiscoveredRepo, BadRecord> {
-    let (id, full, clone_url) = id_name_url(v, "full_name", "clone_url")?;
-    let path = match (str_field(v, "name"), full.split_once('/')) {
+    let r = HostedRecord::parse(v, "full_name", "clone_url")?;
+    let path = match (str_field(v, "name"), r.full.split_once('/')) {
         (Some(name), _) => name.to_owned(),
         (None, Some((_, rest))) => rest.to_owned(),
-        (None, None) => full.to_owned(),
+        (None, None) => r.full.to_owned(),
     };
-    let host = web.split('/').next().unwrap_or(web).to_ascii_lowercase();
     Ok(DiscoveredRepo {
-        provider: Provider::GitHub,
-        key: format!("github:{host}:{id}"),
-        name: format!("{web}/{full}"),
-        path,
-        clone_url,
-        default_branch: str_field(v, "default_branch").map(str::to_owned),
         disabled: bool_field(v, "disabled"),
-        archived: bool_field(v, "archived"),
         empty: v.get("size").and_then(|s| s.as_u64()) == Some(0),
         is_fork: bool_field(v, "fork"),
-        record: pick(v, RECORD_FIELDS),
-        git_user: "x-access-token".to_owned(),
+        ..r.repo(Provider::GitHub, web, path, RECORD_FIELDS)
     })
 }
 

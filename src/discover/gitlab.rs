@@ -13,7 +13,7 @@
 
 use super::filter::Collector;
 use super::http::{secret_header, HttpClient};
-use super::record::{bool_field, id_name_url, pick, str_field, BadRecord};
+use super::record::{bool_field, BadRecord, HostedRecord};
 use super::urls::{host_and_path, join_segments, parse_base};
 use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope, TokenKind};
 use reqwest::header::HeaderMap;
@@ -121,28 +121,18 @@ fn request_headers(src: &ProviderSource, ctx: &Ctx) -> Result<HeaderMap, Error> 
 
 /// A project record as a [`DiscoveredRepo`].
 fn repo(v: &serde_json::Value, web: &str, owner: &str) -> Result<DiscoveredRepo, BadRecord> {
-    let (id, full, clone_url) = id_name_url(v, "path_with_namespace", "http_url_to_repo")?;
+    let r = HostedRecord::parse(v, "path_with_namespace", "http_url_to_repo")?;
+    let full = r.full;
     let prefix = format!("{}/", owner.to_ascii_lowercase());
     let path = if full.to_ascii_lowercase().starts_with(&prefix) {
         full[prefix.len()..].to_owned()
     } else {
         full.to_owned()
     };
-    let is_fork = v.get("forked_from_project").is_some_and(|f| !f.is_null());
-    let host = web.split('/').next().unwrap_or(web).to_ascii_lowercase();
     Ok(DiscoveredRepo {
-        provider: Provider::GitLab,
-        key: format!("gitlab:{host}:{id}"),
-        name: format!("{web}/{full}"),
-        path,
-        clone_url,
-        default_branch: str_field(v, "default_branch").map(str::to_owned),
-        disabled: false,
-        archived: bool_field(v, "archived"),
         empty: bool_field(v, "empty_repo"),
-        is_fork,
-        record: pick(v, RECORD_FIELDS),
-        git_user: "oauth2".to_owned(),
+        is_fork: v.get("forked_from_project").is_some_and(|f| !f.is_null()),
+        ..r.repo(Provider::GitLab, web, path, RECORD_FIELDS)
     })
 }
 

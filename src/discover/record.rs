@@ -2,6 +2,8 @@
 //! kept as a repository's record, and [`BadRecord`], why a record could not
 //! become a [`DiscoveredRepo`](super::DiscoveredRepo).
 
+use super::{git_user, DiscoveredRepo, Provider};
+
 /// Why one record of a listing was skipped (the listing is then incomplete).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(super) enum BadRecord {
@@ -64,29 +66,76 @@ pub(super) fn pick(v: &serde_json::Value, fields: &[&str]) -> serde_json::Value 
     serde_json::Value::Object(out)
 }
 
-/// The numeric `id`, the full name (field `name_field`) and the http(s)
-/// clone URL (field `url_field`, credentials removed) of a GitLab or GitHub
-/// record.
-pub(super) fn id_name_url<'a>(
-    v: &'a serde_json::Value,
-    name_field: &'static str,
-    url_field: &'static str,
-) -> Result<(u64, &'a str, String), BadRecord> {
-    let id = v
-        .get("id")
-        .and_then(|x| x.as_u64())
-        .ok_or(BadRecord::NoId { what: "numeric id" })?;
-    let name = str_field(v, name_field).ok_or_else(|| BadRecord::Missing {
-        record: id.to_string(),
-        field: name_field,
-    })?;
-    let url = str_field(v, url_field)
-        .and_then(super::urls::clean_clone_url)
-        .ok_or_else(|| BadRecord::CloneUrl {
-            record: name.to_owned(),
-            field: url_field,
+/// What identifies a GitLab project or GitHub repository record: its
+/// numeric `id`, its full name and its http(s) clone URL.
+pub(super) struct HostedRecord<'a> {
+    /// The record.
+    pub(super) v: &'a serde_json::Value,
+    /// The numeric id.
+    pub(super) id: u64,
+    /// The full name (`acme/platform/api`).
+    pub(super) full: &'a str,
+    /// The clone URL, credentials removed.
+    pub(super) clone_url: String,
+}
+
+impl<'a> HostedRecord<'a> {
+    /// Reads the `id`, the full name (field `name_field`) and the clone URL
+    /// (field `url_field`).
+    pub(super) fn parse(
+        v: &'a serde_json::Value,
+        name_field: &'static str,
+        url_field: &'static str,
+    ) -> Result<Self, BadRecord> {
+        let id = v
+            .get("id")
+            .and_then(|x| x.as_u64())
+            .ok_or(BadRecord::NoId { what: "numeric id" })?;
+        let full = str_field(v, name_field).ok_or_else(|| BadRecord::Missing {
+            record: id.to_string(),
+            field: name_field,
         })?;
-    Ok((id, name, url))
+        let clone_url = str_field(v, url_field)
+            .and_then(super::urls::clean_clone_url)
+            .ok_or_else(|| BadRecord::CloneUrl {
+                record: full.to_owned(),
+                field: url_field,
+            })?;
+        Ok(Self {
+            v,
+            id,
+            full,
+            clone_url,
+        })
+    }
+
+    /// The repository at `web` (`host[:port][/path]`) with the fields GitLab
+    /// and GitHub records share: key `<provider>:<host>:<id>`, name
+    /// `<web>/<full name>`, `default_branch`, `archived`, the `fields` kept as
+    /// its record. Not disabled, empty or a fork: the caller sets those.
+    pub(super) fn repo(
+        self,
+        provider: Provider,
+        web: &str,
+        path: String,
+        fields: &[&str],
+    ) -> DiscoveredRepo {
+        let host = web.split('/').next().unwrap_or(web).to_ascii_lowercase();
+        DiscoveredRepo {
+            provider,
+            key: format!("{provider}:{host}:{}", self.id),
+            name: format!("{web}/{}", self.full),
+            path,
+            clone_url: self.clone_url,
+            default_branch: str_field(self.v, "default_branch").map(str::to_owned),
+            disabled: false,
+            archived: bool_field(self.v, "archived"),
+            empty: false,
+            is_fork: false,
+            record: pick(self.v, fields),
+            git_user: git_user(provider).to_owned(),
+        }
+    }
 }
 
 /// A string field.
@@ -117,24 +166,36 @@ mod tests {
     }
 
     #[test]
-    fn ids_names_and_urls() {
-        let v =
-            serde_json::json!({"id": 7, "full_name": "a/b", "clone_url": "https://u:p@h/a/b.git"});
-        assert_eq!(
-            id_name_url(&v, "full_name", "clone_url"),
-            Ok((7, "a/b", "https://h/a/b.git".to_owned()))
-        );
+    fn hosted_records() {
+        let parse = |v| HostedRecord::parse(v, "full_name", "clone_url").map(|r| r.full);
         let v = serde_json::json!({"id": "7", "full_name": "a/b"});
         assert_eq!(
-            id_name_url(&v, "full_name", "clone_url").map(|_| ()),
-            Err(BadRecord::NoId { what: "numeric id" })
+            parse(&v).err(),
+            Some(BadRecord::NoId { what: "numeric id" })
         );
         let v = serde_json::json!({"id": 7, "clone_url": "https://h/a/b.git"});
-        let e = id_name_url(&v, "full_name", "clone_url").expect_err("no name");
+        let e = parse(&v).expect_err("no name");
         assert_eq!(e.to_string(), "7: no full_name");
         let v = serde_json::json!({"id": 7, "full_name": "a/b", "clone_url": "git@h:a/b.git"});
-        let e = id_name_url(&v, "full_name", "clone_url").expect_err("ssh");
+        let e = parse(&v).expect_err("ssh");
         assert_eq!(e.to_string(), "a/b: no http(s) clone_url");
+
+        let v = serde_json::json!({"id": 7, "full_name": "a/b", "clone_url": "https://u:p@H/a/b.git",
+            "default_branch": "trunk", "archived": true, "secret": "x"});
+        let r = HostedRecord::parse(&v, "full_name", "clone_url").expect("record");
+        let r = r.repo(
+            Provider::GitHub,
+            "H:8080/ghe",
+            "b".into(),
+            &["id", "archived"],
+        );
+        assert_eq!(r.key, "github:h:8080:7");
+        assert_eq!(r.name, "H:8080/ghe/a/b");
+        assert_eq!(r.clone_url, "https://h/a/b.git");
+        assert_eq!(r.default_branch.as_deref(), Some("trunk"));
+        assert!(r.archived && !r.disabled && !r.empty && !r.is_fork);
+        assert_eq!(r.record, serde_json::json!({"id": 7, "archived": true}));
+        assert_eq!(r.git_user, "x-access-token");
     }
 
     #[test]

@@ -58,13 +58,19 @@ pub(crate) fn decompress(stored: &[u8], max: usize) -> Result<Vec<u8>, String> {
     })
 }
 
+/// Decompresses the stored bytes of a delta chunk into the git delta that
+/// gives its `raw_len` plain bytes.
+pub(crate) fn decompress_delta(stored: &[u8], raw_len: u32) -> Result<Vec<u8>, String> {
+    // A git delta is at most a few bytes per 127 literal bytes larger than its result.
+    decompress(stored, raw_len as usize + raw_len as usize / 64 + 64)
+}
+
 /// Decodes stored bytes into plain bytes (`base` is the plain base for a delta).
 pub fn decode(stored: &[u8], raw_len: u32, base: Option<&[u8]>) -> Result<Vec<u8>, String> {
     match base {
         None => decompress(stored, raw_len as usize),
         Some(base) => {
-            // A git delta is at most a few bytes per 127 literal bytes larger than its result.
-            let d = decompress(stored, raw_len as usize + raw_len as usize / 64 + 64)?;
+            let d = decompress_delta(stored, raw_len)?;
             let mut out = Vec::with_capacity(raw_len as usize);
             delta::apply(base, &d, &mut out).map_err(|e| format!("delta: {e}"))?;
             Ok(out)

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 /// store in that store's format (version 1 stores get version 1 packs).
 pub const FORMAT_VERSION: u32 = 2;
 
+/// The most a store's `max_delta_depth` may be: no store holds a longer
+/// delta chain, so code that walks chains without a store's configuration
+/// (repair) stops there, as at a damaged cycle.
+pub const DELTA_DEPTH_LIMIT: u32 = 1000;
+
 /// Contents of `config.json`. Written once by `init`, never changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,9 +97,9 @@ impl StoreConfig {
                 self.pack_target_size
             ));
         }
-        if self.max_delta_depth > 1000 {
+        if self.max_delta_depth > DELTA_DEPTH_LIMIT {
             return Err(format!(
-                "max delta depth {} is above 1000",
+                "max delta depth {} is above {DELTA_DEPTH_LIMIT}",
                 self.max_delta_depth
             ));
         }

@@ -12,7 +12,7 @@
 
 use super::{Error, PACKS_DIR, SNAPSHOTS_DIR};
 use crate::index::Index;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{self, Snapshot};
 use gix::ObjectId;
 use std::collections::HashSet;
 use std::path::Path;
@@ -98,20 +98,16 @@ fn names_in(dir: &Path, suffix: &str) -> Result<Vec<String>, Error> {
     Ok(out)
 }
 
-/// Reads the snapshot file `<id>.json` of `dir`; the id inside must be its name.
-pub fn read_snapshot_file(dir: &Path, id: &str) -> Result<Snapshot, String> {
-    let path = dir.join(format!("{id}.json"));
-    let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-    let s: Snapshot = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    if s.id != id {
-        return Err(format!("it records snapshot {}, not {id}", s.id));
-    }
-    Ok(s)
+/// Ids of the snapshot files in the store at `root`.
+fn snapshot_file_ids(root: &Path) -> Result<Vec<String>, Error> {
+    snapshot::list_files(&root.join(SNAPSHOTS_DIR)).map_err(file_error)
 }
 
-/// Ids of the snapshot files in the store at `root`.
-pub fn snapshot_file_ids(root: &Path) -> Result<Vec<String>, Error> {
-    names_in(&root.join(SNAPSHOTS_DIR), ".json")
+fn file_error(e: snapshot::FileError) -> Error {
+    Error::Io {
+        path: e.path().to_owned(),
+        source: e.into_io(),
+    }
 }
 
 /// Compares `index` with the files of the store at `root` (two directory
@@ -135,7 +131,7 @@ pub fn check(root: &Path, index: &Index) -> Result<FileState, Error> {
         if known.contains(id) {
             continue;
         }
-        match read_snapshot_file(&sdir, id) {
+        match snapshot::read_file(&sdir, id) {
             Ok(snapshot) => {
                 let mut unindexed_tips = Vec::new();
                 for t in snapshot.tips() {
@@ -148,9 +144,9 @@ pub fn check(root: &Path, index: &Index) -> Result<FileState, Error> {
                     unindexed_tips,
                 });
             }
-            Err(reason) => state
+            Err(e) => state
                 .unreadable_snapshots
-                .push((format!("{id}.json"), reason)),
+                .push((format!("{id}.json"), e.reason())),
         }
     }
     let mut missing: Vec<String> = known
@@ -197,7 +193,7 @@ pub fn settle(root: &Path, index: &mut Index, state: &FileState) -> Result<(), E
         }
         // The file keeps the time the snapshot was taken (as sync wrote it).
         s.checked_at = s.time;
-        crate::snapshot::write_file(&sdir, &s).map_err(Error::io(&sdir))?;
+        snapshot::write_file(&sdir, &s).map_err(file_error)?;
         tracing::warn!(
             snapshot = s.short_id(),
             repo = %s.repo,

@@ -57,6 +57,9 @@ pub fn packs_to_ingest(mirror: &Path, store_id: &str) -> Result<Vec<PathBuf>, Er
 pub fn mark_ingested(mirror: &Path, store_id: &str, packs: &[PathBuf]) -> Result<(), Error> {
     use std::io::Write;
     let path = ingested_list(mirror, store_id);
+    // Appended to, not replaced through `durable`: a line lost or torn by a
+    // crash only makes the next sync ingest that pack again (the store
+    // deduplicates), and every earlier line stays.
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

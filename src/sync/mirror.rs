@@ -42,6 +42,7 @@ pub fn lock(mirror: &Path, interrupt: &AtomicBool) -> Result<MirrorLock, Error> 
         path: path.clone(),
         reason: format!("cannot lock the mirror: {e}"),
     };
+    // A lock file holds an flock and no content: opened in place, not through `durable`.
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

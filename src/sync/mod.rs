@@ -132,34 +132,8 @@ pub struct SyncOptions {
     pub allow_incomplete: bool,
 }
 
-/// How a repository's sync ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// First snapshot of the repository.
-    New,
-    /// A new snapshot was recorded.
-    Changed,
-    /// The refs equal the last snapshot's; nothing was fetched.
-    Unchanged,
-    /// The sync failed.
-    Failed,
-    /// The sync was interrupted (Ctrl-C); what it stored stays stored.
-    Interrupted,
-}
-
-impl Status {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::New => "new",
-            Status::Changed => "changed",
-            Status::Unchanged => "unchanged",
-            Status::Failed => "failed",
-            Status::Interrupted => "interrupted",
-        }
-    }
-}
+/// How a repository's sync ended (the index records it as the repository's last status).
+pub use crate::index::SyncStatus as Status;
 
 /// The summary of one repository's sync.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -284,62 +258,49 @@ fn now() -> jiff::Timestamp {
 }
 
 fn write_snapshot_file(store: &Store, snap: &Snapshot) -> Result<(), Error> {
-    use std::io::Write;
     let dir = store.root().join(store::SNAPSHOTS_DIR);
-    let path = dir.join(format!("{}.json", snap.id));
-    let tmp = dir.join(format!(".{}.tmp", snap.id));
-    let io = |source| Error::SnapshotFile {
-        path: path.clone(),
-        source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(
-        serde_json::to_string_pretty(snap)
-            .expect("snapshot serializes")
-            .as_bytes(),
-    )
-    .map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    crate::pack::sync_dir(&dir).map_err(io)?;
-    Ok(())
+    crate::snapshot::write_file(&dir, snap).map_err(|e| Error::SnapshotFile {
+        path: e.path().to_owned(),
+        source: e.into_io(),
+    })
 }
 
 /// Refs (by name) that need one of `missing`, found by walking the mirror.
+/// Every ref's closure is walked to its end (no cap); objects whose closure
+/// an earlier ref's walk found complete are not walked again.
 fn refs_needing(mirror: &gix::Repository, refs: &[RefEntry], missing: &[ObjectId]) -> Vec<String> {
+    use crate::closure::{self, Event, Flow};
     use std::collections::HashSet;
-    let missing: HashSet<&ObjectId> = missing.iter().collect();
+    let wanted: HashSet<&ObjectId> = missing.iter().collect();
+    let source = closure::MirrorSource::new(mirror);
+    let never = AtomicBool::new(false);
+    let mut clean: HashSet<ObjectId> = HashSet::new();
     let mut out = Vec::new();
-    let mut buf = Vec::new();
     for r in refs.iter().filter(|r| r.symref.is_none()) {
         let Some(tip) = r.target else { continue };
-        let mut stack = vec![tip];
-        let mut visited = HashSet::new();
-        let mut hit = false;
-        while let Some(oid) = stack.pop() {
-            if !visited.insert(oid) || visited.len() > 2_000_000 {
-                continue;
+        let mut visited = closure::Visited::new(Some(&clean));
+        let end = closure::walk([tip], &[], &source, &mut visited, &never, |e| {
+            let oid = match e {
+                Event::Found { oid, .. } | Event::Missing { oid, .. } => oid,
+                // What cannot be read in the mirror is not walked below.
+                Event::Damaged { .. } => return Ok::<_, std::convert::Infallible>(Flow::Continue),
+            };
+            Ok(if wanted.contains(&oid) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
+        });
+        match end {
+            Ok(closure::End::Stopped) => out.push(r.name_lossy()),
+            Ok(_) => {
+                let seen = visited.seen;
+                clean.extend(seen);
             }
-            if missing.contains(&oid) {
-                hit = true;
-                break;
-            }
-            use gix::prelude::Find;
-            if let Ok(Some(o)) = mirror.objects.try_find(&oid, &mut buf) {
-                if let Ok(refs) = ingest_references(o.kind.into(), o.data) {
-                    stack.extend(refs);
-                }
-            }
-        }
-        if hit {
-            out.push(r.name_lossy());
+            Err(never) => match never {},
         }
     }
     out
-}
-
-fn ingest_references(kind: crate::ObjectKind, data: &[u8]) -> Result<Vec<ObjectId>, String> {
-    crate::object::references(kind, data)
 }
 
 /// Syncs one repository. `writer` is shared by the repositories of one run;
@@ -411,7 +372,7 @@ pub fn sync_repo(
                 .upsert_repo(&source.name, &source.url, t.as_second())?;
             w.index().touch_snapshot(&last.id, t.as_microsecond())?;
             w.index()
-                .set_repo_status(repo_id, t.as_second(), Status::Unchanged.as_str(), None)?;
+                .set_repo_status(repo_id, t.as_second(), Status::Unchanged, None)?;
             report.status = Status::Unchanged;
             report.snapshot = Some(last.id.clone());
             report.refs = last.refs.len();
@@ -581,7 +542,7 @@ fn record_snapshot(
             w.index().set_repo_status(
                 repo_id,
                 t.as_second(),
-                Status::Failed.as_str(),
+                Status::Failed,
                 Some(&err.to_string()),
             )?;
         }
@@ -612,7 +573,7 @@ fn record_snapshot(
         Status::New
     };
     w.index()
-        .set_repo_status(repo_id, t.as_second(), status.as_str(), None)?;
+        .set_repo_status(repo_id, t.as_second(), status, None)?;
     Ok((snap, status))
 }
 
@@ -625,7 +586,7 @@ pub fn record_failure(writer: &Mutex<Writer<'_>>, source: &Source, error: &str) 
     if let Ok(Some(id)) = w.index().repo_id(&source.name) {
         let _ = w
             .index()
-            .set_repo_status(id, t.as_second(), Status::Failed.as_str(), Some(error));
+            .set_repo_status(id, t.as_second(), Status::Failed, Some(error));
     }
 }
 

@@ -318,7 +318,12 @@ fn known_from_earlier_runs(
     let mut refused = Vec::new();
     for row in index.repos()? {
         let key = match &row.key {
-            Some(k) if row.origin.as_deref() == Some(label) && row.state == "active" => k,
+            Some(k)
+                if row.origin.as_deref() == Some(label)
+                    && row.state == crate::index::RepoState::Active =>
+            {
+                k
+            }
             _ => continue,
         };
         if listed.contains(key) {

@@ -15,37 +15,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use support::{describe, parse_json, TestRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_repovault");
-const RUN_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn rv_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    support::hermetic(&mut cmd);
-    cmd.env_remove("REPOVAULT_STORE").args(args);
-    cmd
-}
-
-fn rv(args: &[&str]) -> Output {
-    support::run_with_timeout(&mut rv_cmd(args), RUN_TIMEOUT)
-}
+use support::{rv_args, rv_cmd, RUN_TIMEOUT};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Vault {
-    fn sync_named(&self, source: &Path, name: &str) -> Value {
-        let cache = self.cache.to_str().unwrap().to_owned();
-        self.json(&[
-            "sync",
-            source.to_str().unwrap(),
-            "--name",
-            name,
-            "--cache",
-            &cache,
-            "--json",
-        ])
-    }
 }
 
 /// Every file under `dir` with its bytes.
@@ -105,9 +78,9 @@ fn assert_rfc3339(v: &Value, what: &str) {
 fn json_times_are_rfc3339_utc_strings() {
     let v = Vault::new();
     let r = small_repo("times");
-    v.sync_named(&r.path, "times");
+    v.sync_as(&r.path, "times");
     // A second, unchanged sync sets last_checked and checked_at again.
-    v.sync_named(&r.path, "times");
+    v.sync_as(&r.path, "times");
 
     let repos = v.json(&["repos", "--json"]);
     let repo = &repos.as_array().expect("repos is an array")[0];
@@ -187,7 +160,7 @@ fn json_keys_keep_the_order_the_code_writes_them() {
 fn errors_under_json_are_json_objects_with_the_exit_code() {
     let dir = tempdir("repovault-cli-err-");
     let missing = dir.path().join("no-store");
-    let out = rv(&["--store", missing.to_str().unwrap(), "repos", "--json"]);
+    let out = rv_args(&["--store", missing.to_str().unwrap(), "repos", "--json"]);
     assert_eq!(out.status.code(), Some(10), "{}", describe(&out));
     let doc = parse_json(&out);
     assert_eq!(doc["error"]["exit_code"], 10, "{doc}");
@@ -199,7 +172,7 @@ fn errors_under_json_are_json_objects_with_the_exit_code() {
     assert!(err.contains(msg), "{err}");
 
     // A command line clap rejects: exit 2, as JSON too.
-    let out = rv(&["snapshots", "--json", "--no-such-flag"]);
+    let out = rv_args(&["snapshots", "--json", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let doc = parse_json(&out);
     assert_eq!(doc["error"]["exit_code"], 2, "{doc}");
@@ -212,7 +185,7 @@ fn errors_under_json_are_json_objects_with_the_exit_code() {
     );
 
     // Without --json, stdout stays empty.
-    let out = rv(&["--store", missing.to_str().unwrap(), "repos"]);
+    let out = rv_args(&["--store", missing.to_str().unwrap(), "repos"]);
     assert_eq!(out.status.code(), Some(10));
     assert!(out.stdout.is_empty(), "{}", describe(&out));
 }
@@ -224,7 +197,7 @@ fn errors_under_json_are_json_objects_with_the_exit_code() {
 fn help(path: &[&str]) -> String {
     let mut args: Vec<&str> = path.to_vec();
     args.push("--help");
-    let out = rv(&args);
+    let out = rv_args(&args);
     assert!(out.status.success(), "{args:?}: {}", describe(&out));
     stdout(&out)
 }
@@ -373,7 +346,7 @@ fn readme_mentions_every_flag_of_every_verb() {
 #[test]
 fn completions_name_the_verbs_for_bash_zsh_and_fish() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = rv(&["completions", shell]);
+        let out = rv_args(&["completions", shell]);
         assert!(out.status.success(), "{shell}: {}", describe(&out));
         let script = stdout(&out);
         assert!(script.len() > 500, "{shell}: short script:\n{script}");
@@ -383,7 +356,7 @@ fn completions_name_the_verbs_for_bash_zsh_and_fish() {
         assert!(script.contains("dry-run"), "{shell}: no --dry-run");
     }
     // bash loads it and registers the completion.
-    let out = rv(&["completions", "bash"]);
+    let out = rv_args(&["completions", "bash"]);
     let dir = tempdir("repovault-cli-comp-");
     let file = dir.path().join("repovault.bash");
     std::fs::write(&file, &out.stdout).unwrap();
@@ -399,13 +372,13 @@ fn completions_name_the_verbs_for_bash_zsh_and_fish() {
     assert!(check.status.success(), "{}", describe(&check));
     assert!(stdout(&check).contains("repovault"), "{}", describe(&check));
 
-    let out = rv(&["completions", "tcsh"]);
+    let out = rv_args(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
 
 #[test]
 fn man_page_is_generated_from_the_command_line_definition() {
-    let out = rv(&["man"]);
+    let out = rv_args(&["man"]);
     assert!(out.status.success(), "{}", describe(&out));
     let page = stdout(&out);
     assert!(page.contains(".TH repovault 1"), "{page}");
@@ -415,7 +388,7 @@ fn man_page_is_generated_from_the_command_line_definition() {
     assert!(page.contains("store"), "{page}");
 
     let dir = tempdir("repovault-cli-man-");
-    let out = rv(&["man", "--dir", dir.path().to_str().unwrap()]);
+    let out = rv_args(&["man", "--dir", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     let sync = std::fs::read_to_string(dir.path().join("repovault-sync.1"))
         .expect("repovault-sync.1 written");
@@ -432,7 +405,7 @@ fn man_page_is_generated_from_the_command_line_definition() {
 fn sync_dry_run_lists_the_changes_and_writes_nothing() {
     let v = Vault::new();
     let r = small_repo("dry");
-    v.sync_named(&r.path, "dry");
+    v.sync_as(&r.path, "dry");
     let old_main = r.rev_parse("main");
     let old_tag = r.rev_parse("refs/tags/v0.1");
     let new_main = r.commit_file("NEW", "new\n", "third");
@@ -604,8 +577,8 @@ fn stats_repo_reports_what_a_fork_holds_alone_and_shares() {
             "fork commit",
         );
     }
-    v.sync_named(&base.path, "base");
-    v.sync_named(&fork.path, "fork");
+    v.sync_as(&base.path, "base");
+    v.sync_as(&fork.path, "fork");
 
     let total = v.json(&["stats", "--json"]);
     let f = v.json(&["stats", "--repo", "fork", "--json"]);
@@ -654,9 +627,9 @@ fn verify_repo_checks_only_that_repository() {
             "b",
         );
     }
-    v.sync_named(&alpha.path, "alpha");
+    v.sync_as(&alpha.path, "alpha");
     let alpha_packs = pack_files(&v.store);
-    v.sync_named(&beta.path, "beta");
+    v.sync_as(&beta.path, "beta");
     let beta_packs: Vec<PathBuf> = pack_files(&v.store)
         .difference(&alpha_packs)
         .cloned()

@@ -4,17 +4,15 @@
 //! refused with one line that names the file, the line or source, the key and
 //! the fix, exit code 1, and nothing is created.
 
-use crate::support::{self, describe, run_with_timeout, tempdir, BIN};
+use crate::support::{self, describe, run_with_timeout, tempdir};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 /// `repovault config check FILE` or `repovault sync --config FILE`.
 fn run(sync: bool, config: &Path) -> Output {
-    let mut cmd = Command::new(BIN);
-    support::hermetic(&mut cmd);
-    cmd.env_remove("REPOVAULT_STORE")
-        .env("REPOVAULT_TEST_CONFIG_TOKEN", "a-token-for-the-config-test");
+    let mut cmd = support::rv_cmd(&[]);
+    cmd.env("REPOVAULT_TEST_CONFIG_TOKEN", "a-token-for-the-config-test");
     if sync {
         cmd.args(["sync", "--config"]);
     } else {

@@ -107,7 +107,7 @@ fn history() -> History {
     r.checkout("main");
     // Delete the tag.
     r.git(&["tag", "-d", "0.1.0"]);
-    r.git(&["push", "-q", "--mirror", "--force", bare.to_str().unwrap()]);
+    r.publish(&bare);
     let snap2 = v.sync_id(&bare, "proj");
     assert_ne!(snap1, snap2);
     let new_tips = tips(&bare);

@@ -14,220 +14,14 @@ use repovault::discover::{
 };
 use repovault::secret::Secret;
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::support::{basic_auth_header, Ctx, HttpFake, Req, Resp};
 
 const TOKEN: &str = "s3cr3t-T0KEN-value-42";
 const WRONG: &str = "wrong-T0KEN-value-99";
-
-// ---------------------------------------------------------------------------
-// A tiny HTTP/1.1 server
-// ---------------------------------------------------------------------------
-
-/// One request as the fake received it.
-#[derive(Debug, Clone)]
-struct Req {
-    /// The path as sent (percent-encoded).
-    raw_path: String,
-    /// The path, percent-decoded.
-    path: String,
-    /// The query as sent.
-    raw_query: String,
-    /// The query, percent-decoded, in order.
-    query: Vec<(String, String)>,
-    /// Header names lower-cased.
-    headers: Vec<(String, String)>,
-    /// When it arrived.
-    at: Instant,
-}
-
-impl Req {
-    fn q(&self, k: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    }
-    fn h(&self, k: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A response to send.
-#[derive(Debug, Clone)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            status,
-            headers: vec![("Content-Type".into(), content_type.into())],
-            body: body.into(),
-        }
-    }
-    fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self::new(status, "application/json; charset=utf-8", body)
-    }
-    fn header(mut self, k: &str, v: &str) -> Self {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-}
-
-/// What a handler sees besides the request: the fake's base URL
-/// (`http://127.0.0.1:PORT`) and the request's index (0-based).
-struct Env {
-    base: String,
-    n: usize,
-}
-
-type Handler = dyn Fn(&Req, &Env) -> Resp + Send + Sync;
-
-struct Fake {
-    base: String,
-    requests: Arc<Mutex<Vec<Req>>>,
-}
-
-impl Fake {
-    fn start(handler: impl Fn(&Req, &Env) -> Resp + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake server");
-        let addr = listener.local_addr().expect("local addr");
-        let base = format!("http://{addr}");
-        let requests: Arc<Mutex<Vec<Req>>> = Arc::default();
-        let counter = Arc::new(AtomicUsize::new(0));
-        let handler: Arc<Handler> = Arc::new(handler);
-        {
-            let base = base.clone();
-            let requests = requests.clone();
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(stream) = stream else { continue };
-                    let (base, requests, counter, handler) = (
-                        base.clone(),
-                        requests.clone(),
-                        counter.clone(),
-                        handler.clone(),
-                    );
-                    std::thread::spawn(move || {
-                        serve(stream, &base, &requests, &counter, &*handler);
-                    });
-                }
-            });
-        }
-        Self { base, requests }
-    }
-
-    fn requests(&self) -> Vec<Req> {
-        self.requests.lock().expect("requests lock").clone()
-    }
-
-    /// host:port
-    fn host(&self) -> &str {
-        self.base.trim_start_matches("http://")
-    }
-}
-
-fn serve(
-    mut stream: TcpStream,
-    base: &str,
-    requests: &Mutex<Vec<Req>>,
-    counter: &AtomicUsize,
-    handler: &Handler,
-) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
-    let target = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
-    let (raw_path, raw_query) = target.split_once('?').unwrap_or((&target, ""));
-    let headers = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let req = Req {
-        raw_path: raw_path.to_owned(),
-        path: percent_decode(raw_path),
-        raw_query: raw_query.to_owned(),
-        query: url::form_urlencoded::parse(raw_query.as_bytes())
-            .into_owned()
-            .collect(),
-        headers,
-        at: Instant::now(),
-    };
-    let n = counter.fetch_add(1, Ordering::SeqCst);
-    requests.lock().expect("requests lock").push(req.clone());
-    let resp = handler(
-        &req,
-        &Env {
-            base: base.to_owned(),
-            n,
-        },
-    );
-    let mut out = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
-    for (k, v) in &resp.headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        resp.body.len()
-    ));
-    let _ = stream.write_all(out.as_bytes());
-    let _ = stream.write_all(&resp.body);
-    let _ = stream.flush();
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        203 => "Non-Authoritative Information",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        _ => "Status",
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-            if let Ok(v) = u8::from_str_radix(hex, 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 // ---------------------------------------------------------------------------
 // Fixtures and the routes.json manifests
@@ -352,23 +146,15 @@ fn serve_route(provider: &str, r: &Route, rewrite: &Rewrite) -> Resp {
 // The fake providers
 // ---------------------------------------------------------------------------
 
-fn basic(user: &str, token: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"))
-    )
-}
-
 /// A faithful fake Azure DevOps: collection at `coll` (`/fabrikam` or
 /// `/tfs/DefaultCollection`), accepting `expected_auth`; a bad credential
 /// gets 401 when `X-TFS-FedAuthRedirect: Suppress` was sent, else the 203
 /// sign-in page. Projects come from the manifest's two pages; a project's
 /// repositories are the org-wide fixture's entries of that project (hidden
 /// wiki repositories only with `includeHidden=true`).
-fn azure_handler(coll: &'static str, expected_auth: String) -> impl Fn(&Req, &Env) -> Resp {
+fn azure_handler(coll: &'static str, expected_auth: String) -> impl Fn(&Req, &Ctx) -> Resp {
     let routes = routes("azure");
-    move |req: &Req, env: &Env| {
+    move |req: &Req, env: &Ctx| {
         let rewrite = azure_rewrite(&env.base, coll);
         if req.h("authorization") != Some(expected_auth.as_str()) {
             let r = if req.h("x-tfs-fedauthredirect") == Some("Suppress") {
@@ -464,9 +250,9 @@ fn azure_rewrite(base: &str, coll: &'static str) -> Rewrite {
 }
 
 /// A faithful fake GitLab: `PRIVATE-TOKEN` must be `TOKEN`, else 401.
-fn gitlab_handler() -> impl Fn(&Req, &Env) -> Resp {
+fn gitlab_handler() -> impl Fn(&Req, &Ctx) -> Resp {
     let routes = routes("gitlab");
-    move |req: &Req, env: &Env| {
+    move |req: &Req, env: &Ctx| {
         let base = env.base.clone();
         let rewrite: Rewrite =
             Arc::new(move |s: &str| s.replace("https://gitlab.example.com", &base));
@@ -487,9 +273,9 @@ fn gitlab_handler() -> impl Fn(&Req, &Env) -> Resp {
 /// A faithful fake GitHub Enterprise Server at `/api/v3`: `Authorization:
 /// Bearer TOKEN`, the media type, the API version and a user agent are all
 /// required.
-fn github_handler() -> impl Fn(&Req, &Env) -> Resp {
+fn github_handler() -> impl Fn(&Req, &Ctx) -> Resp {
     let routes = routes("github");
-    move |req: &Req, env: &Env| {
+    move |req: &Req, env: &Ctx| {
         let rewrite = github_rewrite(&env.base);
         if req.h("authorization") != Some(format!("Bearer {TOKEN}").as_str()) {
             return serve_route("github", &scenario("github", "bad token"), &rewrite);
@@ -523,9 +309,9 @@ fn github_rewrite(base: &str) -> Rewrite {
 /// Wraps a handler: requests for which `fault` returns a response get it
 /// instead of the normal one.
 fn with_faults(
-    inner: impl Fn(&Req, &Env) -> Resp + Send + Sync + 'static,
-    fault: impl Fn(&Req, &Env) -> Option<Resp> + Send + Sync + 'static,
-) -> impl Fn(&Req, &Env) -> Resp + Send + Sync + 'static {
+    inner: impl Fn(&Req, &Ctx) -> Resp + Send + Sync + 'static,
+    fault: impl Fn(&Req, &Ctx) -> Option<Resp> + Send + Sync + 'static,
+) -> impl Fn(&Req, &Ctx) -> Resp + Send + Sync + 'static {
     move |req, env| fault(req, env).unwrap_or_else(|| inner(req, env))
 }
 
@@ -586,7 +372,7 @@ fn assert_no_token(e: &dyn std::fmt::Debug, shown: &str) {
     for t in [TOKEN, WRONG] {
         assert!(!shown.contains(t), "token in Display: {shown}");
         assert!(!dbg.contains(t), "token in Debug: {dbg}");
-        let b64 = basic("", t);
+        let b64 = basic_auth_header("", t);
         assert!(!shown.contains(&b64[6..]) && !dbg.contains(&b64[6..]));
     }
 }
@@ -609,8 +395,8 @@ fn now_epoch() -> u64 {
 
 #[test]
 fn azure_org_two_project_pages_wiki_disabled_fork_empty() {
-    let fake = Fake::start(azure_handler("/fabrikam", basic("", TOKEN)));
-    let listing = discover_blocking(&azure_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let fake = HttpFake::start(azure_handler("/fabrikam", basic_auth_header("", TOKEN)));
+    let listing = discover_blocking(&azure_source(fake.base(), TOKEN), &opts()).expect("discover");
     assert_complete(&listing);
     assert_eq!(
         names(&listing),
@@ -658,7 +444,10 @@ fn azure_org_two_project_pages_wiki_disabled_fork_empty() {
     for r in &reqs {
         assert_eq!(r.q("api-version"), Some("7.1"));
         assert_eq!(r.h("x-tfs-fedauthredirect"), Some("Suppress"));
-        assert_eq!(r.h("authorization"), Some(basic("", TOKEN).as_str()));
+        assert_eq!(
+            r.h("authorization"),
+            Some(basic_auth_header("", TOKEN).as_str())
+        );
         assert!(r
             .h("user-agent")
             .is_some_and(|ua| ua.starts_with("repovault/")));
@@ -711,7 +500,7 @@ fn azure_org_two_project_pages_wiki_disabled_fork_empty() {
 
 #[test]
 fn azure_devops_server_collection_base_url_and_bearer_token() {
-    let fake = Fake::start(azure_handler(
+    let fake = HttpFake::start(azure_handler(
         "/tfs/DefaultCollection",
         format!("Bearer {TOKEN}"),
     ));
@@ -719,8 +508,8 @@ fn azure_devops_server_collection_base_url_and_bearer_token() {
     let mut listings = Vec::new();
     // The collection given in the base URL, or appended from the scope.
     for base in [
-        format!("{}/tfs/DefaultCollection", fake.base),
-        format!("{}/tfs/", fake.base),
+        format!("{}/tfs/DefaultCollection", fake.base()),
+        format!("{}/tfs/", fake.base()),
     ] {
         let mut src = ProviderSource::new(
             Provider::AzureDevOps,
@@ -760,13 +549,13 @@ fn azure_devops_server_collection_base_url_and_bearer_token() {
 
 #[test]
 fn azure_failed_project_makes_listing_incomplete() {
-    let inner = azure_handler("/fabrikam", basic("", TOKEN));
-    let fake = Fake::start(with_faults(inner, |req, _| {
+    let inner = azure_handler("/fabrikam", basic_auth_header("", TOKEN));
+    let fake = HttpFake::start(with_faults(inner, |req, _| {
         req.path
             .contains("281f9a5b-af0d-49b4-a1df-fe6f5e5f84d0")
             .then(|| Resp::json(404, fixture("azure", "error_404_TF200016.json")))
     }));
-    let l = discover_blocking(&azure_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let l = discover_blocking(&azure_source(fake.base(), TOKEN), &opts()).expect("discover");
     assert!(
         !l.complete,
         "a failed project must make the listing incomplete"
@@ -786,8 +575,8 @@ fn azure_failed_project_makes_listing_incomplete() {
 
 #[test]
 fn azure_429_retry_after_twice_then_success() {
-    let inner = azure_handler("/fabrikam", basic("", TOKEN));
-    let fake = Fake::start(with_faults(inner, |_, env| {
+    let inner = azure_handler("/fabrikam", basic_auth_header("", TOKEN));
+    let fake = HttpFake::start(with_faults(inner, |_, env| {
         (env.n < 2).then(|| {
             let rewrite = azure_rewrite(&env.base, "/fabrikam");
             serve_route(
@@ -798,7 +587,7 @@ fn azure_429_retry_after_twice_then_success() {
         })
     }));
     let started = Instant::now();
-    let l = discover_blocking(&azure_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let l = discover_blocking(&azure_source(fake.base(), TOKEN), &opts()).expect("discover");
     let elapsed = started.elapsed();
     assert_complete(&l);
     assert_eq!(l.repos.len(), 6);
@@ -815,8 +604,8 @@ fn azure_429_retry_after_twice_then_success() {
 
 #[test]
 fn azure_retry_after_on_200_delays_the_next_request() {
-    let inner = azure_handler("/fabrikam", basic("", TOKEN));
-    let fake = Fake::start(move |req: &Req, env: &Env| {
+    let inner = azure_handler("/fabrikam", basic_auth_header("", TOKEN));
+    let fake = HttpFake::start(move |req: &Req, env: &Ctx| {
         let resp = inner(req, env);
         if env.n == 0 {
             // The "delayed" variant: a normal body, plus Retry-After.
@@ -830,7 +619,7 @@ fn azure_retry_after_on_200_delays_the_next_request() {
             resp
         }
     });
-    let l = discover_blocking(&azure_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let l = discover_blocking(&azure_source(fake.base(), TOKEN), &opts()).expect("discover");
     assert_complete(&l);
     let reqs = fake.requests();
     assert_eq!(
@@ -851,8 +640,8 @@ fn azure_203_sign_in_page_is_an_auth_error() {
     // though the redirect was suppressed: first for everything, then only
     // for the repository listings after the projects succeeded.
     for after_projects in [false, true] {
-        let inner = azure_handler("/fabrikam", basic("", TOKEN));
-        let fake = Fake::start(with_faults(inner, move |req, env| {
+        let inner = azure_handler("/fabrikam", basic_auth_header("", TOKEN));
+        let fake = HttpFake::start(with_faults(inner, move |req, env| {
             let hit = !after_projects || req.path.ends_with("/_apis/git/repositories");
             hit.then(|| {
                 let rewrite = azure_rewrite(&env.base, "/fabrikam");
@@ -863,7 +652,7 @@ fn azure_203_sign_in_page_is_an_auth_error() {
                 )
             })
         }));
-        let mut src = azure_source(&fake.base, TOKEN);
+        let mut src = azure_source(fake.base(), TOKEN);
         src.label = "azure-devops fabrikam".into();
         let err = discover_blocking(&src, &opts()).expect_err("a sign-in page is no listing");
         let shown = err.to_string();
@@ -882,8 +671,8 @@ fn azure_203_sign_in_page_is_an_auth_error() {
 
 #[test]
 fn azure_401_is_an_auth_error_without_retry() {
-    let fake = Fake::start(azure_handler("/fabrikam", basic("", TOKEN)));
-    let mut src = azure_source(&fake.base, WRONG);
+    let fake = HttpFake::start(azure_handler("/fabrikam", basic_auth_header("", TOKEN)));
+    let mut src = azure_source(fake.base(), WRONG);
     src.label = "azure-devops fabrikam".into();
     let err = discover_blocking(&src, &opts()).expect_err("wrong token");
     let shown = err.to_string();
@@ -908,11 +697,11 @@ fn azure_401_is_an_auth_error_without_retry() {
 
 #[test]
 fn rate_limit_longer_than_max_wait_fails_fast() {
-    let fake = Fake::start(|_: &Req, _: &Env| {
+    let fake = HttpFake::start(|_: &Req, _: &Ctx| {
         Resp::json(429, fixture("azure", "error_429_TF400733.json")).header("Retry-After", "3600")
     });
     let started = Instant::now();
-    let err = discover_blocking(&azure_source(&fake.base, TOKEN), &opts()).expect_err("limited");
+    let err = discover_blocking(&azure_source(fake.base(), TOKEN), &opts()).expect_err("limited");
     assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(fake.requests().len(), 1);
@@ -924,9 +713,9 @@ fn rate_limit_longer_than_max_wait_fails_fast() {
 
 #[test]
 fn gitlab_group_with_subgroups_over_two_link_pages() {
-    let fake = Fake::start(gitlab_handler());
+    let fake = HttpFake::start(gitlab_handler());
     let host = fake.host().to_owned();
-    let l = discover_blocking(&gitlab_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let l = discover_blocking(&gitlab_source(fake.base(), TOKEN), &opts()).expect("discover");
     assert_complete(&l);
     assert_eq!(
         names(&l),
@@ -972,7 +761,7 @@ fn gitlab_group_with_subgroups_over_two_link_pages() {
     assert!(backend.record.get("_links").is_none());
 
     // include/exclude globs on the path within the group.
-    let mut src = gitlab_source(&fake.base, TOKEN);
+    let mut src = gitlab_source(fake.base(), TOKEN);
     src.include = vec!["platform/*".into(), "sandbox/**".into(), "BACKEND".into()];
     src.exclude = vec!["sandbox/*-fork".into()];
     let l = discover_blocking(&src, &opts()).expect("discover");
@@ -982,8 +771,8 @@ fn gitlab_group_with_subgroups_over_two_link_pages() {
 
 #[test]
 fn gitlab_subgroup_path_is_url_encoded() {
-    let fake = Fake::start(|_: &Req, _: &Env| Resp::json(200, "[]"));
-    let mut src = gitlab_source(&fake.base, TOKEN);
+    let fake = HttpFake::start(|_: &Req, _: &Ctx| Resp::json(200, "[]"));
+    let mut src = gitlab_source(fake.base(), TOKEN);
     src.scope = Scope::Group("acme/platform".into());
     let l = discover_blocking(&src, &opts()).expect("discover");
     assert_complete(&l);
@@ -994,10 +783,10 @@ fn gitlab_subgroup_path_is_url_encoded() {
 
 #[test]
 fn gitlab_5xx_once_then_success_is_retried() {
-    let fake = Fake::start(with_faults(gitlab_handler(), |_, env| {
+    let fake = HttpFake::start(with_faults(gitlab_handler(), |_, env| {
         (env.n == 0).then(|| Resp::new(502, "text/html", "<html>502 Bad Gateway</html>"))
     }));
-    let l = discover_blocking(&gitlab_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let l = discover_blocking(&gitlab_source(fake.base(), TOKEN), &opts()).expect("discover");
     assert_complete(&l);
     assert_eq!(l.repos.len(), 4);
     let reqs = fake.requests();
@@ -1009,8 +798,8 @@ fn gitlab_5xx_once_then_success_is_retried() {
 #[test]
 fn gitlab_403_that_is_not_a_rate_limit_is_not_retried() {
     // GitLab blocks an IP after repeated failed logins: 403, no headers.
-    let fake = Fake::start(|_: &Req, _: &Env| Resp::new(403, "text/plain", "Forbidden"));
-    let err = discover_blocking(&gitlab_source(&fake.base, TOKEN), &opts()).expect_err("403");
+    let fake = HttpFake::start(|_: &Req, _: &Ctx| Resp::new(403, "text/plain", "Forbidden"));
+    let err = discover_blocking(&gitlab_source(fake.base(), TOKEN), &opts()).expect_err("403");
     assert!(matches!(err, Error::Auth { status: 403, .. }), "{err:?}");
     let shown = err.to_string();
     assert!(shown.contains("token_env GITLAB_TOKEN"), "{shown}");
@@ -1020,7 +809,7 @@ fn gitlab_403_that_is_not_a_rate_limit_is_not_retried() {
 
 #[test]
 fn gitlab_429_with_retry_after_is_retried() {
-    let fake = Fake::start(with_faults(gitlab_handler(), |_, env| {
+    let fake = HttpFake::start(with_faults(gitlab_handler(), |_, env| {
         (env.n == 0).then(|| {
             let base = env.base.clone();
             let rw: Rewrite =
@@ -1029,7 +818,7 @@ fn gitlab_429_with_retry_after_is_retried() {
         })
     }));
     let started = Instant::now();
-    let l = discover_blocking(&gitlab_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let l = discover_blocking(&gitlab_source(fake.base(), TOKEN), &opts()).expect("discover");
     assert_complete(&l);
     assert!(started.elapsed() >= Duration::from_millis(950));
     assert_eq!(fake.requests().len(), 3);
@@ -1037,9 +826,9 @@ fn gitlab_429_with_retry_after_is_retried() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn async_api_with_a_shared_client() {
-    let fake = Fake::start(gitlab_handler());
+    let fake = HttpFake::start(gitlab_handler());
     let http = HttpClient::new(opts()).expect("client");
-    let src = gitlab_source(&fake.base, TOKEN);
+    let src = gitlab_source(fake.base(), TOKEN);
     let a = discover(&src, &http).await.expect("discover");
     let b = discover(&src, &http).await.expect("discover again");
     assert_complete(&a);
@@ -1054,9 +843,9 @@ async fn async_api_with_a_shared_client() {
 
 #[test]
 fn github_enterprise_org_over_two_link_pages() {
-    let fake = Fake::start(github_handler());
+    let fake = HttpFake::start(github_handler());
     let host = fake.host().to_owned();
-    let l = discover_blocking(&github_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let l = discover_blocking(&github_source(fake.base(), TOKEN), &opts()).expect("discover");
     assert_complete(&l);
     assert_eq!(
         names(&l),
@@ -1090,7 +879,7 @@ fn github_enterprise_org_over_two_link_pages() {
 
 #[test]
 fn github_secondary_rate_limit_403_with_retry_after_is_retried() {
-    let fake = Fake::start(with_faults(github_handler(), |_, env| {
+    let fake = HttpFake::start(with_faults(github_handler(), |_, env| {
         (env.n == 0).then(|| {
             Resp::json(403, fixture("github", "rate_limit_secondary_403.json"))
                 .header("retry-after", "1")
@@ -1098,7 +887,7 @@ fn github_secondary_rate_limit_403_with_retry_after_is_retried() {
         })
     }));
     let started = Instant::now();
-    let l = discover_blocking(&github_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let l = discover_blocking(&github_source(fake.base(), TOKEN), &opts()).expect("discover");
     assert_complete(&l);
     assert!(started.elapsed() >= Duration::from_millis(950));
     let reqs = fake.requests();
@@ -1109,22 +898,22 @@ fn github_secondary_rate_limit_403_with_retry_after_is_retried() {
 #[test]
 fn github_primary_and_headerless_secondary_rate_limits_are_waited_out() {
     // Primary: 403 + x-ratelimit-remaining 0, wait until x-ratelimit-reset.
-    let fake = Fake::start(with_faults(github_handler(), |_, env| {
+    let fake = HttpFake::start(with_faults(github_handler(), |_, env| {
         (env.n == 0).then(|| {
             Resp::json(403, fixture("github", "rate_limit_primary_403.json"))
                 .header("x-ratelimit-remaining", "0")
                 .header("x-ratelimit-reset", &(now_epoch() + 1).to_string())
         })
     }));
-    let l = discover_blocking(&github_source(&fake.base, TOKEN), &opts()).expect("primary");
+    let l = discover_blocking(&github_source(fake.base(), TOKEN), &opts()).expect("primary");
     assert_complete(&l);
     assert_eq!(fake.requests().len(), 3);
 
     // Secondary without retry-after: the message alone marks it; wait the configured minimum.
-    let fake = Fake::start(with_faults(github_handler(), |_, env| {
+    let fake = HttpFake::start(with_faults(github_handler(), |_, env| {
         (env.n == 0).then(|| Resp::json(403, fixture("github", "rate_limit_secondary_403.json")))
     }));
-    let l = discover_blocking(&github_source(&fake.base, TOKEN), &opts()).expect("secondary");
+    let l = discover_blocking(&github_source(fake.base(), TOKEN), &opts()).expect("secondary");
     assert_complete(&l);
     let reqs = fake.requests();
     assert_eq!(reqs.len(), 3);
@@ -1133,10 +922,10 @@ fn github_primary_and_headerless_secondary_rate_limits_are_waited_out() {
 
 #[test]
 fn github_failed_later_page_makes_listing_incomplete() {
-    let fake = Fake::start(with_faults(github_handler(), |req, _| {
+    let fake = HttpFake::start(with_faults(github_handler(), |req, _| {
         (req.q("page") == Some("2")).then(|| Resp::json(500, r#"{"message":"Server Error"}"#))
     }));
-    let l = discover_blocking(&github_source(&fake.base, TOKEN), &opts()).expect("partial");
+    let l = discover_blocking(&github_source(fake.base(), TOKEN), &opts()).expect("partial");
     assert!(!l.complete);
     assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
     assert!(l.warnings[0].contains("500"), "{:?}", l.warnings);
@@ -1151,7 +940,7 @@ fn github_failed_later_page_makes_listing_incomplete() {
 
 #[test]
 fn github_next_link_to_another_host_is_not_followed() {
-    let fake = Fake::start(move |req: &Req, env: &Env| {
+    let fake = HttpFake::start(move |req: &Req, env: &Ctx| {
         let resp = github_handler()(req, env);
         // Same port, different host name: another origin.
         let other = env.base.replace("127.0.0.1", "localhost");
@@ -1164,7 +953,7 @@ fn github_next_link_to_another_host_is_not_followed() {
             ..resp
         }
     });
-    let l = discover_blocking(&github_source(&fake.base, TOKEN), &opts()).expect("partial");
+    let l = discover_blocking(&github_source(fake.base(), TOKEN), &opts()).expect("partial");
     assert!(!l.complete);
     assert!(l.warnings[0].contains("another host"), "{:?}", l.warnings);
     assert_eq!(fake.requests().len(), 1, "the token is not sent elsewhere");
@@ -1176,10 +965,10 @@ fn github_next_link_to_another_host_is_not_followed() {
 
 #[test]
 fn wrong_token_401_everywhere_no_retry_no_token_in_errors() {
-    let cases: Vec<(Fake, ProviderSource, &str)> = vec![
+    let cases: Vec<(HttpFake, ProviderSource, &str)> = vec![
         {
-            let f = Fake::start(gitlab_handler());
-            let s = gitlab_source(&f.base, WRONG);
+            let f = HttpFake::start(gitlab_handler());
+            let s = gitlab_source(f.base(), WRONG);
             (
                 f,
                 s,
@@ -1187,8 +976,8 @@ fn wrong_token_401_everywhere_no_retry_no_token_in_errors() {
             )
         },
         {
-            let f = Fake::start(github_handler());
-            let s = github_source(&f.base, WRONG);
+            let f = HttpFake::start(github_handler());
+            let s = github_source(f.base(), WRONG);
             (
                 f,
                 s,
@@ -1196,8 +985,8 @@ fn wrong_token_401_everywhere_no_retry_no_token_in_errors() {
             )
         },
         {
-            let f = Fake::start(azure_handler("/fabrikam", basic("", TOKEN)));
-            let s = azure_source(&f.base, WRONG);
+            let f = HttpFake::start(azure_handler("/fabrikam", basic_auth_header("", TOKEN)));
+            let s = azure_source(f.base(), WRONG);
             (f, s, "azure-devops fabrikam: the token was rejected (HTTP 401): check token_env AZDO_PAT")
         },
     ];
@@ -1218,7 +1007,7 @@ fn wrong_token_401_everywhere_no_retry_no_token_in_errors() {
 #[test]
 fn token_echoed_by_a_server_is_scrubbed_from_errors() {
     // A misbehaving server that repeats the credentials it received.
-    let fake = Fake::start(|req: &Req, _: &Env| {
+    let fake = HttpFake::start(|req: &Req, _: &Ctx| {
         let got = req
             .h("private-token")
             .or(req.h("authorization"))
@@ -1234,11 +1023,11 @@ fn token_echoed_by_a_server_is_scrubbed_from_errors() {
     });
     let mut errors = Vec::new();
     for group in ["acme", "missing", "broken"] {
-        let mut src = gitlab_source(&fake.base, TOKEN);
+        let mut src = gitlab_source(fake.base(), TOKEN);
         src.scope = Scope::Group(group.into());
         errors.push(discover_blocking(&src, &opts()).expect_err("fails"));
     }
-    let src = azure_source(&fake.base, TOKEN);
+    let src = azure_source(fake.base(), TOKEN);
     errors.push(discover_blocking(&src, &opts()).expect_err("fails"));
     assert!(matches!(errors[0], Error::Auth { .. }));
     assert!(matches!(errors[1], Error::NotFound { .. }));
@@ -1253,7 +1042,7 @@ fn token_echoed_by_a_server_is_scrubbed_from_errors() {
 #[test]
 fn unreachable_host_and_bad_configuration() {
     let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
     let src = gitlab_source(&format!("http://127.0.0.1:{port}"), TOKEN);
@@ -1287,8 +1076,8 @@ fn unreachable_host_and_bad_configuration() {
 fn azure_older_server_api_version_fallback() {
     // A server that predates 7.1/7.0 rejects them with 400 (message wording
     // unverified); the client falls back and keeps the accepted version.
-    let inner = azure_handler("/fabrikam", basic("", TOKEN));
-    let fake = Fake::start(move |req: &Req, env: &Env| match req.q("api-version") {
+    let inner = azure_handler("/fabrikam", basic_auth_header("", TOKEN));
+    let fake = HttpFake::start(move |req: &Req, env: &Ctx| match req.q("api-version") {
         Some("7.1") | Some("7.0") => Resp::json(
             400,
             r#"{"message":"The requested REST API version of 7.1 is out of range for this server. The latest REST API version this server supports is 6.0.","typeKey":"VssVersionOutOfRangeException"}"#,
@@ -1304,7 +1093,7 @@ fn azure_older_server_api_version_fallback() {
         }
         _ => Resp::json(400, r#"{"message":"bad version"}"#),
     });
-    let l = discover_blocking(&azure_source(&fake.base, TOKEN), &opts()).expect("discover");
+    let l = discover_blocking(&azure_source(fake.base(), TOKEN), &opts()).expect("discover");
     assert_complete(&l);
     assert_eq!(l.repos.len(), 6);
     let versions: Vec<String> = fake
@@ -1320,8 +1109,8 @@ fn azure_older_server_api_version_fallback() {
 
 #[test]
 fn user_scopes_use_the_documented_endpoints() {
-    let fake = Fake::start(|_: &Req, _: &Env| Resp::json(200, "[]"));
-    let base = fake.base.clone();
+    let fake = HttpFake::start(|_: &Req, _: &Ctx| Resp::json(200, "[]"));
+    let base = fake.base().to_owned();
     let mut gh_user = github_source(&base, TOKEN);
     gh_user.scope = Scope::User("octocat".into());
     let mut gh_me = github_source(&base, TOKEN);

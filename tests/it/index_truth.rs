@@ -17,56 +17,20 @@ use rusqlite::Connection;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::Output;
 use support::{describe, git, parse_json, random_bytes, refs_of, TestRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_repovault");
 const DAMAGED: i32 = 12;
 const PARTIAL: i32 = 3;
 
-fn rv(store: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    support::hermetic(&mut cmd);
-    cmd.arg("--store").arg(store).args(args);
-    support::run_with_timeout(&mut cmd, Duration::from_secs(240))
-}
-
-fn rv_ok(store: &Path, args: &[&str]) -> Output {
-    let out = rv(store, args);
-    assert!(
-        out.status.success(),
-        "repovault {args:?} failed:\n{}",
-        describe(&out)
-    );
-    out
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("test paths are UTF-8")
-}
+use support::{path_str, rv, rv_ok};
 
 /// `sync SOURCE --name NAME --json`; returns the repository's status.
 fn sync(store: &Path, cache: &Path, source: &Path, name: &str) -> (String, Output) {
-    let out = rv_ok(
-        store,
-        &[
-            "sync",
-            p(source),
-            "--cache",
-            p(cache),
-            "--name",
-            name,
-            "--json",
-        ],
-    );
+    let out = support::rv_sync(store, cache, source, name);
     let doc = parse_json(&out);
     let status = doc["repos"][0]["status"].as_str().unwrap().to_owned();
     (status, out)
-}
-
-fn publish(r: &TestRepo, bare: &Path) {
-    r.git(&["push", "-q", "--mirror", "--force", p(bare)]);
 }
 
 /// A small repository with a branch, tags and several files.
@@ -87,6 +51,34 @@ fn repo(seed: u64) -> TestRepo {
     r
 }
 
+/// A temporary directory with an initialised store, a mirror cache path and
+/// the bare repository `a.git`: `repo(seed)` published and synced once as `a`.
+struct One {
+    base: tempfile::TempDir,
+    store: PathBuf,
+    cache: PathBuf,
+    a: TestRepo,
+    bare: PathBuf,
+}
+
+fn one_synced(seed: u64) -> One {
+    let base = tempfile::tempdir().unwrap();
+    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
+    rv_ok(&store, &["init"]);
+    let a = repo(seed);
+    let bare = base.path().join("a.git");
+    git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
+    a.publish(&bare);
+    sync(&store, &cache, &bare, "a");
+    One {
+        base,
+        store,
+        cache,
+        a,
+        bare,
+    }
+}
+
 /// Every object reachable from the refs of `repo`.
 fn objects_of(repo: &Path) -> BTreeSet<String> {
     git(repo, &["rev-list", "--objects", "--all"])
@@ -103,7 +95,7 @@ fn assert_restores(store: &Path, dir: &Path, name: &str, id: &str, source: &Path
     let _ = std::fs::remove_dir_all(&dest);
     rv_ok(
         store,
-        &["restore", "--repo", name, "--snapshot", id, p(&dest)],
+        &["restore", "--repo", name, "--snapshot", id, path_str(&dest)],
     );
     assert_eq!(refs_of(&dest), refs_of(source), "refs of {name} {id}");
     assert_eq!(
@@ -169,8 +161,8 @@ fn an_older_index_put_back_loses_nothing() {
     rv_ok(&store, &["init"]);
     let a = repo(1);
     let bare_a = base.path().join("a.git");
-    git(base.path(), &["init", "-q", "--bare", p(&bare_a)]);
-    publish(&a, &bare_a);
+    git(base.path(), &["init", "-q", "--bare", path_str(&bare_a)]);
+    a.publish(&bare_a);
     assert_eq!(sync(&store, &cache, &bare_a, "a").0, "new");
     let a_then = base.path().join("a-then.git");
     cp_a(&bare_a, &a_then);
@@ -189,12 +181,12 @@ fn an_older_index_put_back_loses_nothing() {
     a.git(&["reset", "-q", "--hard", "HEAD~2"]);
     a.commit_file("a.txt", "rewritten\n", "rewritten history");
     a.git(&["tag", "-d", "v1"]);
-    publish(&a, &bare_a);
+    a.publish(&bare_a);
     assert!(!git(&bare_a, &["rev-list", "--all"]).contains(&dropped));
     let b = repo(2);
     let bare_b = base.path().join("b.git");
-    git(base.path(), &["init", "-q", "--bare", p(&bare_b)]);
-    publish(&b, &bare_b);
+    git(base.path(), &["init", "-q", "--bare", path_str(&bare_b)]);
+    b.publish(&bare_b);
     assert_eq!(sync(&store, &cache, &bare_a, "a").0, "changed");
     assert_eq!(sync(&store, &cache, &bare_b, "b").0, "new");
     let recorded = snapshot_list(&store);
@@ -252,19 +244,18 @@ fn an_older_index_put_back_loses_nothing() {
 /// forget and prune lose nothing.
 #[test]
 fn an_index_truncated_to_zero_bytes_loses_nothing() {
-    let base = tempfile::tempdir().unwrap();
-    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
-    rv_ok(&store, &["init"]);
-    let a = repo(3);
-    let bare = base.path().join("a.git");
-    git(base.path(), &["init", "-q", "--bare", p(&bare)]);
-    publish(&a, &bare);
-    sync(&store, &cache, &bare, "a");
+    let One {
+        base,
+        store,
+        cache,
+        a,
+        bare,
+    } = one_synced(3);
     let then = base.path().join("a-then.git");
     cp_a(&bare, &then);
     a.git(&["reset", "-q", "--hard", "HEAD~3"]);
     a.commit_file("new.txt", "new\n", "forced");
-    publish(&a, &bare);
+    a.publish(&bare);
     assert_eq!(sync(&store, &cache, &bare, "a").0, "changed");
     let recorded = snapshot_list(&store);
 
@@ -303,14 +294,13 @@ fn an_index_truncated_to_zero_bytes_loses_nothing() {
 /// (`repair-index`), delete nothing, and the rebuild brings every snapshot back.
 #[test]
 fn a_deleted_index_is_refused_with_one_fix_and_loses_nothing() {
-    let base = tempfile::tempdir().unwrap();
-    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
-    rv_ok(&store, &["init"]);
-    let a = repo(3);
-    let bare = base.path().join("a.git");
-    git(base.path(), &["init", "-q", "--bare", p(&bare)]);
-    publish(&a, &bare);
-    sync(&store, &cache, &bare, "a");
+    let One {
+        base,
+        store,
+        cache,
+        a: _a,
+        bare,
+    } = one_synced(3);
     let recorded = snapshot_list(&store);
     let packs = |s: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(s.join("packs"))
@@ -325,7 +315,7 @@ fn a_deleted_index_is_refused_with_one_fix_and_loses_nothing() {
     for f in index_files(&store) {
         let _ = std::fs::remove_file(f);
     }
-    let (source, cache) = (p(&bare).to_owned(), p(&cache).to_owned());
+    let (source, cache) = (path_str(&bare).to_owned(), path_str(&cache).to_owned());
     for args in [
         vec![
             "sync",
@@ -364,14 +354,12 @@ fn a_deleted_index_is_refused_with_one_fix_and_loses_nothing() {
 /// index does not know (here: one it cannot read).
 #[test]
 fn prune_refuses_while_a_snapshot_file_is_unknown() {
-    let base = tempfile::tempdir().unwrap();
-    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
-    rv_ok(&store, &["init"]);
-    let a = repo(4);
-    let bare = base.path().join("a.git");
-    git(base.path(), &["init", "-q", "--bare", p(&bare)]);
-    publish(&a, &bare);
-    sync(&store, &cache, &bare, "a");
+    let One {
+        base: _base,
+        store,
+        a: _a,
+        ..
+    } = one_synced(4);
     let bogus = store
         .join("snapshots")
         .join(format!("{}.json", "ab".repeat(32)));
@@ -405,18 +393,17 @@ fn prune_refuses_while_a_snapshot_file_is_unknown() {
 /// from the index; repair-index names a snapshot it cannot recover.
 #[test]
 fn a_deleted_snapshot_file_is_damage_and_is_not_dropped_silently() {
-    let base = tempfile::tempdir().unwrap();
-    let (store, cache) = (base.path().join("store"), base.path().join("cache"));
-    rv_ok(&store, &["init"]);
-    let a = repo(5);
-    let bare = base.path().join("a.git");
-    git(base.path(), &["init", "-q", "--bare", p(&bare)]);
-    publish(&a, &bare);
-    sync(&store, &cache, &bare, "a");
+    let One {
+        base,
+        store,
+        cache,
+        a,
+        bare,
+    } = one_synced(5);
     let then = base.path().join("a-then.git");
     cp_a(&bare, &then);
     a.commit_file("more.txt", "more\n", "more");
-    publish(&a, &bare);
+    a.publish(&bare);
     sync(&store, &cache, &bare, "a");
     let snaps = snapshot_list(&store);
     let first = snaps[0].0.clone();
@@ -480,8 +467,8 @@ fn repair_salvages_a_pack_with_one_flipped_byte() {
     }
     r.commit("many blobs");
     let bare = base.path().join("s.git");
-    git(base.path(), &["init", "-q", "--bare", p(&bare)]);
-    publish(&r, &bare);
+    git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
+    r.publish(&bare);
     sync(&store, &cache, &bare, "s");
     let total = parse_json(&rv_ok(&store, &["stats", "--json"]))["objects"]
         .as_u64()

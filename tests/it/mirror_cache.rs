@@ -13,19 +13,12 @@ impl Vault {
     fn sync_into(&self, cache: &Path, source: &Path, name: &str) -> Value {
         let mut cmd = self.cmd(&["sync", "--json", "--name", name, "--cache"]);
         cmd.arg(cache).arg(source);
-        let out = support::run_with_timeout(&mut cmd, std::time::Duration::from_secs(600));
-        assert!(
-            out.status.success(),
-            "sync failed:\n{}",
-            support::describe(&out)
-        );
-        support::parse_json(&out)["repos"][0].clone()
+        let out = support::run_with_timeout(&mut cmd, support::RUN_TIMEOUT);
+        support::parse_json(&support::assert_ok(out, &["sync"]))["repos"][0].clone()
     }
 
     fn objects(&self) -> u64 {
-        self.json(&["stats", "--json"])["objects"]
-            .as_u64()
-            .expect("stats has objects")
+        self.stats()["objects"].as_u64().expect("stats has objects")
     }
 
     fn store_id(&self) -> String {
@@ -52,11 +45,6 @@ impl Vault {
 /// The repository's mirror in `cache` (its name has no character to replace).
 fn mirror_of(cache: &Path, name: &str) -> PathBuf {
     cache.join(format!("{name}.git"))
-}
-
-/// Pushes every branch and tag of `r` to `bare`, deleting what `r` no longer has.
-fn publish(r: &TestRepo, bare: &Path) {
-    r.git(&["push", "--quiet", "--mirror", bare.to_str().unwrap()]);
 }
 
 #[test]
@@ -102,7 +90,7 @@ fn a_lost_ingested_list_stores_nothing_twice() {
     std::fs::remove_file(&list).expect("the ingested list exists after a sync");
 
     r.commit_file("b.txt", "b\n", "second");
-    publish(&r, &bare);
+    r.publish(&bare);
     let report = v.sync_into(&v.cache, &bare, "list");
     assert_eq!(report["status"], "changed", "{report:#}");
     assert_eq!(
@@ -134,7 +122,7 @@ fn objects_the_store_lost_are_put_back_from_the_mirror() {
     // The branch goes, its snapshot is forgotten and pruned: the store loses
     // side's commit, tree and blob; the mirror's pack still holds them.
     r.git(&["branch", "-D", "side"]);
-    publish(&r, &bare);
+    r.publish(&bare);
     v.sync_into(&v.cache, &bare, "back");
     let first_id = first["snapshot"].as_str().unwrap();
     v.ok(&["forget", first_id, "--prune"]);
@@ -142,7 +130,7 @@ fn objects_the_store_lost_are_put_back_from_the_mirror() {
 
     // The same branch comes back.
     r.git(&["branch", "side", &side_tip]);
-    publish(&r, &bare);
+    r.publish(&bare);
     let report = v.sync_into(&v.cache, &bare, "back");
     assert_eq!(report["status"], "changed", "{report:#}");
     assert_eq!(report["incomplete"], false, "{report:#}");

@@ -78,11 +78,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Makes `bare` equal to the work repository (refs and objects, forced).
-fn publish(w: &TestRepo, bare: &Path) {
-    w.git(&["push", "-q", "--mirror", "--force", bare.to_str().unwrap()]);
-}
-
 /// A bare repository at `bare` with a few commits whose contents depend on `seed`.
 fn repo_at(bare: &Path, seed: &str) -> TestRepo {
     let w = TestRepo::new();
@@ -123,7 +118,7 @@ fn at_with_the_time_snapshots_prints_restores_that_snapshot() {
     w.git(&["reset", "-q", "--hard", "HEAD~1"]);
     w.commit_file("src.txt", "rewritten\n", "rewritten second");
     w.git(&["tag", "-f", "before-tag", "HEAD"]);
-    publish(&w, &bare);
+    w.publish(&bare);
     let second = v.sync_args(&[src]);
     assert_eq!(second["status"], "changed", "{second:#}");
     let after_refs = refs_of(&bare);
@@ -253,7 +248,7 @@ fn forget_without_a_rule_is_refused_and_ids_remove_exactly_those() {
     for i in 0..3 {
         if i > 0 {
             w.commit_file("n.txt", format!("{i}\n"), &format!("commit {i}"));
-            publish(&w, &bare);
+            w.publish(&bare);
         }
         v.sync_args(&[src]);
         states.push(refs_of(&bare));
@@ -409,7 +404,7 @@ fn a_store_named_before_ports_were_in_names_keeps_its_names() {
     assert_eq!(again["name"], "127.0.0.1/rg", "{again:#}");
     assert_eq!(again["status"], "unchanged", "{again:#}");
     w.commit_file("later.txt", "later\n", "later");
-    publish(&w, &bare);
+    w.publish(&bare);
     let changed = v.sync_args(&[&url]);
     assert_eq!(changed["name"], "127.0.0.1/rg", "{changed:#}");
     assert_eq!(changed["status"], "changed", "{changed:#}");

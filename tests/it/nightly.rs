@@ -18,7 +18,7 @@
 use crate::support;
 
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,8 +26,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
-use support::{base64_encode, git, refs_of, HttpGitServer, TestRepo};
+use std::time::{Duration, Instant};
+use support::{base64_encode, git, refs_of, Ctx, HttpFake, HttpGitServer, Req, Resp, TestRepo};
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_repovault");
@@ -72,177 +72,14 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-// ---------------------------------------------------------------------------
-// A tiny HTTP/1.1 server
-// ---------------------------------------------------------------------------
-
-/// One request as the fake received it.
-#[derive(Debug, Clone)]
-struct Seen {
-    /// The path, percent-decoded.
-    path: String,
-    /// The query, percent-decoded, in order.
-    query: Vec<(String, String)>,
-    authorization: Option<String>,
-    fedauth: Option<String>,
-    at: Instant,
-}
-
-impl Seen {
-    fn q(&self, k: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(status: u16, body: &Value) -> Reply {
-        Reply {
-            status,
-            headers: vec![(
-                "Content-Type".into(),
-                "application/json; charset=utf-8; api-version=7.1".into(),
-            )],
-            body: serde_json::to_vec(body).expect("JSON"),
-        }
-    }
-    fn header(mut self, k: &str, v: &str) -> Reply {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-}
-
-type Handler = dyn Fn(&Seen, &str) -> Reply + Send + Sync;
-
-/// A one-request-per-connection HTTP/1.1 server on 127.0.0.1; stops (and
-/// joins its accept thread) when dropped.
-struct HttpFake {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl HttpFake {
-    fn start(handler: Arc<Handler>) -> HttpFake {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake server");
-        let port = listener.local_addr().expect("local addr").port();
-        let base = format!("http://127.0.0.1:{port}");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let accept = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let (handler, base) = (handler.clone(), base.clone());
-                std::thread::spawn(move || serve(stream, &base, &*handler));
-            }
-        });
-        HttpFake {
-            port,
-            stop,
-            accept: Some(accept),
-        }
-    }
-}
-
-impl Drop for HttpFake {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(a) = self.accept.take() {
-            let _ = a.join();
-        }
-    }
-}
-
-fn serve(mut stream: TcpStream, base: &str, handler: &Handler) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
-    let target = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
-    let (raw_path, raw_query) = target.split_once('?').unwrap_or((&target, ""));
-    let headers: Vec<(String, String)> = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let seen = Seen {
-        path: percent_decode(raw_path),
-        query: url::form_urlencoded::parse(raw_query.as_bytes())
-            .into_owned()
-            .collect(),
-        authorization: header("authorization"),
-        fedauth: header("x-tfs-fedauthredirect"),
-        at: Instant::now(),
-    };
-    let reply = handler(&seen, base);
-    let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
-    for (k, v) in &reply.headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        reply.body.len()
-    ));
-    let _ = stream.write_all(out.as_bytes());
-    let _ = stream.write_all(&reply.body);
-    let _ = stream.flush();
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        203 => "Non-Authoritative Information",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        _ => "Status",
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 3 <= b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-            if let Ok(v) = u8::from_str_radix(hex, 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A JSON reply as Azure DevOps sends it.
+fn reply(status: u16, body: &Value) -> Resp {
+    let body = serde_json::to_vec(body).expect("JSON");
+    Resp::new(
+        status,
+        "application/json; charset=utf-8; api-version=7.1",
+        body,
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -324,7 +161,6 @@ struct AzState {
 struct FakeAzure {
     http: HttpFake,
     state: Arc<Mutex<AzState>>,
-    log: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl FakeAzure {
@@ -340,23 +176,17 @@ impl FakeAzure {
             page_size,
             git_port,
         }));
-        let log: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let expected = format!("Basic {}", base64_encode(format!(":{pat}").as_bytes()));
-        let (st, lg) = (state.clone(), log.clone());
-        let handler: Arc<Handler> = Arc::new(move |seen: &Seen, base: &str| {
-            lg.lock().unwrap().push(seen.clone());
+        let st = state.clone();
+        let http = HttpFake::start(move |seen: &Req, ctx: &Ctx| {
             let mut st = st.lock().unwrap();
-            azure_reply(&mut st, seen, base, &expected)
+            azure_reply(&mut st, seen, &ctx.base, &expected)
         });
-        FakeAzure {
-            http: HttpFake::start(handler),
-            state,
-            log,
-        }
+        FakeAzure { http, state }
     }
 
     fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http.port)
+        self.http.base().to_owned()
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut AzState) -> R) -> R {
@@ -367,43 +197,43 @@ impl FakeAzure {
         self.with(|s| s.mode = m);
     }
 
-    fn log(&self) -> Vec<Seen> {
-        self.log.lock().unwrap().clone()
+    fn log(&self) -> Vec<Req> {
+        self.http.requests()
     }
 
     fn clear_log(&self) {
-        self.log.lock().unwrap().clear();
+        self.http.clear_requests();
     }
 }
 
-fn not_found(message: &str) -> Reply {
+fn not_found(message: &str) -> Resp {
     let mut v = fixture_json("error_404_TF200016.json").clone();
     v["message"] = json!(message);
-    Reply::json(404, &v)
+    reply(404, &v)
 }
 
-fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -> Reply {
+fn azure_reply(st: &mut AzState, seen: &Req, base: &str, expected_auth: &str) -> Resp {
     let unauthorized = || {
-        Reply::json(401, fixture_json("error_401_TF400813.json")).header(
+        reply(401, fixture_json("error_401_TF400813.json")).header(
             "WWW-Authenticate",
             "Basic realm=\"https://tfsprodweu2.visualstudio.com/\"",
         )
     };
-    let sign_in = || Reply {
+    let sign_in = || Resp {
         status: 203,
         headers: vec![("Content-Type".into(), "text/html; charset=utf-8".into())],
         body: fixture("signin_203.html").into_bytes(),
     };
-    if seen.authorization.as_deref() != Some(expected_auth) {
+    if seen.h("authorization") != Some(expected_auth) {
         // As the service: a sign-in page unless the redirect is suppressed.
-        return if seen.fedauth.as_deref() == Some("Suppress") {
+        return if seen.h("x-tfs-fedauthredirect") == Some("Suppress") {
             unauthorized()
         } else {
             sign_in()
         };
     }
-    if seen.fedauth.as_deref() != Some("Suppress") {
-        return Reply::json(
+    if seen.h("x-tfs-fedauthredirect") != Some("Suppress") {
+        return reply(
             400,
             &json!({"message": "the fake wants X-TFS-FedAuthRedirect: Suppress"}),
         );
@@ -414,7 +244,7 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
         Mode::Normal | Mode::Throttle(_) => {}
     }
     if seen.q("api-version") != Some("7.1") {
-        return Reply::json(
+        return reply(
             400,
             &json!({"message": "The requested REST API version is not supported (the fake wants 7.1)"}),
         );
@@ -431,7 +261,7 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
             }
             q.append_pair("redirected", "1");
             let location = format!("{to}{}?{}", seen.path, q.finish());
-            return Reply {
+            return Resp {
                 status: 302,
                 headers: vec![("Location".into(), location)],
                 body: Vec::new(),
@@ -440,7 +270,7 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
         if let Mode::Throttle(n) = st.mode {
             if n > 0 {
                 st.mode = Mode::Throttle(n - 1);
-                return Reply::json(429, fixture_json("error_429_TF400733.json"))
+                return reply(429, fixture_json("error_429_TF400733.json"))
                     .header("Retry-After", "1")
                     .header("X-RateLimit-Resource", "Core")
                     .header("X-RateLimit-Limit", "200")
@@ -450,13 +280,13 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
         let skip = match seen.q("continuationToken").map(str::parse::<usize>) {
             None => 0,
             Some(Ok(n)) => n,
-            Some(Err(_)) => return Reply::json(400, &json!({"message": "bad continuationToken"})),
+            Some(Err(_)) => return reply(400, &json!({"message": "bad continuationToken"})),
         };
         if st
             .failing_page
             .is_some_and(|n| skip == (n - 1) * st.page_size)
         {
-            return Reply::json(
+            return reply(
                 500,
                 &json!({"message": "TF246017: the fake's page is broken"}),
             )
@@ -472,7 +302,7 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
             .iter()
             .map(|p| project_json(p, base))
             .collect();
-        let mut reply = Reply::json(200, &json!({"count": page.len(), "value": page}));
+        let mut reply = reply(200, &json!({"count": page.len(), "value": page}));
         if end < st.projects.len() {
             reply = reply.header("x-ms-continuationtoken", &end.to_string());
         }
@@ -498,7 +328,7 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
         let hidden = seen.q("includeHidden") == Some("true");
         if st.emptied_project.as_deref() == Some(p.name.as_str()) {
             let n = st.repos.iter().filter(|r| r.project == p.name).count();
-            return Reply::json(200, &json!({"count": n, "value": []}));
+            return reply(200, &json!({"count": n, "value": []}));
         }
         let value: Vec<Value> = st
             .repos
@@ -506,7 +336,7 @@ fn azure_reply(st: &mut AzState, seen: &Seen, base: &str, expected_auth: &str) -
             .filter(|r| r.project == p.name && (hidden || !r.hidden))
             .map(|r| repo_json(r, st, base))
             .collect();
-        return Reply::json(200, &json!({"count": value.len(), "value": value}));
+        return reply(200, &json!({"count": value.len(), "value": value}));
     }
     not_found("no such route in the fake")
 }
@@ -714,12 +544,12 @@ impl World {
     /// Pushes every ref of the work repository to the served bare one.
     fn publish(&self, id: &str, bare: &Path) {
         let w = self.work(id);
-        w.git(&["push", "-q", "--mirror", "--force", bare.to_str().unwrap()]);
+        w.publish(bare);
     }
 
     /// The name repovault gives `project/repo`.
     fn name(&self, project: &str, repo: &str) -> String {
-        format!("127.0.0.1:{}/{ORG}/{project}/{repo}", self.az.http.port)
+        format!("127.0.0.1:{}/{ORG}/{project}/{repo}", self.az.http.port())
     }
 
     fn name_of(&self, r: &AzRepo) -> String {
@@ -727,7 +557,7 @@ impl World {
     }
 
     fn key_of(&self, id: &str) -> String {
-        format!("azure:127.0.0.1:{}/{ORG}:{id}", self.az.http.port)
+        format!("azure:127.0.0.1:{}/{ORG}:{id}", self.az.http.port())
     }
 
     /// A new store (`repovault init`), a cache path (not created) and a config.
@@ -866,22 +696,6 @@ impl World {
     }
 }
 
-/// `main` with three commits, a `feature` branch, an annotated and a
-/// lightweight tag (deterministic: built twice, the commits are equal).
-fn app_repo() -> TestRepo {
-    let r = TestRepo::new();
-    r.commit_file("README.md", "hello\n", "first");
-    r.commit_file("src/lib.rs", "pub fn answer() -> u32 { 42 }\n", "second");
-    r.tag_annotated("v1.0", "HEAD", "release 1.0");
-    r.branch("feature");
-    r.commit_file("README.md", "hello again\n", "third");
-    r.tag_lightweight("light", "HEAD~1");
-    r.checkout("feature");
-    r.commit_file("feature.txt", "feature work\n", "feature");
-    r.checkout("main");
-    r
-}
-
 fn small_repo(what: &str) -> TestRepo {
     let r = TestRepo::new();
     r.commit_file("README.md", format!("{what}\n"), &format!("{what}: first"));
@@ -928,7 +742,7 @@ fn nightly_run_discovers_syncs_restores_and_tracks_changes() {
         w.add_project(p);
     }
     let e = w.entry("Alpha", "app");
-    let app = w.add(e, Git::Work(app_repo()));
+    let app = w.add(e, Git::Work(support::sample_repo()));
     let mut e = w.entry("Alpha", "Alpha.wiki");
     e.hidden = true;
     e.default_branch = Some("wikiMaster".into());
@@ -939,7 +753,7 @@ fn nightly_run_discovers_syncs_restores_and_tracks_changes() {
     let mut e = w.entry("Beta", "app-fork");
     e.fork_of = Some(app.clone());
     let fork = {
-        let f = app_repo();
+        let f = support::sample_repo();
         f.commit_file("fork.txt", "forked\n", "fork work");
         w.add(e, Git::Work(f))
     };
@@ -994,15 +808,11 @@ fn nightly_run_discovers_syncs_restores_and_tracks_changes() {
         base64_encode(format!(":{}", w.token).as_bytes())
     );
     for s in &log {
-        assert_eq!(
-            s.authorization.as_deref(),
-            Some(expected_auth.as_str()),
-            "{s:?}"
-        );
-        assert_eq!(s.fedauth.as_deref(), Some("Suppress"), "{s:?}");
+        assert_eq!(s.h("authorization"), Some(expected_auth.as_str()), "{s:?}");
+        assert_eq!(s.h("x-tfs-fedauthredirect"), Some("Suppress"), "{s:?}");
         assert_eq!(s.q("api-version"), Some("7.1"), "{s:?}");
     }
-    let project_pages: Vec<&Seen> = log
+    let project_pages: Vec<&Req> = log
         .iter()
         .filter(|s| s.path == format!("/{ORG}/_apis/projects"))
         .collect();
@@ -1013,7 +823,7 @@ fn nightly_run_discovers_syncs_restores_and_tracks_changes() {
         project_pages.iter().all(|s| s.q("$top").is_some()),
         "{log:#?}"
     );
-    let repo_lists: Vec<&Seen> = log
+    let repo_lists: Vec<&Req> = log
         .iter()
         .filter(|s| s.path.ends_with("/_apis/git/repositories"))
         .collect();
@@ -1443,24 +1253,7 @@ fn a_failed_source_is_named_once() {
 // 4. The token never leaks
 // ---------------------------------------------------------------------------
 
-fn files_below(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd {
-        let e = e.unwrap();
-        let t = e.file_type().unwrap();
-        if t.is_dir() {
-            files_below(&e.path(), out);
-        } else if t.is_file() {
-            out.push(e.path());
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
+use support::{contains, files_below};
 
 #[test]
 fn token_never_leaks_from_a_verbose_nightly_run() {
@@ -1469,7 +1262,7 @@ fn token_never_leaks_from_a_verbose_nightly_run() {
     w.add_project("Alpha");
     w.add_project("Beta");
     let e = w.entry("Alpha", "app");
-    let app = w.add(e, Git::Work(app_repo()));
+    let app = w.add(e, Git::Work(support::sample_repo()));
     let mut e = w.entry("Alpha", "Alpha.wiki");
     e.hidden = true;
     e.default_branch = Some("wikiMaster".into());
@@ -1602,23 +1395,7 @@ fn token_never_leaks_from_a_verbose_nightly_run() {
 // 5. config check, and configuration errors
 // ---------------------------------------------------------------------------
 
-/// Every path below `dir` with its size and modification time.
-fn listing(dir: &Path) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
-    let mut out = BTreeMap::new();
-    fn walk(d: &Path, out: &mut BTreeMap<PathBuf, (u64, Option<SystemTime>)>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd {
-            let e = e.unwrap();
-            let m = e.metadata().unwrap();
-            out.insert(e.path(), (m.len(), m.modified().ok()));
-            if m.is_dir() {
-                walk(&e.path(), out);
-            }
-        }
-    }
-    walk(dir, &mut out);
-    out
-}
+use support::listing;
 
 fn config_check(w: &World, config: &Path, extra: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
@@ -2232,7 +2009,7 @@ fn the_token_goes_only_to_the_sources_hosts_and_same_host_redirects_are_followed
     assert!(
         w.az.log()
             .iter()
-            .any(|s| s.q("redirected") == Some("1") && s.authorization.is_some()),
+            .any(|s| s.q("redirected") == Some("1") && s.h("authorization").is_some()),
         "{:#?}",
         w.az.log()
     );

@@ -13,60 +13,23 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{describe, parse_json, HttpGitServer};
+use support::{describe, parse_json, path_str, HttpGitServer, Vault};
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_repovault");
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 fn tempdir() -> TempDir {
-    tempfile::Builder::new()
-        .prefix("repovault-output-")
-        .tempdir()
-        .expect("temp dir")
-}
-
-/// A store and a mirror cache in one temporary directory.
-struct Vault {
-    dir: TempDir,
+    support::tempdir("repovault-output-")
 }
 
 impl Vault {
-    fn new() -> Vault {
-        let v = Vault { dir: tempdir() };
-        let out = v.run(&["init"], &[]);
-        assert!(out.status.success(), "{}", describe(&out));
-        v
-    }
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-    fn cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(BIN);
-        support::hermetic(&mut cmd);
-        cmd.arg("--store").arg(self.store()).args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        support::run_with_timeout(&mut self.cmd(args, env), TIMEOUT)
-    }
-    /// `sync --cache CACHE <args>`.
-    fn sync(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let cache = self.cache();
-        let mut a = vec!["sync", "--cache", cache.to_str().unwrap()];
+    /// `sync --cache CACHE <args>` with extra environment variables.
+    fn sync_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let cache = path_str(&self.cache);
+        let mut a = vec!["sync", "--cache", cache];
         a.extend_from_slice(args);
-        self.run(&a, env)
-    }
-    fn stats(&self) -> Value {
-        let out = self.run(&["stats", "--json"], &[]);
-        assert!(out.status.success(), "{}", describe(&out));
-        parse_json(&out)
+        self.run_env(&a, env)
     }
 }
 
@@ -80,7 +43,7 @@ fn text(out: &Output) -> String {
 
 /// A bare repository at `dir/name` whose `main` holds one commit of `n`
 /// distinct small blobs (made with `git fast-import`): `n + 2` objects.
-fn many_blobs(dir: &Path, name: &str, n: usize) -> PathBuf {
+pub(crate) fn many_blobs(dir: &Path, name: &str, n: usize) -> PathBuf {
     let bare = dir.join(name);
     support::git(dir, &["init", "-q", "--bare", bare.to_str().unwrap()]);
     let mut stream = Vec::new();
@@ -108,12 +71,7 @@ fn many_blobs(dir: &Path, name: &str, n: usize) -> PathBuf {
         writeln!(stream, "M 100644 :{} d{}/f{i}.txt", i + 1, i % 50).unwrap();
     }
     stream.extend_from_slice(b"\n");
-    let mut child = support::git_command(&bare, &["fast-import", "--quiet"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("git fast-import");
-    child.stdin.take().unwrap().write_all(&stream).unwrap();
-    assert!(child.wait().unwrap().success(), "fast-import failed");
+    support::fast_import(&bare, &stream);
     support::git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
     bare
 }
@@ -178,7 +136,7 @@ fn interrupted_sync_reports_what_it_stored() {
         if json {
             args.push("--json");
         }
-        let out = v.sync(&args, &[("REPOVAULT_INTERRUPT_AT", "ingest-batch")]);
+        let out = v.sync_env(&args, &[("REPOVAULT_INTERRUPT_AT", "ingest-batch")]);
         let all = text(&out);
         assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
         no_debug_text(&all);
@@ -206,7 +164,7 @@ fn interrupted_sync_reports_what_it_stored() {
             assert!(!stdout.contains("+0 B in packs"), "{stdout}");
         }
         // And the next sync completes from there.
-        let out = v.sync(&[url.as_str(), "--name", "big", "--json"], &[]);
+        let out = v.sync_env(&[url.as_str(), "--name", "big", "--json"], &[]);
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(parse_json(&out)["repos"][0]["status"], "new");
     }
@@ -224,7 +182,7 @@ fn interrupted_fetch_over_http_says_interrupted() {
     let server = HttpGitServer::start(&base, None);
     let v = Vault::new();
     let url = server.url("r.git");
-    let out = v.sync(
+    let out = v.sync_env(
         &[url.as_str(), "--json"],
         &[("REPOVAULT_INTERRUPT_AT", "fetching")],
     );
@@ -235,7 +193,7 @@ fn interrupted_fetch_over_http_says_interrupted() {
     assert_eq!(doc["repos"][0]["error"], "interrupted", "{doc:#}");
     assert_eq!(doc["totals"]["failed"], 0, "{doc:#}");
 
-    let out = v.sync(&[url.as_str()], &[("REPOVAULT_INTERRUPT_AT", "fetching")]);
+    let out = v.sync_env(&[url.as_str()], &[("REPOVAULT_INTERRUPT_AT", "fetching")]);
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
     let all = text(&out);
     no_debug_text(&all);
@@ -253,7 +211,7 @@ fn refused_sync_reports_what_it_left_in_the_store() {
     let url = format!("file://{}", src.display());
     let v = Vault::new();
     let before = v.stats();
-    let out = v.sync(&[url.as_str(), "--name", "broken", "--json"], &[]);
+    let out = v.sync_env(&[url.as_str(), "--name", "broken", "--json"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let doc = parse_json(&out);
     let r = &doc["repos"][0];
@@ -267,7 +225,7 @@ fn refused_sync_reports_what_it_left_in_the_store() {
 
     // The human summary says it too, and names what it counts.
     let v = Vault::new();
-    let out = v.sync(&[url.as_str(), "--name", "broken"], &[]);
+    let out = v.sync_env(&[url.as_str(), "--name", "broken"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!("objects +{grew}  packs +")),
@@ -284,11 +242,11 @@ fn summary_counts_pack_bytes() {
     let tmp = tempdir();
     let src = many_blobs(tmp.path(), "r.git", 500);
     let v = Vault::new();
-    let out = v.sync(&[src.to_str().unwrap(), "--name", "r", "--json"], &[]);
+    let out = v.sync_env(&[src.to_str().unwrap(), "--name", "r", "--json"], &[]);
     assert!(out.status.success(), "{}", describe(&out));
     let doc = parse_json(&out);
     let mut on_disk = 0;
-    for e in std::fs::read_dir(v.store().join("packs")).unwrap() {
+    for e in std::fs::read_dir(v.store.join("packs")).unwrap() {
         let e = e.unwrap();
         if e.file_type().unwrap().is_dir() {
             for f in std::fs::read_dir(e.path()).unwrap() {
@@ -319,7 +277,7 @@ fn missing_objects_error_is_short_with_full_lists_in_json() {
     let (src, blob) = source_missing_a_blob(tmp.path(), 300, 0);
     let url = format!("file://{}", src.display());
     let v = Vault::new();
-    let out = v.sync(&[url.as_str(), "--name", "broken"], &[]);
+    let out = v.sync_env(&[url.as_str(), "--name", "broken"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let all = text(&out);
     let lines: Vec<&str> = all.lines().filter(|l| l.contains(&blob)).collect();
@@ -332,7 +290,7 @@ fn missing_objects_error_is_short_with_full_lists_in_json() {
     let names = line.find("refs/heads/").expect("names refs");
     assert!(fix < names, "the fix comes before the lists: {line}");
 
-    let out = v.sync(&[url.as_str(), "--name", "broken", "--json"], &[]);
+    let out = v.sync_env(&[url.as_str(), "--name", "broken", "--json"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let doc = parse_json(&out);
     let r = &doc["repos"][0];
@@ -367,10 +325,9 @@ fn quiet_prints_nothing_on_success() {
     let dir = tempdir();
     let store = dir.path().join("store");
     let rv = |args: &[&str]| {
-        let mut cmd = Command::new(BIN);
-        support::hermetic(&mut cmd);
-        cmd.arg("-q").arg("--store").arg(&store).args(args);
-        support::run_with_timeout(&mut cmd, TIMEOUT)
+        let mut quiet = vec!["-q"];
+        quiet.extend_from_slice(args);
+        support::rv(&store, &quiet)
     };
     let cache = dir.path().join("cache");
     let cache_s = cache.to_str().unwrap();
@@ -455,7 +412,7 @@ fn quiet_prints_nothing_on_success() {
 
 /// A private tmux server running one command on a 200x50 pseudo-terminal,
 /// its raw output captured from the first byte (`pipe-pane`).
-struct Tmux {
+pub(crate) struct Tmux {
     dir: TempDir,
     socket: PathBuf,
 }
@@ -464,7 +421,7 @@ impl Tmux {
     /// Starts `script` (a shell script body) in a new session; the script
     /// waits until the output is being captured, and ends by printing
     /// `END-<exit code of the last command>`.
-    fn start(script: &str) -> Tmux {
+    pub(crate) fn start(script: &str) -> Tmux {
         let dir = tempdir();
         let socket = dir.path().join("sock");
         let go = dir.path().join("go");
@@ -497,7 +454,7 @@ impl Tmux {
         t
     }
 
-    fn tmux(&self, args: &[&str]) -> Output {
+    pub(crate) fn tmux(&self, args: &[&str]) -> Output {
         let out = Command::new("tmux")
             .arg("-S")
             .arg(&self.socket)
@@ -513,13 +470,13 @@ impl Tmux {
     }
 
     /// Everything the command wrote to the terminal so far (escape sequences included).
-    fn raw(&self) -> String {
+    pub(crate) fn raw(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(self.dir.path().join("raw")).unwrap_or_default())
             .into_owned()
     }
 
     /// Waits for `END-<code>`; returns the code and the raw output.
-    fn wait(&self) -> (i32, String) {
+    pub(crate) fn wait(&self) -> (i32, String) {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let raw = self.raw();
@@ -537,8 +494,21 @@ impl Tmux {
         }
     }
 
+    /// Waits until the command has drawn `text` (and has not ended).
+    pub(crate) fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.raw().contains(text) {
+            assert!(
+                Instant::now() < deadline && !self.raw().contains("END-"),
+                "no {text:?} in:\n{}",
+                self.raw()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The screen as it is now (what a user sees at the end).
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
     }
 }
@@ -557,7 +527,7 @@ impl Drop for Tmux {
 }
 
 /// The hermetic environment of `support::hermetic`, as shell exports.
-fn exports() -> String {
+pub(crate) fn exports() -> String {
     let mut cmd = Command::new("true");
     support::hermetic(&mut cmd);
     let mut s = String::from("unset GIT_DIR GIT_WORK_TREE\n");
@@ -574,9 +544,14 @@ fn exports() -> String {
 }
 
 /// The totals drawn in `raw`: N of every `D/N objects` (N may have commas).
-fn totals_drawn(raw: &str) -> Vec<u64> {
+pub(crate) fn totals_drawn(raw: &str) -> Vec<u64> {
+    totals_drawn_of(raw, "objects")
+}
+
+/// The totals drawn in `raw`: N of every `D/N <unit>` (N may have commas).
+pub(crate) fn totals_drawn_of(raw: &str, unit: &str) -> Vec<u64> {
     let mut out = Vec::new();
-    for (at, _) in raw.match_indices(" objects") {
+    for (at, _) in raw.match_indices(&format!(" {unit}")) {
         let before = &raw[..at];
         let start = before
             .rfind(|c: char| !(c.is_ascii_digit() || c == ','))
@@ -604,11 +579,11 @@ fn progress_bars_on_a_terminal_and_nothing_with_quiet() {
     let script = format!(
         "{}'{BIN}' --store '{}' sync --cache '{}' '{}' '{}' && '{BIN}' --store '{}' restore --repo a --latest '{}'",
         exports(),
-        v.store().display(),
-        v.cache().display(),
+        v.store.display(),
+        v.cache.display(),
         a.display(),
         b.display(),
-        v.store().display(),
+        v.store.display(),
         dest.display()
     );
     let t = Tmux::start(&script);
@@ -652,13 +627,13 @@ fn progress_bars_on_a_terminal_and_nothing_with_quiet() {
     let script = format!(
         "{}'{BIN}' -q --store '{}' sync --cache '{}' '{}' '{}' && '{BIN}' -q --store '{}' restore --repo a --latest '{}' && '{BIN}' -q --store '{}' verify --read-data",
         exports(),
-        v.store().display(),
-        v.cache().display(),
+        v.store.display(),
+        v.cache.display(),
         a.display(),
         b.display(),
-        v.store().display(),
+        v.store.display(),
         dest.display(),
-        v.store().display(),
+        v.store.display(),
     );
     let t = Tmux::start(&script);
     let (code, raw) = t.wait();
@@ -685,22 +660,14 @@ fn ctrl_c_on_a_terminal() {
     let script = format!(
         "{}'{BIN}' --store '{}' sync --cache '{}' '{}'",
         exports(),
-        v.store().display(),
-        v.cache().display(),
+        v.store.display(),
+        v.cache.display(),
         server.url("big.git")
     );
     let t = Tmux::start(&script);
     // Wait until the sync is visibly working (its bar names the repository),
     // let it fetch for a moment (the whole sync takes seconds), then press Ctrl-C.
-    let deadline = Instant::now() + TIMEOUT;
-    while !t.raw().contains("/big") {
-        assert!(
-            Instant::now() < deadline && !t.raw().contains("END-"),
-            "{}",
-            t.raw()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    t.wait_for("/big");
     std::thread::sleep(Duration::from_millis(500));
     t.tmux(&["send-keys", "-t", "t", "C-c"]);
     let (code, raw) = t.wait();

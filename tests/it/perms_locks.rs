@@ -9,72 +9,24 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{describe, parse_json, random_bytes, run_with_timeout, TestRepo};
-use tempfile::TempDir;
+use support::{describe, parse_json, path_str, random_bytes, run_with_timeout, TestRepo, Vault};
 
-const BIN: &str = env!("CARGO_BIN_EXE_repovault");
 const TIMEOUT: Duration = Duration::from_secs(600);
 
-/// A scratch HOME (data and cache) with a store path in it.
-struct Env {
-    dir: TempDir,
+impl Vault {
+    /// `sync SOURCE --cache CACHE`, asserted.
+    fn sync_path(&self, source: &Path) -> Output {
+        self.ok(&["sync", path_str(source), "--cache", path_str(&self.cache)])
+    }
 }
 
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-
-    /// The binary with a clean environment and `--store`.
-    fn cmd(&self) -> Command {
-        self.cmd_at(&self.store())
-    }
-
-    /// The binary with a clean environment and `--store STORE`.
-    fn cmd_at(&self, store: &Path) -> Command {
-        let mut c = Command::new(BIN);
-        support::hermetic(&mut c);
-        let home = self.dir.path();
-        c.env_remove("REPOVAULT_STORE")
-            .env_remove("RUST_LOG")
-            .env_remove("REPOVAULT_CRASH_AT")
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CACHE_HOME", home.join("xdg-cache"))
-            .arg("--store")
-            .arg(store);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run_with_timeout(self.cmd().args(args), TIMEOUT)
-    }
-
-    /// Runs and asserts success.
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(out.status.success(), "{args:?}: {}", describe(&out));
-        out
-    }
-
-    fn sync(&self, source: &Path) -> Output {
-        self.ok(&[
-            "sync",
-            source.to_str().unwrap(),
-            "--cache",
-            self.cache().to_str().unwrap(),
-        ])
-    }
+/// Forces every branch of `r` into `bare` (tags and deletions untouched).
+fn fetch_heads(r: &TestRepo, bare: &Path) {
+    let src = path_str(&r.path);
+    support::git(
+        bare,
+        &["fetch", "-q", "--force", src, "+refs/heads/*:refs/heads/*"],
+    );
 }
 
 fn stderr(out: &Output) -> String {
@@ -113,7 +65,7 @@ fn open_to_others(root: &Path) -> Vec<String> {
 /// Runs every command that creates files (init, sync twice, forget, prune,
 /// verify, repair-index, restore) under `umask` and checks the modes.
 fn private_under_umask(umask: &str) {
-    let env = Env::new();
+    let env = Vault::uninit();
     let r = TestRepo::new();
     r.commit_file("a.bin", random_bytes(1, 200_000), "a");
     r.commit_file("b.txt", b"hello\n", "b");
@@ -122,7 +74,7 @@ fn private_under_umask(umask: &str) {
     let sh = |args: &str| -> Output {
         // The binary's own umask is what is tested: set the shell's, then exec it.
         let script = format!("umask {umask}; exec \"$0\" \"$@\"");
-        let c = env.cmd();
+        let c = env.cmd(&[]);
         let prog = c.get_program().to_owned();
         let inner: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
         let mut s = Command::new("sh");
@@ -142,7 +94,7 @@ fn private_under_umask(umask: &str) {
         );
         out
     };
-    let cache = env.cache();
+    let cache = env.cache.clone();
     let (b, c) = (bare.to_str().unwrap(), cache.to_str().unwrap());
     sh("init");
     sh(&format!("sync {b} --cache {c}"));
@@ -161,12 +113,12 @@ fn private_under_umask(umask: &str) {
     sh("verify --read-data");
     sh("repair-index");
     sh("verify");
-    let dest = env.dir.path().join("restored.git");
+    let dest = env.dir().join("restored.git");
     sh(&format!(
         "restore --repo mirror-0 --latest {}",
         dest.display()
     ));
-    let bad: Vec<String> = open_to_others(&env.store())
+    let bad: Vec<String> = open_to_others(&env.store)
         .into_iter()
         .chain(open_to_others(&cache))
         .collect();
@@ -202,13 +154,13 @@ fn store_and_cache_are_private_under_umask_022() {
 /// A store with two snapshots of one repository: the first holds blobs `a`
 /// and `b` in one data pack, the second (a force-push) only `b`. Forgetting
 /// the first leaves that pack half live, so prune repacks `b` and deletes it.
-fn store_for_prune(env: &Env) -> (TestRepo, PathBuf) {
+fn store_for_prune(env: &Vault) -> (TestRepo, PathBuf) {
     let r = TestRepo::new();
     r.commit_file("a.bin", random_bytes(10, 300_000), "a");
     r.commit_file("b.bin", random_bytes(11, 300_000), "b");
     let bare = r.bare_clone();
     env.ok(&["init"]);
-    env.sync(&bare);
+    env.sync_path(&bare);
     // An orphan history holding b only: a is needed by the first snapshot alone.
     r.git(&["checkout", "-q", "--orphan", "only-b"]);
     r.git(&["rm", "-q", "--cached", "a.bin"]);
@@ -217,17 +169,8 @@ fn store_for_prune(env: &Env) -> (TestRepo, PathBuf) {
     r.git(&["branch", "-f", "main", "only-b"]);
     r.git(&["checkout", "-q", "main"]);
     r.git(&["branch", "-D", "only-b"]);
-    support::git(
-        &bare,
-        &[
-            "fetch",
-            "-q",
-            "--force",
-            r.path.to_str().unwrap(),
-            "+refs/heads/*:refs/heads/*",
-        ],
-    );
-    env.sync(&bare);
+    fetch_heads(&r, &bare);
+    env.sync_path(&bare);
     (r, bare)
 }
 
@@ -266,17 +209,17 @@ fn finish(mut child: Child) -> Output {
 /// prune waits for the restore, which succeeds, and then deletes them.
 #[test]
 fn restore_overlapping_a_prune_reads_every_pack() {
-    let env = Env::new();
+    let env = Vault::uninit();
     let (_r, bare) = store_for_prune(&env);
-    let packs_before: Vec<_> = std::fs::read_dir(env.store().join("packs"))
+    let packs_before: Vec<_> = std::fs::read_dir(env.store.join("packs"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    let gate = env.dir.path().join("gate");
-    let reached = env.dir.path().join("gate.reached");
-    let dest = env.dir.path().join("restored.git");
+    let gate = env.dir().join("gate");
+    let reached = env.dir().join("gate.reached");
+    let dest = env.dir().join("restored.git");
     let mut restore = env
-        .cmd()
+        .cmd(&[])
         .args(["restore", "--repo", "mirror-0", "--latest"])
         .arg(&dest)
         .env("REPOVAULT_PAUSE_AT", "restore-walked")
@@ -288,9 +231,9 @@ fn restore_overlapping_a_prune_reads_every_pack() {
         .unwrap();
     wait_for(&reached, &mut restore, "restore");
 
-    let prune_err = env.dir.path().join("prune.stderr");
+    let prune_err = env.dir().join("prune.stderr");
     let mut prune = env
-        .cmd()
+        .cmd(&[])
         .args(["forget", "--keep-last", "1", "--prune", "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -345,7 +288,7 @@ fn restore_overlapping_a_prune_reads_every_pack() {
         "prune freed nothing, so the test proves nothing: {v}"
     );
     assert_eq!(v["prune"]["packs_left_for_next_prune"], 0, "{v}");
-    let packs_after: Vec<_> = std::fs::read_dir(env.store().join("packs"))
+    let packs_after: Vec<_> = std::fs::read_dir(env.store.join("packs"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -373,23 +316,14 @@ fn restore_overlapping_a_prune_reads_every_pack() {
 /// several rounds: every restore succeeds.
 #[test]
 fn restores_in_a_loop_while_prune_deletes_packs() {
-    let env = Env::new();
+    let env = Vault::uninit();
     let (r, bare) = store_for_prune(&env);
     let b = "mirror-0".to_owned();
     for round in 0..3u64 {
         // A new snapshot with a new blob, then prune the older ones away while restoring.
         r.commit_file("c.bin", random_bytes(100 + round, 300_000), "c");
-        support::git(
-            &bare,
-            &[
-                "fetch",
-                "-q",
-                "--force",
-                r.path.to_str().unwrap(),
-                "+refs/heads/*:refs/heads/*",
-            ],
-        );
-        env.sync(&bare);
+        fetch_heads(&r, &bare);
+        env.sync_path(&bare);
         let stop = std::sync::atomic::AtomicBool::new(false);
         let failures = std::sync::Mutex::new(Vec::new());
         let restores = std::sync::atomic::AtomicU64::new(0);
@@ -398,9 +332,9 @@ fn restores_in_a_loop_while_prune_deletes_packs() {
                 let mut i = 0;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) || i == 0 {
                     i += 1;
-                    let dest = env.dir.path().join(format!("r{round}-{i}.git"));
+                    let dest = env.dir().join(format!("r{round}-{i}.git"));
                     let out = run_with_timeout(
-                        env.cmd()
+                        env.cmd(&[])
                             .args(["restore", "--repo", &b, "--latest"])
                             .arg(&dest),
                         TIMEOUT,
@@ -436,13 +370,13 @@ fn restores_in_a_loop_while_prune_deletes_packs() {
 /// A repovault holder: a sync stuck listing the refs of a server that never answers.
 #[test]
 fn lock_wait_is_announced_once_naming_a_repovault_holder() {
-    let env = Env::new();
+    let env = Vault::uninit();
     env.ok(&["init"]);
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("git://{}/stuck.git", silent.local_addr().unwrap());
     let mut holder = env
-        .cmd()
-        .args(["sync", &url, "--cache", env.cache().to_str().unwrap()])
+        .cmd(&[])
+        .args(["sync", &url, "--cache", env.cache.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -459,7 +393,7 @@ fn lock_wait_is_announced_once_naming_a_repovault_holder() {
         "--lock-wait",
         "2",
         "--cache",
-        env.cache().to_str().unwrap(),
+        env.cache.to_str().unwrap(),
     ]);
     let waited = start.elapsed();
     let _ = holder.kill();
@@ -467,7 +401,7 @@ fn lock_wait_is_announced_once_naming_a_repovault_holder() {
     assert_eq!(out.status.code(), Some(11), "{}", describe(&out));
     assert!(waited >= Duration::from_secs(2), "gave up after {waited:?}");
     let err = stderr(&out);
-    let store = env.store().display().to_string();
+    let store = env.store.display().to_string();
     let who = format!("pid {} on ", holder.id());
     let waiting: Vec<&str> = err.lines().filter(|l| l.contains("waiting")).collect();
     assert_eq!(waiting.len(), 1, "the wait is said exactly once: {err}");
@@ -500,9 +434,9 @@ fn lock_wait_is_announced_once_naming_a_repovault_holder() {
 /// command line, not "pid 0 on unknown".
 #[test]
 fn lock_held_by_another_program_names_it() {
-    let env = Env::new();
+    let env = Vault::uninit();
     env.ok(&["init"]);
-    let lock = env.store().join("lock");
+    let lock = env.store.join("lock");
     let mut flock = Command::new("flock")
         .arg(&lock)
         // A credential in the holder's command line must not be repeated.
@@ -533,7 +467,7 @@ fn lock_held_by_another_program_names_it() {
         "--lock-wait",
         "1",
         "--cache",
-        env.cache().to_str().unwrap(),
+        env.cache.to_str().unwrap(),
     ]);
     let out_json = env.run(&[
         "sync",
@@ -542,7 +476,7 @@ fn lock_held_by_another_program_names_it() {
         "1",
         "--json",
         "--cache",
-        env.cache().to_str().unwrap(),
+        env.cache.to_str().unwrap(),
     ]);
     let _ = flock.kill();
     let _ = flock.wait();
@@ -581,9 +515,9 @@ fn assert_code(out: &Output, code: i32, what: &str) {
 
 #[test]
 fn a_store_this_repovault_cannot_read_exits_10() {
-    let env = Env::new();
+    let env = Vault::uninit();
     env.ok(&["init"]);
-    let cfg = env.store().join("config.json");
+    let cfg = env.store.join("config.json");
     let good = std::fs::read_to_string(&cfg).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
     v["format_version"] = serde_json::json!(99);
@@ -607,13 +541,13 @@ fn a_store_this_repovault_cannot_read_exits_10() {
 
 #[test]
 fn bad_values_on_the_command_line_exit_2() {
-    let env = Env::new();
+    let env = Vault::uninit();
     env.ok(&["init"]);
     let r = TestRepo::new();
     r.commit_file("f", b"x\n", "x");
     let src = r.path.to_str().unwrap().to_owned();
-    let cache = env.cache();
-    env.sync(Path::new(&src));
+    let cache = env.cache.clone();
+    env.sync_path(Path::new(&src));
     let name = "work";
     for (args, needle) in [
         (vec!["forget", "--keep-within", "3x"], "3x"),
@@ -665,13 +599,13 @@ fn bad_values_on_the_command_line_exit_2() {
 
 #[test]
 fn init_where_something_is_in_the_way_exits_1() {
-    let env = Env::new();
+    let env = Vault::uninit();
     env.ok(&["init"]);
     let out = env.run(&["init"]);
     assert_code(&out, 1, "init on an existing store");
-    let file = env.dir.path().join("a-file");
+    let file = env.dir().join("a-file");
     std::fs::write(&file, b"x").unwrap();
-    let out = run_with_timeout(env.cmd_at(&file).arg("init"), TIMEOUT);
+    let out = run_with_timeout(env.cmd_at(&file, &[]).arg("init"), TIMEOUT);
     assert_code(&out, 1, "init on a plain file");
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
@@ -681,9 +615,9 @@ fn init_where_something_is_in_the_way_exits_1() {
 // ---------------------------------------------------------------------------
 
 /// Runs `args` with a stdout whose reader is gone before anything is written.
-fn run_into_closed_pipe(env: &Env, args: &[&str]) -> Output {
+fn run_into_closed_pipe(env: &Vault, args: &[&str]) -> Output {
     let mut child = env
-        .cmd()
+        .cmd(&[])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -696,14 +630,14 @@ fn run_into_closed_pipe(env: &Env, args: &[&str]) -> Output {
 
 #[test]
 fn a_closed_stdout_ends_quietly_with_the_commands_exit_code() {
-    let env = Env::new();
+    let env = Vault::uninit();
     env.ok(&["init"]);
     let r = TestRepo::new();
     for i in 0..30 {
         r.commit_file("f", format!("{i}\n"), &format!("c{i}"));
         r.tag_lightweight(&format!("t{i}"), "HEAD");
     }
-    env.sync(&r.path);
+    env.sync_path(&r.path);
     let src = "work";
     for args in [
         &["snapshots", "--json"][..],
@@ -722,7 +656,7 @@ fn a_closed_stdout_ends_quietly_with_the_commands_exit_code() {
     }
     // The exit code stays the command's own: damage found is 12 even when
     // nobody reads the report.
-    let packs = env.store().join("packs");
+    let packs = env.store.join("packs");
     let pack = std::fs::read_dir(&packs)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -32,8 +32,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
-use support::{git, head_of, random_bytes, refs_of, Rng, TestRepo};
+use std::time::{Duration, Instant};
+use support::{git, head_of, random_bytes, refs_of, text, Rng, TestRepo};
 use tempfile::TempDir;
 
 // ===========================================================================
@@ -116,15 +116,6 @@ fn hourly_day() -> Vec<Timestamp> {
 
 /// Kept snapshot time -> the rules that keep it.
 type Expected = BTreeMap<Timestamp, BTreeSet<String>>;
-
-fn expect(items: &[(&str, &[&str])]) -> Expected {
-    let mut e = Expected::new();
-    for (t, reasons) in items {
-        let prev = e.insert(ts(t), reasons.iter().map(|r| r.to_string()).collect());
-        assert!(prev.is_none(), "{t} listed twice in the expectation");
-    }
-    e
-}
 
 /// Adds `reasons` to every time of `times` in `e`.
 fn add(e: &mut Expected, times: &[Timestamp], reasons: &[&str]) {
@@ -239,152 +230,339 @@ fn within(s: &str) -> Option<Within> {
     Some(s.parse().unwrap_or_else(|e| panic!("{e}")))
 }
 
-#[test]
-fn keep_last_5_keeps_the_five_newest() {
-    let p = Policy {
-        keep_last: 5,
-        ..Default::default()
-    };
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["last"]),
-        ("2025-12-31T02:00:00Z", &["last"]),
-        ("2025-12-30T02:00:00Z", &["last"]),
-        ("2025-12-29T02:00:00Z", &["last"]),
-        ("2025-12-28T02:00:00Z", &["last"]),
-    ]);
-    check("keep_last 5", &p, &year(), &want);
+/// A policy from a spec such as `"daily=7 weekly=4 within=2m"`.
+fn policy(spec: &str) -> Policy {
+    let mut p = Policy::default();
+    for rule in spec.split_whitespace() {
+        let (k, v) = rule.split_once('=').expect("rule=value in the test");
+        if k == "within" {
+            p.keep_within = within(v);
+            continue;
+        }
+        let n: i32 = v.parse().expect("a count in the test");
+        match k {
+            "last" => p.keep_last = n,
+            "hourly" => p.keep_hourly = n,
+            "daily" => p.keep_daily = n,
+            "weekly" => p.keep_weekly = n,
+            "monthly" => p.keep_monthly = n,
+            "yearly" => p.keep_yearly = n,
+            _ => panic!("unknown rule {k} in the test"),
+        }
+    }
+    p
 }
 
-#[test]
-fn keep_daily_7_keeps_the_newest_of_each_of_the_last_seven_days() {
-    let p = Policy {
-        keep_daily: 7,
-        ..Default::default()
-    };
+/// Four times around a UTC day (and month) boundary, given in other offsets:
+/// 2025-07-01T00:30+02:00 is 2025-06-30T22:30Z, a June snapshot and the
+/// newest of June 30 (UTC); 2025-06-30T23:30-02:00 is 2025-07-01T01:30Z.
+fn utc_boundary() -> Vec<Timestamp> {
+    [
+        "2025-06-30T10:00:00Z",
+        "2025-07-01T00:30:00+02:00",
+        "2025-06-30T23:30:00-02:00",
+        "2025-07-01T12:00:00Z",
+    ]
+    .map(ts)
+    .to_vec()
+}
+
+/// One row of the policy table: in test `test`, `policy` applied to `times`
+/// keeps exactly the times of `keep`, each for the union of the rules its
+/// rows name.
+struct Case {
+    test: &'static str,
+    policy: &'static str,
+    times: fn() -> Vec<Timestamp>,
+    keep: &'static [(&'static [&'static str], &'static [&'static str])],
+}
+
+/// The policy cases whose expectation is a list of times.
+const CASES: &[Case] = &[
+    Case {
+        test: "keep_last_5_keeps_the_five_newest",
+        policy: "last=5",
+        times: year,
+        keep: &[(
+            &["last"],
+            &[
+                "2025-12-31T14:00:00Z",
+                "2025-12-31T02:00:00Z",
+                "2025-12-30T02:00:00Z",
+                "2025-12-29T02:00:00Z",
+                "2025-12-28T02:00:00Z",
+            ],
+        )],
+    },
     // 12-31 and 12-25 have two snapshots: the 14:00 one is that day's newest.
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["daily"]),
-        ("2025-12-30T02:00:00Z", &["daily"]),
-        ("2025-12-29T02:00:00Z", &["daily"]),
-        ("2025-12-28T02:00:00Z", &["daily"]),
-        ("2025-12-27T02:00:00Z", &["daily"]),
-        ("2025-12-26T02:00:00Z", &["daily"]),
-        ("2025-12-25T14:00:00Z", &["daily"]),
-    ]);
-    check("keep_daily 7", &p, &year(), &want);
-}
-
-#[test]
-fn keep_weekly_4_uses_iso_weeks() {
-    let p = Policy {
-        keep_weekly: 4,
-        ..Default::default()
-    };
+    Case {
+        test: "keep_daily_7_keeps_the_newest_of_each_of_the_last_seven_days",
+        policy: "daily=7",
+        times: year,
+        keep: &[(&["daily"], DAILY_7)],
+    },
     // 2025-12-29 (Monday) .. 12-31 are ISO week 2026-W01; 2025-W52 is
     // 12-22 .. 12-28 (Sunday), W51 ends on Sunday 12-21, W50 on 12-14.
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["weekly"]),
-        ("2025-12-28T02:00:00Z", &["weekly"]),
-        ("2025-12-21T02:00:00Z", &["weekly"]),
-        ("2025-12-14T02:00:00Z", &["weekly"]),
-    ]);
-    check("keep_weekly 4", &p, &year(), &want);
-}
-
-#[test]
-fn keep_monthly_keeps_the_newest_of_each_month() {
-    let p = Policy {
-        keep_monthly: 12,
-        ..Default::default()
-    };
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["monthly"]),
-        ("2025-11-30T14:00:00Z", &["monthly"]),
-        ("2025-10-31T02:00:00Z", &["monthly"]),
-        ("2025-09-30T02:00:00Z", &["monthly"]),
-        ("2025-08-31T02:00:00Z", &["monthly"]),
-        ("2025-07-31T02:00:00Z", &["monthly"]),
-        ("2025-06-30T02:00:00Z", &["monthly"]),
-        ("2025-05-31T02:00:00Z", &["monthly"]),
-        ("2025-04-30T02:00:00Z", &["monthly"]),
-        ("2025-03-31T02:00:00Z", &["monthly"]),
-        ("2025-02-28T02:00:00Z", &["monthly"]),
-        ("2025-01-31T02:00:00Z", &["monthly"]),
-    ]);
-    check("keep_monthly 12", &p, &year(), &want);
-
+    Case {
+        test: "keep_weekly_4_uses_iso_weeks",
+        policy: "weekly=4",
+        times: year,
+        keep: &[(&["weekly"], WEEKLY_4)],
+    },
+    Case {
+        test: "keep_monthly_keeps_the_newest_of_each_month",
+        policy: "monthly=12",
+        times: year,
+        keep: &[(&["monthly"], MONTHLY_12)],
+    },
     // The count stops the rule.
-    let p3 = Policy {
-        keep_monthly: 3,
-        ..Default::default()
-    };
-    let want3 = expect(&[
-        ("2025-12-31T14:00:00Z", &["monthly"]),
-        ("2025-11-30T14:00:00Z", &["monthly"]),
-        ("2025-10-31T02:00:00Z", &["monthly"]),
-    ]);
-    check("keep_monthly 3", &p3, &year(), &want3);
-}
-
-#[test]
-fn keep_yearly_3_keeps_the_newest_of_each_year() {
-    let p = Policy {
-        keep_yearly: 3,
-        ..Default::default()
-    };
+    Case {
+        test: "keep_monthly_keeps_the_newest_of_each_month",
+        policy: "monthly=3",
+        times: year,
+        keep: &[(
+            &["monthly"],
+            &[
+                "2025-12-31T14:00:00Z",
+                "2025-11-30T14:00:00Z",
+                "2025-10-31T02:00:00Z",
+            ],
+        )],
+    },
     // One year only: one snapshot (repovault's documented rule: no extra
     // "oldest" snapshot when the count is not reached).
-    check(
-        "keep_yearly 3 (one year)",
-        &p,
-        &year(),
-        &expect(&[("2025-12-31T14:00:00Z", &["yearly"])]),
-    );
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["yearly"]),
-        ("2024-11-02T02:00:00Z", &["yearly"]),
-        ("2023-06-01T02:00:00Z", &["yearly"]),
-    ]);
-    check("keep_yearly 3", &p, &year_with_history(), &want);
-}
-
-#[test]
-fn keep_hourly_10_on_a_day_with_hourly_snapshots() {
-    let p = Policy {
-        keep_hourly: 10,
-        ..Default::default()
-    };
-    let want = expect(&[
-        ("2025-06-10T23:45:00Z", &["hourly"]),
-        ("2025-06-10T22:30:00Z", &["hourly"]),
-        ("2025-06-10T21:00:00Z", &["hourly"]),
-        ("2025-06-10T20:30:00Z", &["hourly"]),
-        ("2025-06-10T19:00:00Z", &["hourly"]),
-        ("2025-06-10T18:00:00Z", &["hourly"]),
-        ("2025-06-10T17:00:00Z", &["hourly"]),
-        ("2025-06-10T16:00:00Z", &["hourly"]),
-        ("2025-06-10T15:00:00Z", &["hourly"]),
-        ("2025-06-10T14:00:00Z", &["hourly"]),
-    ]);
-    check("keep_hourly 10", &p, &hourly_day(), &want);
-
+    Case {
+        test: "keep_yearly_3_keeps_the_newest_of_each_year",
+        policy: "yearly=3",
+        times: year,
+        keep: &[(&["yearly"], &["2025-12-31T14:00:00Z"])],
+    },
+    Case {
+        test: "keep_yearly_3_keeps_the_newest_of_each_year",
+        policy: "yearly=3",
+        times: year_with_history,
+        keep: &[(&["yearly"], YEARS)],
+    },
+    Case {
+        test: "keep_hourly_10_on_a_day_with_hourly_snapshots",
+        policy: "hourly=10",
+        times: hourly_day,
+        keep: &[(&["hourly"], HOURLY_10)],
+    },
     // With keep_daily 3: the day's newest has both reasons, then two nights.
-    let p2 = Policy {
-        keep_hourly: 10,
-        keep_daily: 3,
-        ..Default::default()
-    };
-    let mut want2 = want.clone();
-    want2
-        .get_mut(&ts("2025-06-10T23:45:00Z"))
-        .unwrap()
-        .insert("daily".into());
-    want2.extend(expect(&[
-        ("2025-06-09T02:00:00Z", &["daily"]),
-        ("2025-06-08T02:00:00Z", &["daily"]),
-    ]));
-    check("keep_hourly 10 + keep_daily 3", &p2, &hourly_day(), &want2);
+    Case {
+        test: "keep_hourly_10_on_a_day_with_hourly_snapshots",
+        policy: "hourly=10 daily=3",
+        times: hourly_day,
+        keep: &[
+            (&["hourly"], HOURLY_10),
+            (
+                &["daily"],
+                &[
+                    "2025-06-10T23:45:00Z",
+                    "2025-06-09T02:00:00Z",
+                    "2025-06-08T02:00:00Z",
+                ],
+            ),
+        ],
+    },
+    // 36 hours: the cutoff is exactly 2025-12-30T02:00, which is not "less
+    // than 36h before the newest", so it goes.
+    Case {
+        test: "keep_within_is_relative_to_the_newest_snapshot",
+        policy: "within=36h",
+        times: year,
+        keep: &[(&["within"], LAST_2)],
+    },
+    Case {
+        test: "keep_within_is_relative_to_the_newest_snapshot",
+        policy: "within=1d12h",
+        times: year,
+        keep: &[(&["within"], LAST_2)],
+    },
+    // The newest of a different data set moves the window with it.
+    Case {
+        test: "keep_within_is_relative_to_the_newest_snapshot",
+        policy: "within=3h",
+        times: hourly_day,
+        keep: &[(
+            &["within"],
+            &[
+                "2025-06-10T23:45:00Z",
+                "2025-06-10T23:00:00Z",
+                "2025-06-10T22:30:00Z",
+                "2025-06-10T22:00:00Z",
+                "2025-06-10T21:00:00Z",
+            ],
+        )],
+    },
+    Case {
+        test: "gfs_daily_7_weekly_4_monthly_12",
+        policy: "daily=7 weekly=4 monthly=12",
+        times: year,
+        keep: &[
+            (&["daily"], DAILY_7),
+            (&["weekly"], WEEKLY_4),
+            (&["monthly"], MONTHLY_12),
+        ],
+    },
+    Case {
+        test: "a_snapshot_kept_by_several_rules_lists_every_rule",
+        policy: "last=2 daily=3",
+        times: year,
+        keep: &[
+            (&["last"], LAST_2),
+            (
+                &["daily"],
+                &[
+                    "2025-12-31T14:00:00Z",
+                    "2025-12-30T02:00:00Z",
+                    "2025-12-29T02:00:00Z",
+                ],
+            ),
+        ],
+    },
+    Case {
+        test: "a_snapshot_kept_by_several_rules_lists_every_rule",
+        policy: "last=3 within=36h",
+        times: year,
+        keep: &[
+            (&["last"], &["2025-12-30T02:00:00Z"]),
+            (&["last", "within"], LAST_2),
+        ],
+    },
+    // Every rule at once, each with a count of one: only the newest, seven reasons.
+    Case {
+        test: "a_snapshot_kept_by_several_rules_lists_every_rule",
+        policy: "last=1 hourly=1 daily=1 weekly=1 monthly=1 yearly=1 within=1h",
+        times: year,
+        keep: &[(
+            &[
+                "last", "hourly", "daily", "weekly", "monthly", "yearly", "within",
+            ],
+            &["2025-12-31T14:00:00Z"],
+        )],
+    },
+    // Monthly and yearly over several years.
+    Case {
+        test: "minus_one_means_unlimited",
+        policy: "monthly=-1 yearly=-1",
+        times: year_with_history,
+        keep: &[
+            (&["monthly"], MONTHLY_12),
+            (&["monthly", "yearly"], YEARS),
+            (
+                &["monthly"],
+                &["2024-03-15T02:00:00Z", "2023-01-15T02:00:00Z"],
+            ),
+            (&["monthly", "yearly"], &["2022-05-05T10:00:00Z"]),
+        ],
+    },
+    Case {
+        test: "periods_are_computed_in_utc",
+        policy: "daily=-1 monthly=-1",
+        times: utc_boundary,
+        keep: &[(
+            &["daily", "monthly"],
+            &["2025-07-01T12:00:00Z", "2025-06-30T22:30:00Z"],
+        )],
+    },
+];
+
+/// The two newest of [`year`].
+const LAST_2: &[&str] = &["2025-12-31T14:00:00Z", "2025-12-31T02:00:00Z"];
+/// What keep_daily 7 keeps of [`year`].
+const DAILY_7: &[&str] = &[
+    "2025-12-31T14:00:00Z",
+    "2025-12-30T02:00:00Z",
+    "2025-12-29T02:00:00Z",
+    "2025-12-28T02:00:00Z",
+    "2025-12-27T02:00:00Z",
+    "2025-12-26T02:00:00Z",
+    "2025-12-25T14:00:00Z",
+];
+/// What keep_weekly 4 keeps of [`year`].
+const WEEKLY_4: &[&str] = &[
+    "2025-12-31T14:00:00Z",
+    "2025-12-28T02:00:00Z",
+    "2025-12-21T02:00:00Z",
+    "2025-12-14T02:00:00Z",
+];
+/// The newest of each month of [`year`], newest first.
+const MONTHLY_12: &[&str] = &[
+    "2025-12-31T14:00:00Z",
+    "2025-11-30T14:00:00Z",
+    "2025-10-31T02:00:00Z",
+    "2025-09-30T02:00:00Z",
+    "2025-08-31T02:00:00Z",
+    "2025-07-31T02:00:00Z",
+    "2025-06-30T02:00:00Z",
+    "2025-05-31T02:00:00Z",
+    "2025-04-30T02:00:00Z",
+    "2025-03-31T02:00:00Z",
+    "2025-02-28T02:00:00Z",
+    "2025-01-31T02:00:00Z",
+];
+/// The newest of each of the three newest years of [`year_with_history`].
+const YEARS: &[&str] = &[
+    "2025-12-31T14:00:00Z",
+    "2024-11-02T02:00:00Z",
+    "2023-06-01T02:00:00Z",
+];
+/// What keep_hourly 10 keeps of [`hourly_day`].
+const HOURLY_10: &[&str] = &[
+    "2025-06-10T23:45:00Z",
+    "2025-06-10T22:30:00Z",
+    "2025-06-10T21:00:00Z",
+    "2025-06-10T20:30:00Z",
+    "2025-06-10T19:00:00Z",
+    "2025-06-10T18:00:00Z",
+    "2025-06-10T17:00:00Z",
+    "2025-06-10T16:00:00Z",
+    "2025-06-10T15:00:00Z",
+    "2025-06-10T14:00:00Z",
+];
+
+/// Checks every row of [`CASES`] of test `test` (there is at least one).
+fn check_table(test: &str) {
+    let rows: Vec<&Case> = CASES.iter().filter(|c| c.test == test).collect();
+    assert!(!rows.is_empty(), "no policy case for {test}");
+    for c in rows {
+        let mut want = Expected::new();
+        for (reasons, times) in c.keep {
+            add(
+                &mut want,
+                &times.iter().map(|t| ts(t)).collect::<Vec<_>>(),
+                reasons,
+            );
+        }
+        check(c.policy, &policy(c.policy), &(c.times)(), &want);
+    }
 }
+
+/// The tests whose cases are all rows of [`CASES`].
+macro_rules! table_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check_table(stringify!($name));
+            }
+        )*
+    };
+}
+
+table_tests!(
+    keep_last_5_keeps_the_five_newest,
+    keep_daily_7_keeps_the_newest_of_each_of_the_last_seven_days,
+    keep_weekly_4_uses_iso_weeks,
+    keep_monthly_keeps_the_newest_of_each_month,
+    keep_yearly_3_keeps_the_newest_of_each_year,
+    keep_hourly_10_on_a_day_with_hourly_snapshots,
+    gfs_daily_7_weekly_4_monthly_12,
+    a_snapshot_kept_by_several_rules_lists_every_rule,
+    periods_are_computed_in_utc,
+);
 
 #[test]
 fn keep_within_is_relative_to_the_newest_snapshot() {
@@ -400,141 +578,20 @@ fn keep_within_is_relative_to_the_newest_snapshot() {
     let mut want = expect_times(&nightly("2025-11-01", "2025-12-31"), &["within"]);
     add(&mut want, &afternoons_from("2025-11-01"), &["within"]);
     assert_eq!(want.len(), 64);
-    let p = Policy {
-        keep_within: within("2m"),
-        ..Default::default()
-    };
-    check("keep_within 2m", &p, &year(), &want);
+    check("keep_within 2m", &policy("within=2m"), &year(), &want);
 
     // 10 days: after 2025-12-21T14:00.
     let mut want = expect_times(&nightly("2025-12-22", "2025-12-31"), &["within"]);
     add(&mut want, &afternoons_from("2025-12-22"), &["within"]);
     assert_eq!(want.len(), 12);
-    let p = Policy {
-        keep_within: within("10d"),
-        ..Default::default()
-    };
-    check("keep_within 10d", &p, &year(), &want);
-
-    // 36 hours: the cutoff is exactly 2025-12-30T02:00, which is not "less
-    // than 36h before the newest", so it goes.
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["within"]),
-        ("2025-12-31T02:00:00Z", &["within"]),
-    ]);
-    for w in ["36h", "1d12h"] {
-        let p = Policy {
-            keep_within: within(w),
-            ..Default::default()
-        };
-        check(&format!("keep_within {w}"), &p, &year(), &want);
-    }
+    check("keep_within 10d", &policy("within=10d"), &year(), &want);
 
     // A year: everything.
-    let p = Policy {
-        keep_within: within("1y"),
-        ..Default::default()
-    };
-    check(
-        "keep_within 1y",
-        &p,
-        &year(),
-        &expect_times(&year(), &["within"]),
-    );
+    let want = expect_times(&year(), &["within"]);
+    check("keep_within 1y", &policy("within=1y"), &year(), &want);
 
-    // The newest of a different data set moves the window with it.
-    let p = Policy {
-        keep_within: within("3h"),
-        ..Default::default()
-    };
-    let want = expect(&[
-        ("2025-06-10T23:45:00Z", &["within"]),
-        ("2025-06-10T23:00:00Z", &["within"]),
-        ("2025-06-10T22:30:00Z", &["within"]),
-        ("2025-06-10T22:00:00Z", &["within"]),
-        ("2025-06-10T21:00:00Z", &["within"]),
-    ]);
-    check("keep_within 3h (hourly day)", &p, &hourly_day(), &want);
-}
-
-#[test]
-fn gfs_daily_7_weekly_4_monthly_12() {
-    let p = Policy {
-        keep_daily: 7,
-        keep_weekly: 4,
-        keep_monthly: 12,
-        ..Default::default()
-    };
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["daily", "weekly", "monthly"]),
-        ("2025-12-30T02:00:00Z", &["daily"]),
-        ("2025-12-29T02:00:00Z", &["daily"]),
-        ("2025-12-28T02:00:00Z", &["daily", "weekly"]),
-        ("2025-12-27T02:00:00Z", &["daily"]),
-        ("2025-12-26T02:00:00Z", &["daily"]),
-        ("2025-12-25T14:00:00Z", &["daily"]),
-        ("2025-12-21T02:00:00Z", &["weekly"]),
-        ("2025-12-14T02:00:00Z", &["weekly"]),
-        ("2025-11-30T14:00:00Z", &["monthly"]),
-        ("2025-10-31T02:00:00Z", &["monthly"]),
-        ("2025-09-30T02:00:00Z", &["monthly"]),
-        ("2025-08-31T02:00:00Z", &["monthly"]),
-        ("2025-07-31T02:00:00Z", &["monthly"]),
-        ("2025-06-30T02:00:00Z", &["monthly"]),
-        ("2025-05-31T02:00:00Z", &["monthly"]),
-        ("2025-04-30T02:00:00Z", &["monthly"]),
-        ("2025-03-31T02:00:00Z", &["monthly"]),
-        ("2025-02-28T02:00:00Z", &["monthly"]),
-        ("2025-01-31T02:00:00Z", &["monthly"]),
-    ]);
-    assert_eq!(want.len(), 20);
-    check("GFS d7 w4 m12", &p, &year(), &want);
-}
-
-#[test]
-fn a_snapshot_kept_by_several_rules_lists_every_rule() {
-    let p = Policy {
-        keep_last: 2,
-        keep_daily: 3,
-        ..Default::default()
-    };
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["last", "daily"]),
-        ("2025-12-31T02:00:00Z", &["last"]),
-        ("2025-12-30T02:00:00Z", &["daily"]),
-        ("2025-12-29T02:00:00Z", &["daily"]),
-    ]);
-    check("keep_last 2 + keep_daily 3", &p, &year(), &want);
-
-    let p = Policy {
-        keep_last: 3,
-        keep_within: within("36h"),
-        ..Default::default()
-    };
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["last", "within"]),
-        ("2025-12-31T02:00:00Z", &["last", "within"]),
-        ("2025-12-30T02:00:00Z", &["last"]),
-    ]);
-    check("keep_last 3 + keep_within 36h", &p, &year(), &want);
-
-    // Every rule at once, each with a count of one: only the newest, seven reasons.
-    let p = Policy {
-        keep_last: 1,
-        keep_hourly: 1,
-        keep_daily: 1,
-        keep_weekly: 1,
-        keep_monthly: 1,
-        keep_yearly: 1,
-        keep_within: within("1h"),
-    };
-    let want = expect(&[(
-        "2025-12-31T14:00:00Z",
-        &[
-            "last", "hourly", "daily", "weekly", "monthly", "yearly", "within",
-        ],
-    )]);
-    check("every rule, count 1", &p, &year(), &want);
+    // 36 hours, 1d12h and 3 hours.
+    check_table("keep_within_is_relative_to_the_newest_snapshot");
 }
 
 #[test]
@@ -597,36 +654,7 @@ fn minus_one_means_unlimited() {
     );
 
     // Monthly and yearly over several years.
-    let hist = year_with_history();
-    let want = expect(&[
-        ("2025-12-31T14:00:00Z", &["monthly", "yearly"]),
-        ("2025-11-30T14:00:00Z", &["monthly"]),
-        ("2025-10-31T02:00:00Z", &["monthly"]),
-        ("2025-09-30T02:00:00Z", &["monthly"]),
-        ("2025-08-31T02:00:00Z", &["monthly"]),
-        ("2025-07-31T02:00:00Z", &["monthly"]),
-        ("2025-06-30T02:00:00Z", &["monthly"]),
-        ("2025-05-31T02:00:00Z", &["monthly"]),
-        ("2025-04-30T02:00:00Z", &["monthly"]),
-        ("2025-03-31T02:00:00Z", &["monthly"]),
-        ("2025-02-28T02:00:00Z", &["monthly"]),
-        ("2025-01-31T02:00:00Z", &["monthly"]),
-        ("2024-11-02T02:00:00Z", &["monthly", "yearly"]),
-        ("2024-03-15T02:00:00Z", &["monthly"]),
-        ("2023-06-01T02:00:00Z", &["monthly", "yearly"]),
-        ("2023-01-15T02:00:00Z", &["monthly"]),
-        ("2022-05-05T10:00:00Z", &["monthly", "yearly"]),
-    ]);
-    check(
-        "keep_monthly -1 + keep_yearly -1",
-        &Policy {
-            keep_monthly: -1,
-            keep_yearly: -1,
-            ..Default::default()
-        },
-        &hist,
-        &want,
-    );
+    check_table("minus_one_means_unlimited");
 
     // Hourly: the newest of each of the 24 hours of 06-10, and the 9 nights.
     let mut want = expect_times(&nightly("2025-06-01", "2025-06-09"), &["hourly"]);
@@ -647,32 +675,6 @@ fn minus_one_means_unlimited() {
             ..Default::default()
         },
         &hourly_day(),
-        &want,
-    );
-}
-
-#[test]
-fn periods_are_computed_in_utc() {
-    // 2025-07-01T00:30+02:00 is 2025-06-30T22:30Z: a June snapshot, and the
-    // newest of June 30 (UTC). 2025-06-30T23:30-02:00 is 2025-07-01T01:30Z.
-    let times = [
-        ts("2025-06-30T10:00:00Z"),
-        ts("2025-07-01T00:30:00+02:00"),
-        ts("2025-06-30T23:30:00-02:00"),
-        ts("2025-07-01T12:00:00Z"),
-    ];
-    let want = expect(&[
-        ("2025-07-01T12:00:00Z", &["daily", "monthly"]),
-        ("2025-06-30T22:30:00Z", &["daily", "monthly"]),
-    ]);
-    check(
-        "daily+monthly across a UTC day boundary",
-        &Policy {
-            keep_daily: -1,
-            keep_monthly: -1,
-            ..Default::default()
-        },
-        &times,
         &want,
     );
 }
@@ -975,8 +977,6 @@ fn plan_forget_applies_the_policy_per_repository() {
 // Running the binary
 // ===========================================================================
 
-const BIN: &str = env!("CARGO_BIN_EXE_repovault");
-
 /// No single repovault or git run of these tests should take longer.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -987,40 +987,7 @@ fn run(cmd: &mut Command) -> Output {
 
 use support::{describe, parse_json};
 
-fn rv_command(store: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    support::hermetic(&mut cmd);
-    cmd.env_remove("REPOVAULT_CRASH_AT")
-        .env_remove("REPOVAULT_STORE")
-        .env_remove("RUST_LOG")
-        .arg("--store")
-        .arg(store)
-        .args(args);
-    cmd
-}
-
-/// `repovault --store STORE <args>` in the hermetic environment.
-fn rv(store: &Path, args: &[&str]) -> Output {
-    run(&mut rv_command(store, args))
-}
-
-fn rv_ok(store: &Path, args: &[&str]) -> Output {
-    let out = rv(store, args);
-    assert!(
-        out.status.success(),
-        "repovault {args:?} failed:\n{}",
-        describe(&out)
-    );
-    out
-}
-
-fn rv_json(store: &Path, args: &[&str]) -> Value {
-    parse_json(&rv_ok(store, args))
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
+use support::{path_str, rv, rv_json, rv_ok, rv_store_cmd};
 
 fn num(v: &Value, key: &str) -> u64 {
     v[key]
@@ -1063,20 +1030,7 @@ fn pack_bytes_on_disk(store: &Path) -> u64 {
         .sum()
 }
 
-/// Every file of a store directory: name -> (size, mtime).
-fn listing(dir: &Path) -> BTreeMap<String, (u64, SystemTime)> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .flatten()
-        .map(|e| {
-            let m = e.metadata().unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                (m.len(), m.modified().unwrap()),
-            )
-        })
-        .collect()
-}
+use support::listing;
 
 /// The pack names the index knows.
 fn index_packs(store: &Path) -> BTreeSet<String> {
@@ -1126,32 +1080,6 @@ fn verify_clean(store: &Path) -> Vec<String> {
 // Source repositories and expectations
 // ===========================================================================
 
-const WORDS: &[&str] = &[
-    "store", "pack", "chunk", "delta", "index", "snapshot", "restore", "verify", "commit", "tree",
-    "blob", "tag", "branch", "mirror", "fetch", "object", "prune", "forget", "keep", "vault",
-];
-
-/// A text file of `lines` lines; `version` changes about one line in six.
-fn text(seed: u64, lines: usize, version: u64) -> String {
-    let mut out = String::new();
-    for i in 0..lines {
-        let mut r = Rng(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
-        let v = if r.next().is_multiple_of(6) {
-            version
-        } else {
-            0
-        };
-        let mut r = Rng(r.next() ^ v.wrapping_mul(0x1234_5678_9abc));
-        out.push_str(&format!("{i:04}"));
-        for _ in 0..(3 + r.next() % 6) {
-            out.push(' ');
-            out.push_str(WORDS[(r.next() % WORDS.len() as u64) as usize]);
-        }
-        out.push('\n');
-    }
-    out
-}
-
 /// A work repository and the bare repository repovault backs up.
 struct Source {
     work: TestRepo,
@@ -1172,8 +1100,7 @@ impl Source {
 
     /// Makes `bare` equal to the work repository (deleting and rewriting refs).
     fn publish(&self) {
-        self.work
-            .git(&["push", "-q", "--mirror", "--force", path_str(&self.bare)]);
+        self.work.publish(&self.bare);
     }
 }
 
@@ -1198,18 +1125,7 @@ fn reachable(repo: &Path) -> BTreeSet<String> {
 
 /// Syncs `src` and returns what its new snapshot must restore to.
 fn sync(store: &Path, cache: &Path, src: &Source) -> SnapExp {
-    let doc = rv_json(
-        store,
-        &[
-            "sync",
-            path_str(&src.bare),
-            "--cache",
-            path_str(cache),
-            "--name",
-            &src.name,
-            "--json",
-        ],
-    );
+    let doc = parse_json(&support::rv_sync(store, cache, &src.bare, &src.name));
     let r = &doc["repos"][0];
     assert!(
         r["status"] == "new" || r["status"] == "changed",
@@ -1313,24 +1229,6 @@ impl Fixture {
     }
 }
 
-fn fixture_base() -> PathBuf {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).expect("create CARGO_TARGET_TMPDIR");
-    if let Ok(rd) = std::fs::read_dir(&base) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name.strip_prefix("retention-fixture-") {
-                if !Path::new("/proc").join(pid).exists() {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
-    }
-    let root = base.join(format!("retention-fixture-{}", std::process::id()));
-    std::fs::create_dir_all(&root).expect("create fixture dir");
-    root
-}
-
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(build_fixture)
@@ -1338,7 +1236,7 @@ fn fixture() -> &'static Fixture {
 
 fn build_fixture() -> Fixture {
     let start = Instant::now();
-    let root = fixture_base().join("two-repos");
+    let root = support::fixture_dir("retention-fixture").join("two-repos");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("src")).unwrap();
     let store = root.join("store");
@@ -1836,7 +1734,7 @@ fn crash_then_recover(point: &str) {
     let disk0 = pack_files(&store);
     assert_eq!(idx0, disk0);
 
-    let mut cmd = rv_command(&store, &["prune", "--repack-below", "100", "--json"]);
+    let mut cmd = rv_store_cmd(&store, &["prune", "--repack-below", "100", "--json"]);
     cmd.env("REPOVAULT_CRASH_AT", point);
     let out = run(&mut cmd);
     assert_eq!(

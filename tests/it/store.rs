@@ -10,46 +10,19 @@ use proptest::prelude::*;
 use repovault::chunk::{ChunkId, ChunkerParams};
 use repovault::store::{DeltaBase, Error, InitOptions, NewObject, Store, Writer};
 use repovault::{git_oid, ObjectId, ObjectKind};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{random_bytes, Rng};
+use support::{random_bytes, text_bytes, Rng, Vault};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------
 // Data generators (deterministic, fast even in debug builds)
 // ---------------------------------------------------------------------------
-
-fn text_line(r: &mut Rng, out: &mut Vec<u8>) {
-    const SYL: [&str; 16] = [
-        "ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "de", "pa", "gu", "xe", "bo", "fi", "ch",
-        "st",
-    ];
-    let words = 4 + r.below(10) as usize;
-    for w in 0..words {
-        if w > 0 {
-            out.push(b' ');
-        }
-        for _ in 0..1 + r.below(4) {
-            out.extend_from_slice(SYL[r.below(SYL.len() as u64) as usize].as_bytes());
-        }
-    }
-    out.push(b'\n');
-}
-
-/// About `len` bytes of pseudo-text.
-fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut r = Rng(seed);
-    let mut v = Vec::with_capacity(len + 100);
-    while v.len() < len {
-        text_line(&mut r, &mut v);
-    }
-    v
-}
 
 /// A small edit of a text file: a new line inserted, and a few bytes of
 /// another line deleted.
@@ -63,7 +36,7 @@ fn edit_text(prev: &[u8], seed: u64) -> Vec<u8> {
     };
     let at = line_start(r.below(prev.len().max(1) as u64) as usize);
     let mut line = Vec::new();
-    text_line(&mut r, &mut line);
+    r.text_line(&mut line);
     let mut out = Vec::with_capacity(prev.len() + line.len());
     out.extend_from_slice(&prev[..at]);
     out.extend_from_slice(&line);
@@ -77,11 +50,7 @@ fn edit_text(prev: &[u8], seed: u64) -> Vec<u8> {
 fn content(style: u8, seed: u64, len: usize) -> Vec<u8> {
     match style {
         0 => random_bytes(seed, len),
-        1 => {
-            let mut t = text_bytes(seed, len);
-            t.truncate(len);
-            t
-        }
+        1 => text_bytes(seed, len),
         _ => {
             let unit = random_bytes(seed, 1 + (seed % 5000) as usize);
             unit.iter().copied().cycle().take(len).collect()
@@ -1090,50 +1059,34 @@ fn crash_safety_under_sigkill() {
 // The command line
 // ---------------------------------------------------------------------------
 
-/// A temporary HOME / XDG environment for the binary, so it never touches the real one.
-struct CliEnv {
-    dir: tempfile::TempDir,
-}
-
-impl CliEnv {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn command(&self) -> Command {
-        self.command_via(None)
-    }
-
-    /// The binary, run through `setpriv` as the unprivileged uid/gid 65534 when `as_nobody`.
+impl Vault {
+    /// The binary in this vault's environment, run through `setpriv` as the
+    /// unprivileged uid/gid 65534 when `as_nobody`.
     fn command_via(&self, as_nobody: Option<()>) -> Command {
-        let bin = env!("CARGO_BIN_EXE_repovault");
         let mut cmd = match as_nobody {
-            None => Command::new(bin),
+            None => Command::new(support::BIN),
             Some(()) => {
                 let mut c = Command::new("setpriv");
-                c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+                c.args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    support::BIN,
+                ]);
                 c
             }
         };
-        let home = self.dir.path();
-        cmd.env_remove("REPOVAULT_STORE")
-            .env_remove("RUST_LOG")
-            .env_remove("REPOVAULT_CRASH_AT")
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CACHE_HOME", home.join("cache"))
-            .stdin(Stdio::null());
+        self.env(&mut cmd);
         cmd
     }
 
-    fn run<I, S>(&self, args: I) -> Output
+    /// Runs the binary with `args` (any `OsStr`s).
+    fn run_os<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.command().args(args).output().unwrap()
+        support::run_with_timeout(self.command_via(None).args(args), support::RUN_TIMEOUT)
     }
 }
 
@@ -1141,31 +1094,7 @@ fn store_arg(p: &Path) -> [&OsStr; 2] {
     [OsStr::new("--store"), p.as_os_str()]
 }
 
-/// Recursive listing of `p` with file contents (nothing is expected to change).
-fn listing(p: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    fn walk(base: &Path, p: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
-        let Ok(meta) = std::fs::symlink_metadata(p) else {
-            return;
-        };
-        let rel = p.strip_prefix(base).unwrap().to_owned();
-        if meta.is_dir() {
-            out.insert(rel, None);
-            let mut entries: Vec<_> = std::fs::read_dir(p)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            entries.sort();
-            for e in entries {
-                walk(base, &e, out);
-            }
-        } else {
-            out.insert(rel, Some(std::fs::read(p).unwrap_or_default()));
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(p, p, &mut out);
-    out
-}
+use support::listing;
 
 /// Exactly one line on stderr, `repovault: error: ...`, containing `needles`; no panic.
 fn assert_error_line(out: &Output, needles: &[&str], what: &str) -> String {
@@ -1222,14 +1151,14 @@ fn assert_advises(line: &str, what: &str) {
 
 #[test]
 fn cli_refuses_bad_store_paths() {
-    let env = CliEnv::new();
+    let env = Vault::uninit();
     let base = tempfile::tempdir().unwrap();
 
     // A regular file.
     let file = base.path().join("a-file");
     std::fs::write(&file, b"not a store\n").unwrap();
     let before = listing(base.path());
-    let out = env.run(store_arg(&file).into_iter().chain([OsStr::new("stats")]));
+    let out = env.run_os(store_arg(&file).into_iter().chain([OsStr::new("stats")]));
     let line = assert_error_line(
         &out,
         &[&file.display().to_string()],
@@ -1258,7 +1187,7 @@ fn cli_refuses_bad_store_paths() {
         vec!["repos"],
         vec!["snapshots"],
     ] {
-        let out = env.run(
+        let out = env.run_os(
             store_arg(&plain)
                 .into_iter()
                 .chain(args.iter().map(OsStr::new)),
@@ -1284,7 +1213,7 @@ fn cli_refuses_bad_store_paths() {
 
     // A path that does not exist.
     let missing = base.path().join("missing");
-    let out = env.run(store_arg(&missing).into_iter().chain([OsStr::new("stats")]));
+    let out = env.run_os(store_arg(&missing).into_iter().chain([OsStr::new("stats")]));
     let line = assert_error_line(
         &out,
         &[&missing.display().to_string()],
@@ -1304,7 +1233,7 @@ fn cli_refuses_bad_store_paths() {
     cfg["format_version"] = serde_json::json!(99);
     std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
     let before = listing(base.path());
-    let out = env.run(store_arg(&newer).into_iter().chain([OsStr::new("stats")]));
+    let out = env.run_os(store_arg(&newer).into_iter().chain([OsStr::new("stats")]));
     let line = assert_error_line(
         &out,
         &[&newer.display().to_string(), "99"],
@@ -1320,7 +1249,7 @@ fn cli_refuses_bad_store_paths() {
 
 #[test]
 fn cli_init_in_unwritable_places() {
-    let env = CliEnv::new();
+    let env = Vault::uninit();
     let base = tempfile::tempdir().unwrap();
 
     // A read-only directory. Root ignores permissions: then the binary runs as
@@ -1368,7 +1297,7 @@ fn cli_init_in_unwritable_places() {
 
     // A place that can never be created.
     let target = PathBuf::from(format!("/proc/self/repovault-test-{}", std::process::id()));
-    let out = env.run(store_arg(&target).into_iter().chain([OsStr::new("init")]));
+    let out = env.run_os(store_arg(&target).into_iter().chain([OsStr::new("init")]));
     let line = assert_error_line(&out, &["/proc/self"], "init under /proc/self");
     assert_advises(&line, "init under /proc/self");
     assert!(!target.exists());
@@ -1376,11 +1305,11 @@ fn cli_init_in_unwritable_places() {
 
 #[test]
 fn cli_init_refuses_existing_store_and_non_empty_directory() {
-    let env = CliEnv::new();
+    let env = Vault::uninit();
     let base = tempfile::tempdir().unwrap();
 
     let existing = base.path().join("store");
-    let out = env.run(store_arg(&existing).into_iter().chain([OsStr::new("init")]));
+    let out = env.run_os(store_arg(&existing).into_iter().chain([OsStr::new("init")]));
     assert!(
         out.status.success(),
         "init of a new store: {}",
@@ -1388,7 +1317,7 @@ fn cli_init_refuses_existing_store_and_non_empty_directory() {
     );
     assert!(existing.join("config.json").is_file());
     let before = listing(base.path());
-    let out = env.run(store_arg(&existing).into_iter().chain([OsStr::new("init")]));
+    let out = env.run_os(store_arg(&existing).into_iter().chain([OsStr::new("init")]));
     let line = assert_error_line(
         &out,
         &[&existing.display().to_string()],
@@ -1405,7 +1334,7 @@ fn cli_init_refuses_existing_store_and_non_empty_directory() {
     std::fs::create_dir(&full).unwrap();
     std::fs::write(full.join("keep.txt"), b"precious\n").unwrap();
     let before = listing(base.path());
-    let out = env.run(store_arg(&full).into_iter().chain([OsStr::new("init")]));
+    let out = env.run_os(store_arg(&full).into_iter().chain([OsStr::new("init")]));
     let line = assert_error_line(
         &out,
         &[&full.display().to_string()],
@@ -1421,7 +1350,7 @@ fn cli_init_refuses_existing_store_and_non_empty_directory() {
     // An empty directory is fine.
     let empty = base.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let out = env.run(store_arg(&empty).into_iter().chain([OsStr::new("init")]));
+    let out = env.run_os(store_arg(&empty).into_iter().chain([OsStr::new("init")]));
     assert!(
         out.status.success(),
         "init in an empty directory: {}",
@@ -1446,7 +1375,7 @@ fn stats_json(out: &Output, what: &str) -> serde_json::Value {
 
 #[test]
 fn cli_store_from_env_and_flag() {
-    let env = CliEnv::new();
+    let env = Vault::uninit();
     let base = tempfile::tempdir().unwrap();
     let a = base.path().join("a");
     let b = base.path().join("b");
@@ -1456,7 +1385,7 @@ fn cli_store_from_env_and_flag() {
     drop(Store::init(&b, InitOptions::default()).unwrap());
 
     let out = env
-        .command()
+        .command_via(None)
         .env("REPOVAULT_STORE", &a)
         .args(["stats", "--json"])
         .output()
@@ -1466,7 +1395,7 @@ fn cli_store_from_env_and_flag() {
     assert_eq!(v["store"].as_str(), Some(a.to_str().unwrap()), "{v}");
 
     let out = env
-        .command()
+        .command_via(None)
         .env("REPOVAULT_STORE", &a)
         .args(store_arg(&b))
         .args(["stats", "--json"])
@@ -1482,7 +1411,7 @@ fn cli_store_from_env_and_flag() {
     // The environment variable also names the store for errors.
     let missing = base.path().join("missing");
     let out = env
-        .command()
+        .command_via(None)
         .env("REPOVAULT_STORE", &missing)
         .arg("stats")
         .output()
@@ -1497,7 +1426,7 @@ fn cli_store_from_env_and_flag() {
 
 #[test]
 fn cli_stats_json_counts() {
-    let env = CliEnv::new();
+    let env = Vault::uninit();
     let (_d, store) = new_store(small_opts());
     let root = store.root().to_owned();
     let objects = vec![
@@ -1519,7 +1448,7 @@ fn cli_stats_json_counts() {
     drop(store);
 
     let files = pack_files(&root);
-    let out = env.run(
+    let out = env.run_os(
         store_arg(&root)
             .into_iter()
             .chain(["stats", "--json"].map(OsStr::new)),
@@ -1538,7 +1467,7 @@ fn cli_stats_json_counts() {
     );
 
     // The human form runs too.
-    let out = env.run(store_arg(&root).into_iter().chain([OsStr::new("stats")]));
+    let out = env.run_os(store_arg(&root).into_iter().chain([OsStr::new("stats")]));
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("objects      {n_objects}")));
 }
@@ -1572,7 +1501,7 @@ fn git(dir: &Path, args: &[&str]) {
 
 #[test]
 fn cli_sync_waits_for_the_lock_and_names_the_holder() {
-    let env = CliEnv::new();
+    let env = Vault::uninit();
     let base = tempfile::tempdir().unwrap();
     let repo = base.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
@@ -1599,7 +1528,7 @@ fn cli_sync_waits_for_the_lock_and_names_the_holder() {
 
     let writer = store.writer(WAIT).unwrap();
     let start = Instant::now();
-    let out = env.run(sync_args(&root));
+    let out = env.run_os(sync_args(&root));
     let waited = start.elapsed();
     let pid = format!("pid {}", std::process::id());
     // Besides the error, one line says that it waits (tests/perms_locks.rs checks it).
@@ -1627,7 +1556,7 @@ fn cli_sync_waits_for_the_lock_and_names_the_holder() {
     assert_eq!(store.totals().unwrap().objects, 0);
     drop(writer);
 
-    let out = env.run(sync_args(&root));
+    let out = env.run_os(sync_args(&root));
     assert!(
         out.status.success(),
         "sync after the lock was released: {}",

@@ -21,8 +21,6 @@ use support::{
 };
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_repovault");
-
 /// No single repovault or git run of these tests should take longer.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -31,20 +29,13 @@ fn run(cmd: &mut Command) -> Output {
     support::run_with_timeout(cmd, RUN_TIMEOUT)
 }
 
-use support::{describe, parse_json};
+use support::{describe, parse_json, path_str, random_bytes, tempdir, Vault};
 
 const MIB: u64 = 1 << 20;
 
 // ---------------------------------------------------------------------------
 // Running processes
 // ---------------------------------------------------------------------------
-
-fn tempdir(prefix: &str) -> TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .expect("create temp dir")
-}
 
 /// stdout and stderr together, for searching error messages.
 fn all_output(out: &Output) -> String {
@@ -55,62 +46,9 @@ fn all_output(out: &Output) -> String {
     )
 }
 
-/// A store (initialised with `repovault init`) and a mirror cache, each in its own temporary directory.
-struct Vault {
-    _store_dir: TempDir,
-    _cache_dir: TempDir,
-    store: PathBuf,
-    cache: PathBuf,
-}
-
 impl Vault {
-    fn new() -> Vault {
-        Self::with_init_args(&[])
-    }
-
-    fn with_init_args(init_args: &[&str]) -> Vault {
-        let store_dir = tempdir("repovault-store-");
-        let cache_dir = tempdir("repovault-cache-");
-        let v = Vault {
-            store: store_dir.path().join("store"),
-            cache: cache_dir.path().join("mirrors"),
-            _store_dir: store_dir,
-            _cache_dir: cache_dir,
-        };
-        let mut args = vec!["init"];
-        args.extend_from_slice(init_args);
-        v.ok(&args);
-        v
-    }
-
-    /// `repovault --store STORE <args>` in the hermetic environment.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        support::hermetic(&mut cmd);
-        cmd.arg("--store").arg(&self.store).args(args);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run(&mut self.cmd(args))
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "repovault {args:?} failed:\n{}",
-            describe(&out)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        parse_json(&self.ok(args))
-    }
-
     /// `repovault sync --cache CACHE <sources> <extra>` with extra environment variables.
-    fn sync_cmd(&self, sources: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Command {
+    fn sync_sources_cmd(&self, sources: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = self.cmd(&["sync"]);
         cmd.arg("--cache")
             .arg(&self.cache)
@@ -122,15 +60,15 @@ impl Vault {
         cmd
     }
 
-    fn sync_raw(&self, sources: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Output {
-        run(&mut self.sync_cmd(sources, extra, env))
+    fn sync_sources(&self, sources: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Output {
+        run(&mut self.sync_sources_cmd(sources, extra, env))
     }
 
     /// Syncs one source as `name` (`--json`), asserts success and returns the repository's report.
     fn sync(&self, source: &str, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Value {
         let mut args = vec!["--name", name, "--json"];
         args.extend_from_slice(extra);
-        let out = self.sync_raw(&[source], &args, env);
+        let out = self.sync_sources(&[source], &args, env);
         assert!(
             out.status.success(),
             "sync of {source} failed:\n{}",
@@ -148,14 +86,6 @@ impl Vault {
         report
     }
 
-    /// Snapshots of `repo`, oldest first.
-    fn snapshots(&self, repo: &str) -> Vec<Value> {
-        let v = self.json(&["snapshots", "--repo", repo, "--json", "--refs"]);
-        v.as_array()
-            .expect("snapshots --json gives an array")
-            .clone()
-    }
-
     fn all_snapshots(&self) -> Vec<Value> {
         let v = self.json(&["snapshots", "--json", "--refs"]);
         v.as_array()
@@ -163,18 +93,8 @@ impl Vault {
             .clone()
     }
 
-    fn latest(&self, repo: &str) -> Value {
-        self.snapshots(repo)
-            .pop()
-            .unwrap_or_else(|| panic!("{repo} has no snapshot"))
-    }
-
-    fn stats(&self) -> Value {
-        self.json(&["stats", "--json"])
-    }
-
     /// `repovault restore --repo REPO <which> DEST <extra>`.
-    fn restore(&self, repo: &str, which: &[&str], dest: &Path, extra: &[&str]) -> Output {
+    fn restore_to(&self, repo: &str, which: &[&str], dest: &Path, extra: &[&str]) -> Output {
         let mut cmd = self.cmd(&["restore", "--repo", repo]);
         cmd.args(which).arg(dest).args(extra);
         run(&mut cmd)
@@ -184,7 +104,7 @@ impl Vault {
     fn restore_new(&self, repo: &str, which: &[&str]) -> (TempDir, PathBuf) {
         let dir = tempdir("repovault-restore-");
         let dest = dir.path().join("restored.git");
-        let out = self.restore(repo, which, &dest, &[]);
+        let out = self.restore_to(repo, which, &dest, &[]);
         assert!(
             out.status.success(),
             "restore --repo {repo} {which:?} failed:\n{}",
@@ -395,61 +315,14 @@ fn sync_and_check(v: &Vault, source: &str, name: &str, bare: &Path) -> Value {
 // Building sources
 // ---------------------------------------------------------------------------
 
-/// A small repository: `main` with three commits, a `feature` branch, an
-/// annotated tag and a lightweight tag.
-fn sample_repo() -> TestRepo {
-    let r = TestRepo::new();
-    r.commit_file("README.md", "hello\n", "first");
-    r.commit_file("src/lib.rs", "pub fn answer() -> u32 { 42 }\n", "second");
-    r.tag_annotated("v1.0", "HEAD", "release 1.0");
-    r.branch("feature");
-    r.commit_file("README.md", "hello again\n", "third");
-    r.tag_lightweight("light", "HEAD~1");
-    r.checkout("feature");
-    r.commit_file("feature.txt", "feature work\n", "feature");
-    r.checkout("main");
-    r
-}
-
-/// Makes the bare repository `bare` equal to the work repository (refs and objects; HEAD untouched).
-fn publish(r: &TestRepo, bare: &Path) {
-    r.git(&["push", "-q", "--mirror", "--force", bare.to_str().unwrap()]);
-}
-
 /// A frozen copy of a repository (`cp -a`), to compare old snapshots with.
 fn freeze(repo: &Path, into: &Path) -> PathBuf {
     let dest = into.join(format!(
         "frozen-{}",
         repo.file_name().unwrap().to_string_lossy()
     ));
-    let out = run(Command::new("cp").arg("-a").arg(repo).arg(&dest));
-    assert!(out.status.success(), "cp -a failed:\n{}", describe(&out));
+    support::cp_a(repo, &dest);
     dest
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-/// Fast deterministic pseudo-random bytes (xorshift64, seeded through a
-/// splitmix64 step so that nearby seeds give unrelated streams).
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    s = (s ^ (s >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    s = (s ^ (s >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    s ^= s >> 31;
-    if s == 0 {
-        s = 1;
-    }
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        v.extend_from_slice(&s.to_le_bytes());
-    }
-    v.truncate(len);
-    v
 }
 
 /// Adds a root commit on `refs/heads/<branch>` of the work repository (built
@@ -460,7 +333,7 @@ fn add_payload(r: &TestRepo, branch: &str, tiny: usize, medium: usize, seed: u64
     let blobs = (0..tiny).map(|_| 32).chain((0..medium).map(|_| 64 << 10));
     for (i, size) in blobs.enumerate() {
         write!(stream, "blob\nmark :{}\ndata {size}\n", i + 1).unwrap();
-        let data = pseudo_random(seed.wrapping_mul(1_000_003).wrapping_add(i as u64), size);
+        let data = random_bytes(seed.wrapping_mul(1_000_003).wrapping_add(i as u64), size);
         stream.extend_from_slice(&data);
         stream.push(b'\n');
     }
@@ -483,19 +356,7 @@ fn add_payload(r: &TestRepo, branch: &str, tiny: usize, medium: usize, seed: u64
         writeln!(stream, "M 100644 :{} m/f{i:03}.bin", tiny + i + 1).unwrap();
     }
     stream.push(b'\n');
-    let mut cmd = git_command(&r.path, &["fast-import", "--quiet"]);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn git fast-import");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&stream)
-        .expect("feed git fast-import");
-    assert!(child.wait().unwrap().success(), "git fast-import failed");
+    support::fast_import(&r.path, &stream);
 }
 
 // ---------------------------------------------------------------------------
@@ -521,7 +382,7 @@ fn transport_round_trip(
     r.commit_file("after.txt", "after the first sync\n", "after");
     r.tag_annotated("v2.0", "HEAD", "release 2.0");
     r.git(&["branch", "-D", "feature"]);
-    publish(r, bare);
+    r.publish(bare);
     let second = sync_and_check_with(&v, url, name, bare, extra, env);
     assert_eq!(second["status"], "changed", "{second:#}");
     assert!(find_ref(&v.latest(name), "refs/heads/feature").is_none());
@@ -534,29 +395,23 @@ fn transport_round_trip(
 
 #[test]
 fn transport_local_path() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("src.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (_base, bare) = r.mirror_in_tempdir("src.git");
     transport_round_trip(path_str(&bare), &bare, &r, &[], &[]);
 }
 
 #[test]
 fn transport_file_url() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("src.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (_base, bare) = r.mirror_in_tempdir("src.git");
     let url = format!("file://{}", path_str(&bare));
     transport_round_trip(&url, &bare, &r, &[], &[]);
 }
 
 #[test]
 fn transport_git_daemon() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("org/src.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (base, bare) = r.mirror_in_tempdir("org/src.git");
     let daemon = GitDaemon::start(base.path());
     transport_round_trip(&daemon.url("org/src.git"), &bare, &r, &[], &[]);
 }
@@ -564,16 +419,14 @@ fn transport_git_daemon() {
 #[test]
 fn transport_http_with_token() {
     const TOKEN: &str = "tok-transport-777";
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("org/src.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (base, bare) = r.mirror_in_tempdir("org/src.git");
     let server = HttpGitServer::start_token(base.path(), TOKEN);
     let url = server.url("org/src.git");
 
     // Without the token the server answers 401: the sync fails and says why.
     let v = Vault::new();
-    let out = v.sync_raw(&[&url], &["--name", "web"], &[]);
+    let out = v.sync_sources(&[&url], &["--name", "web"], &[]);
     assert!(
         !out.status.success(),
         "sync without a token must fail:\n{}",
@@ -587,7 +440,7 @@ fn transport_http_with_token() {
     assert!(v.all_snapshots().is_empty());
 
     // A wrong token fails the same way.
-    let out = v.sync_raw(
+    let out = v.sync_sources(
         &[&url],
         &["--name", "web", "--token-env", "RV_WRONG_TOKEN"],
         &[("RV_WRONG_TOKEN", "not-the-token")],
@@ -621,21 +474,20 @@ fn transport_http_with_token() {
 // 2. Edge cases
 // ---------------------------------------------------------------------------
 
+/// A new temporary directory with an empty bare repository `empty.git`
+/// whose unborn HEAD is `refs/heads/develop`.
+fn empty_develop() -> (TempDir, PathBuf) {
+    let base = tempdir("repovault-src-");
+    let bare = base.path().join("empty.git");
+    let args = ["init", "-q", "--bare", "--initial-branch=develop"];
+    git(base.path(), &[&args[..], &[path_str(&bare)]].concat());
+    (base, bare)
+}
+
 #[test]
 fn empty_repository_over_every_transport() {
     const TOKEN: &str = "tok-empty-1";
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("empty.git");
-    git(
-        base.path(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "--initial-branch=develop",
-            path_str(&bare),
-        ],
-    );
+    let (base, bare) = empty_develop();
     let daemon = GitDaemon::start(base.path());
     let server = HttpGitServer::start_token(base.path(), TOKEN);
     let file_url = format!("file://{}", path_str(&bare));
@@ -670,18 +522,7 @@ fn empty_repository_over_every_transport() {
 
 #[test]
 fn empty_repository_then_first_commit() {
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("empty.git");
-    git(
-        base.path(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "--initial-branch=develop",
-            path_str(&bare),
-        ],
-    );
+    let (base, bare) = empty_develop();
     let v = Vault::new();
     let report = sync_and_check(&v, path_str(&bare), "empty", &bare);
     assert_eq!(report["status"], "new", "{report:#}");
@@ -717,9 +558,7 @@ fn default_branch_trunk() {
     r.commit_file("a.txt", "a\n", "a");
     r.commit_file("b.txt", "b\n", "b");
     r.git(&["branch", "-m", "main", "trunk"]);
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("trunk.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("trunk.git");
     assert_eq!(symbolic_head(&bare).as_deref(), Some("refs/heads/trunk"));
     assert!(refs_of(&bare)
         .iter()
@@ -735,7 +574,7 @@ fn default_branch_trunk() {
 
 #[test]
 fn tags_of_every_kind() {
-    let r = sample_repo();
+    let r = support::sample_repo();
     let tree = r.rev_parse("HEAD^{tree}");
     let blob = r.rev_parse("HEAD:README.md");
     r.tag_annotated("t-tree", &tree, "a tag on a tree");
@@ -743,9 +582,7 @@ fn tags_of_every_kind() {
     r.tag_annotated("t-blob-annotated", &blob, "an annotated tag on a blob");
     r.tag_annotated("t-nested", "v1.0", "a tag on a tag");
     r.tag_lightweight("light-on-annotated", "v1.0");
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("tags.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("tags.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "tags", &bare);
 
@@ -779,10 +616,8 @@ fn tags_of_every_kind() {
 
 #[test]
 fn deleted_branch_stays_in_the_older_snapshot() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("del.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (base, bare) = r.mirror_in_tempdir("del.git");
     let feature = r.rev_parse("refs/heads/feature");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "del", &bare);
@@ -811,10 +646,8 @@ fn deleted_branch_stays_in_the_older_snapshot() {
 
 #[test]
 fn force_push_keeps_the_old_history_restorable() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("force.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (base, bare) = r.mirror_in_tempdir("force.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "force", &bare);
     let first = v.latest("force");
@@ -832,7 +665,7 @@ fn force_push_keeps_the_old_history_restorable() {
     r.git(&["commit", "-q", "--amend", "-m", "feature (amended)"]);
     r.checkout("main");
     r.git(&["tag", "-d", "light"]);
-    publish(&r, &bare);
+    r.publish(&bare);
     assert!(
         !support::git_ok(&bare, &["merge-base", "--is-ancestor", &old_tip, "main"]),
         "main was rewritten"
@@ -858,12 +691,10 @@ fn force_push_keeps_the_old_history_restorable() {
 /// second sync must store far less than the three new versions' size.
 fn big_file_with_small_edits(size: usize, max_growth: u64) {
     let r = TestRepo::new();
-    let mut data = pseudo_random(0x0005_eed0_fb16_f11e, size);
+    let mut data = random_bytes(0x0005_eed0_fb16_f11e, size);
     r.write("big.bin", &data);
     r.commit_file("README.md", "a big file\n", "big file");
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("big.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("big.git");
     let v = Vault::new();
     v.sync(path_str(&bare), "big", &[], &[]);
     let before = v.stats()["stored_bytes"].as_u64().unwrap();
@@ -872,7 +703,7 @@ fn big_file_with_small_edits(size: usize, max_growth: u64) {
         "{size} bytes of random data cannot be stored in {before} bytes"
     );
 
-    let mut rng = pseudo_random(99, 64).into_iter();
+    let mut rng = random_bytes(99, 64).into_iter();
     let mut pick = |range: usize| {
         let b: [u8; 4] = std::array::from_fn(|_| rng.next().unwrap());
         u32::from_le_bytes(b) as usize % range
@@ -889,7 +720,7 @@ fn big_file_with_small_edits(size: usize, max_growth: u64) {
     data[at] ^= 0xFF;
     r.write("big.bin", &data);
     r.commit("edit 3: flip a byte");
-    publish(&r, &bare);
+    r.publish(&bare);
 
     let report = sync_and_check(&v, path_str(&bare), "big", &bare);
     assert_eq!(report["status"], "changed");
@@ -942,9 +773,7 @@ fn non_utf8_file_names() {
     assert!(out.status.success(), "{}", describe(&out));
     r.git(&["commit", "-q", "-m", "index-only entry"]);
 
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("names.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("names.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "names", &bare);
     let (_d, restored) = v.restore_new("names", &["--latest"]);
@@ -964,7 +793,7 @@ fn non_utf8_file_names() {
 
 #[test]
 fn unusual_ref_names() {
-    let r = sample_repo();
+    let r = support::sample_repo();
     let second = r.rev_parse("main~1");
     // `feature/...` cannot coexist with a branch `feature`.
     r.git(&["branch", "-m", "feature", "topic"]);
@@ -973,9 +802,7 @@ fn unusual_ref_names() {
     r.git(&["update-ref", "refs/custom/x", "topic"]);
     r.git(&["update-ref", "refs/pull/1/head", &second]);
     r.git(&["notes", "add", "-m", "a note on main", "HEAD"]);
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("refs.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("refs.git");
     let names: Vec<String> = refs_of(&bare).into_iter().map(|(n, _)| n).collect();
     for want in [
         "refs/heads/feature/a.b-c_d",
@@ -1046,19 +873,15 @@ fn submodule_gitlink_entries() {
         "160000,1111111111111111111111111111111111111111,lib",
     ]);
     r.commit("add a submodule");
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("sub.git");
-    r.bare_clone_to(&bare);
+    let (_base, bare) = r.mirror_in_tempdir("sub.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "sub", &bare);
 }
 
 #[test]
 fn detached_head_in_a_bare_source() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("detached.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (_base, bare) = r.mirror_in_tempdir("detached.git");
     let oid = r.rev_parse("main~1");
     std::fs::write(bare.join("HEAD"), format!("{oid}\n")).unwrap();
     assert_eq!(symbolic_head(&bare), None);
@@ -1075,10 +898,8 @@ fn detached_head_in_a_bare_source() {
 
 #[test]
 fn mirror_cache_deleted_between_syncs() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("cache.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (_base, bare) = r.mirror_in_tempdir("cache.git");
     let v = Vault::new();
     sync_and_check(&v, path_str(&bare), "cache", &bare);
     let objects = v.stats()["objects"].as_u64().unwrap();
@@ -1097,7 +918,7 @@ fn mirror_cache_deleted_between_syncs() {
 
     // A change, with the cache gone again: a full fetch into a fresh mirror.
     r.commit_file("more.txt", "more\n", "more");
-    publish(&r, &bare);
+    r.publish(&bare);
     std::fs::remove_dir_all(&v.cache).unwrap();
     let report = sync_and_check(&v, path_str(&bare), "cache", &bare);
     assert_eq!(report["status"], "changed", "{report:#}");
@@ -1113,10 +934,8 @@ fn mirror_cache_deleted_between_syncs() {
 
 #[test]
 fn incremental_sync_stores_only_new_objects() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("inc.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (_base, bare) = r.mirror_in_tempdir("inc.git");
     let v = Vault::new();
     let first = sync_and_check(&v, path_str(&bare), "inc", &bare);
     assert_eq!(
@@ -1146,7 +965,7 @@ fn incremental_sync_stores_only_new_objects() {
             &format!("count {i}"),
         );
     }
-    publish(&r, &bare);
+    r.publish(&bare);
     let mut args = vec!["rev-list", "--objects", "main", "--not"];
     args.extend(old_refs.iter().map(String::as_str));
     let expected = git(&bare, &args).lines().count() as u64;
@@ -1172,16 +991,14 @@ fn incremental_sync_stores_only_new_objects() {
 
 #[test]
 fn restore_selection_and_destination_rules() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("sel.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (base, bare) = r.mirror_in_tempdir("sel.git");
     let v = Vault::new();
     let src = path_str(&bare);
     sync_and_check(&v, src, "sel", &bare);
     let frozen = freeze(&bare, base.path());
     r.commit_file("second.txt", "second\n", "second snapshot");
-    publish(&r, &bare);
+    r.publish(&bare);
     sync_and_check(&v, src, "sel", &bare);
     let snaps = v.snapshots("sel");
     assert_eq!(snaps.len(), 2);
@@ -1200,7 +1017,7 @@ fn restore_selection_and_destination_rules() {
     assert_same_repo(&bare, &at_future);
     let out_dir = tempdir("repovault-restore-");
     let dest = out_dir.path().join("none.git");
-    let out = v.restore("sel", &["--at", "1999-01-01"], &dest, &[]);
+    let out = v.restore_to("sel", &["--at", "1999-01-01"], &dest, &[]);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(
         all_output(&out).contains("no snapshot taken at or before"),
@@ -1208,7 +1025,7 @@ fn restore_selection_and_destination_rules() {
         describe(&out)
     );
     assert!(!dest.exists());
-    let out = v.restore("sel", &["--at", "yesterday-ish"], &dest, &[]);
+    let out = v.restore_to("sel", &["--at", "yesterday-ish"], &dest, &[]);
     assert!(
         !out.status.success() && all_output(&out).contains("RFC 3339"),
         "{}",
@@ -1222,7 +1039,7 @@ fn restore_selection_and_destination_rules() {
         let last = if id.as_bytes()[11] == b'0' { '1' } else { '0' };
         format!("{}{last}", &id[..11])
     };
-    let out = v.restore("sel", &["--snapshot", &unknown], &dest, &[]);
+    let out = v.restore_to("sel", &["--snapshot", &unknown], &dest, &[]);
     assert!(
         !out.status.success() && all_output(&out).contains("no snapshot with id"),
         "{}",
@@ -1249,10 +1066,10 @@ fn restore_selection_and_destination_rules() {
         );
         n += 1;
         r.commit_file("more.txt", format!("more {n}\n"), "another snapshot");
-        publish(&r, &bare);
+        r.publish(&bare);
         v.sync(src, "sel", &[], &[]);
     };
-    let out = v.restore("sel", &["--snapshot", &shared_digit], &dest, &[]);
+    let out = v.restore_to("sel", &["--snapshot", &shared_digit], &dest, &[]);
     assert!(
         !out.status.success() && all_output(&out).contains("ambiguous"),
         "{}",
@@ -1263,7 +1080,7 @@ fn restore_selection_and_destination_rules() {
     // An existing file is never replaced.
     let file = out_dir.path().join("a-file");
     std::fs::write(&file, "not a repository").unwrap();
-    let out = v.restore("sel", &["--latest"], &file, &["--force"]);
+    let out = v.restore_to("sel", &["--latest"], &file, &["--force"]);
     assert!(!out.status.success(), "{}", describe(&out));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a repository");
 
@@ -1272,7 +1089,7 @@ fn restore_selection_and_destination_rules() {
     std::fs::create_dir(&full).unwrap();
     std::fs::write(full.join("keep.txt"), "precious").unwrap();
     for extra in [&[][..], &["--force"][..]] {
-        let out = v.restore("sel", &["--latest"], &full, extra);
+        let out = v.restore_to("sel", &["--latest"], &full, extra);
         assert!(
             !out.status.success(),
             "restore into a non-empty directory {extra:?}:\n{}",
@@ -1293,20 +1110,20 @@ fn restore_selection_and_destination_rules() {
     // An existing empty directory needs --force.
     let empty = out_dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let out = v.restore("sel", &["--latest"], &empty, &[]);
+    let out = v.restore_to("sel", &["--latest"], &empty, &[]);
     assert!(
         !out.status.success() && all_output(&out).contains("--force"),
         "{}",
         describe(&out)
     );
     assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
-    let out = v.restore("sel", &["--latest"], &empty, &["--force"]);
+    let out = v.restore_to("sel", &["--latest"], &empty, &["--force"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_same_repo(&bare, &empty);
 
     // --list prints the refs and creates nothing.
     let listed = out_dir.path().join("listed.git");
-    let out = v.restore("sel", &["--latest", "--list"], &listed, &[]);
+    let out = v.restore_to("sel", &["--latest", "--list"], &listed, &[]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
         !listed.exists(),
@@ -1351,7 +1168,7 @@ fn assert_store_consistent(v: &Vault) {
 
 /// Runs one sync of `src` that must die by SIGKILL at `point`, then checks the store.
 fn sync_killed_at(v: &Vault, src: &str, point: &str) {
-    let out = v.sync_raw(
+    let out = v.sync_sources(
         &[src],
         &["--name", "crash", "--json"],
         &[("REPOVAULT_CRASH_AT", point)],
@@ -1374,10 +1191,8 @@ fn sync_killed_at(v: &Vault, src: &str, point: &str) {
 /// several batches; otherwise it is 1.5 MiB of incompressible blobs, which
 /// the store (1 MiB packs) writes as several packs.
 fn crash_at(point: &str, big: bool) {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("crash.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (_base, bare) = r.mirror_in_tempdir("crash.git");
     let src = path_str(&bare);
     let v = Vault::with_init_args(&["--pack-size-mib", "1"]);
 
@@ -1392,7 +1207,7 @@ fn crash_at(point: &str, big: bool) {
 
     let (tiny, medium) = if big { (4200, 0) } else { (0, 24) };
     add_payload(&r, "payload", tiny, medium, 7);
-    publish(&r, &bare);
+    r.publish(&bare);
     if big {
         assert!(object_count(&bare) > 4096 + 10);
     }
@@ -1462,10 +1277,8 @@ fn crash_after_snapshot_committed() {
 /// check (`unchanged`), as `sync/mod.rs` documents.
 #[test]
 fn resync_after_crash_at_snapshot_committed_is_unchanged() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("crash.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (_base, bare) = r.mirror_in_tempdir("crash.git");
     let src = path_str(&bare);
     let v = Vault::new();
     sync_killed_at(&v, src, "snapshot-committed");
@@ -1489,10 +1302,8 @@ fn resync_after_crash_at_snapshot_committed_is_unchanged() {
 
 #[test]
 fn crash_by_kill_after_300ms() {
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("crash.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (_base, bare) = r.mirror_in_tempdir("crash.git");
     let src = path_str(&bare);
     let v = Vault::with_init_args(&["--pack-size-mib", "1"]);
     sync_and_check(&v, src, "crash", &bare);
@@ -1500,9 +1311,9 @@ fn crash_by_kill_after_300ms() {
 
     // A second sync with a few thousand new objects, killed after 300 ms.
     add_payload(&r, "payload", 3000, 16, 8);
-    publish(&r, &bare);
+    r.publish(&bare);
     let mut child = v
-        .sync_cmd(&[src], &["--name", "crash"], &[])
+        .sync_sources_cmd(&[src], &["--name", "crash"], &[])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1529,33 +1340,14 @@ fn crash_by_kill_after_300ms() {
 // 6. Tokens never reach the disk or the output
 // ---------------------------------------------------------------------------
 
-fn files_below(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd {
-        let e = e.unwrap();
-        let t = e.file_type().unwrap();
-        if t.is_dir() {
-            files_below(&e.path(), out);
-        } else if t.is_file() {
-            out.push(e.path());
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
+use support::{contains, files_below};
 
 #[test]
 fn token_never_leaks() {
     const TOKEN: &str = "tok-SECRET-12345";
     const WRONG: &str = "tok-WRONG-67890";
-    let r = sample_repo();
-    let base = tempdir("repovault-src-");
-    let bare = base.path().join("org/secret.git");
-    r.bare_clone_to(&bare);
+    let r = support::sample_repo();
+    let (base, bare) = r.mirror_in_tempdir("org/secret.git");
     let server = HttpGitServer::start_token(base.path(), TOKEN);
     let url = server.url("org/secret.git");
     let v = Vault::new();
@@ -1563,7 +1355,7 @@ fn token_never_leaks() {
     let mut outputs = Vec::new();
 
     let sync = |url: &str, var: &str| {
-        let mut cmd = v.sync_cmd(
+        let mut cmd = v.sync_sources_cmd(
             &[url],
             &["--name", "secret", "--token-env", var, "--json"],
             &env,
@@ -1575,7 +1367,7 @@ fn token_never_leaks() {
     assert!(out.status.success(), "{}", describe(&out));
     outputs.push(out);
     r.commit_file("later.txt", "later\n", "later");
-    publish(&r, &bare);
+    r.publish(&bare);
     let out = sync(&url, "RV_TOKEN");
     assert!(out.status.success(), "{}", describe(&out));
     outputs.push(out);
@@ -1602,7 +1394,7 @@ fn token_never_leaks() {
 
     let restore_dir = tempdir("repovault-restore-");
     let dest = restore_dir.path().join("secret.git");
-    let out = v.restore("secret", &["--latest"], &dest, &["-vv", "--json"]);
+    let out = v.restore_to("secret", &["--latest"], &dest, &["-vv", "--json"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_same_repo(&bare, &dest);
     outputs.push(out);
@@ -1654,7 +1446,7 @@ fn token_never_leaks() {
 
 #[test]
 fn several_sources_with_one_failure() {
-    let r = sample_repo();
+    let r = support::sample_repo();
     let base = tempdir("repovault-src-");
     let bares: Vec<PathBuf> = ["alpha", "beta", "gamma"]
         .iter()
@@ -1668,7 +1460,7 @@ fn several_sources_with_one_failure() {
     let v = Vault::new();
     let mut sources: Vec<&str> = bares.iter().map(|b| path_str(b)).collect();
     sources.insert(1, BAD);
-    let out = v.sync_raw(&sources, &["--jobs", "2", "--json"], &[]);
+    let out = v.sync_sources(&sources, &["--jobs", "2", "--json"], &[]);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -1751,12 +1543,7 @@ fn source_missing_objects() {
 
     let store = tmp.path().join("store");
     let cache = tmp.path().join("cache");
-    let rv = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_repovault"));
-        support::hermetic(&mut cmd);
-        cmd.arg("--store").arg(&store).args(args);
-        cmd.output().unwrap()
-    };
+    let rv = |args: &[&str]| support::rv(&store, args);
     assert!(rv(&["init"]).status.success());
     let url = format!("file://{}", src.display());
     let cache_s = cache.to_str().unwrap();
@@ -1860,12 +1647,7 @@ fn restore_from_a_damaged_store() {
     support::git(&bare, &["repack", "-adq"]);
     let clean = tmp.path().join("clean-store");
     let cache = tmp.path().join("cache");
-    let rv = |store: &Path, args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_repovault"));
-        support::hermetic(&mut cmd);
-        cmd.arg("--store").arg(store).args(args);
-        cmd.output().unwrap()
-    };
+    let rv = support::rv;
     assert!(rv(&clean, &["init"]).status.success());
     let out = rv(
         &clean,

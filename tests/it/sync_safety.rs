@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{describe, git, parse_json, HttpGitServer, Rng, TestRepo};
+use support::{describe, git, parse_json, path_str, HttpGitServer, Rng, TestRepo};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -45,19 +45,6 @@ impl Vault {
         report
     }
 
-    fn snapshots(&self, repo: &str) -> Vec<Value> {
-        let out = self.ok(&["snapshots", "--repo", repo, "--json", "--refs"]);
-        parse_json(&out).as_array().unwrap().clone()
-    }
-
-    fn latest(&self, repo: &str) -> Value {
-        self.snapshots(repo).pop().expect("a snapshot")
-    }
-
-    fn stats(&self) -> Value {
-        parse_json(&self.ok(&["stats", "--json"]))
-    }
-
     fn verify_read_data_clean(&self) {
         let out = self.run(&["verify", "--read-data", "--json"]);
         let doc = parse_json(&out);
@@ -71,10 +58,6 @@ impl Vault {
     fn mirror(&self, name: &str) -> PathBuf {
         self.cache.join(format!("{name}.git"))
     }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// Every file below `dir` whose name ends in `.lock`.
@@ -320,15 +303,7 @@ fn history_stream(branch: &str, commits: usize, seed: u64, continue_from: bool) 
     s
 }
 
-fn fast_import(repo: &Path, stream: &[u8]) {
-    let mut child = support::git_command(repo, &["fast-import", "--quiet", "--force"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stream).unwrap();
-    assert!(child.wait().unwrap().success(), "git fast-import failed");
-}
+use support::fast_import;
 
 /// Moves `refs` refs (branches `b0000..`, starting at `first`, wrapping) to
 /// marks of the last import, and adds `tags` annotated tags.

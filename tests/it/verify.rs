@@ -35,83 +35,16 @@ use rusqlite::Connection;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-use support::{git, random_bytes, refs_of, Rng, TestRepo};
+use std::time::Instant;
+use support::{git, random_bytes, refs_of, text, Rng, TestRepo};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_repovault");
-
-/// No single repovault or git run of these tests should take longer.
-const RUN_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// Runs `cmd` with this file's time limit (see `support::run_with_timeout`).
-fn run(cmd: &mut Command) -> Output {
-    support::run_with_timeout(cmd, RUN_TIMEOUT)
-}
-
-use support::{describe, parse_json};
+use support::{describe, parse_json, path_str, rv, rv_ok};
 
 /// Exit code of verify when it finds damage.
 const DAMAGED: i32 = 12;
-
-// ---------------------------------------------------------------------------
-// Running processes
-// ---------------------------------------------------------------------------
-
-/// `repovault --store STORE <args>` in the hermetic environment.
-fn rv(store: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    support::hermetic(&mut cmd);
-    cmd.arg("--store").arg(store).args(args);
-    run(&mut cmd)
-}
-
-fn rv_ok(store: &Path, args: &[&str]) -> Output {
-    let out = rv(store, args);
-    assert!(
-        out.status.success(),
-        "repovault {args:?} failed:\n{}",
-        describe(&out)
-    );
-    out
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-// ---------------------------------------------------------------------------
-// Deterministic pseudo-random numbers
-// ---------------------------------------------------------------------------
-
-const WORDS: &[&str] = &[
-    "store", "pack", "chunk", "delta", "index", "snapshot", "restore", "verify", "commit", "tree",
-    "blob", "tag", "branch", "mirror", "fetch", "object", "damage", "repair", "backup", "vault",
-];
-
-/// A text file of `lines` lines; `version` changes a few of them.
-fn text(seed: u64, lines: usize, version: u64) -> String {
-    let mut out = String::new();
-    for i in 0..lines {
-        let mut r = Rng(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
-        // About one line in eight changes with every version.
-        let v = if r.below(8) == 0 {
-            version
-        } else {
-            version / 8
-        };
-        let mut r = Rng(r.next() ^ v.wrapping_mul(0x1234_5678_9abc));
-        out.push_str(&format!("{i:04}"));
-        for _ in 0..(4 + r.below(8)) {
-            out.push(' ');
-            out.push_str(WORDS[r.below(WORDS.len() as u64) as usize]);
-        }
-        out.push('\n');
-    }
-    out
-}
 
 // ---------------------------------------------------------------------------
 // The fixture
@@ -178,6 +111,12 @@ impl Fixture {
             .iter()
             .find(|s| s.id == id)
             .expect("known snapshot")
+    }
+
+    /// The ids of every snapshot not of `repo`.
+    fn ids_except(&self, repo: &str) -> BTreeSet<String> {
+        let others = self.snaps.iter().filter(|s| s.repo != repo);
+        others.map(|s| s.id.clone()).collect()
     }
 
     /// Snapshot `n` (0 or 1) of `repo`.
@@ -258,39 +197,8 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(build_fixture)
 }
 
-/// Removes fixtures left by earlier test processes that are gone.
-fn remove_stale_fixtures(base: &Path) {
-    let Ok(rd) = std::fs::read_dir(base) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("verify-fixture-") {
-            if !Path::new("/proc").join(pid).exists() {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-}
-
-/// Makes the bare repository `bare` equal to the work repository.
-fn publish(r: &TestRepo, bare: &Path) {
-    r.git(&["push", "-q", "--mirror", "--force", path_str(bare)]);
-}
-
 fn sync(store: &Path, cache: &Path, source: &Path, name: &str) {
-    let out = rv_ok(
-        store,
-        &[
-            "sync",
-            path_str(source),
-            "--cache",
-            path_str(cache),
-            "--name",
-            name,
-            "--json",
-        ],
-    );
+    let out = support::rv_sync(store, cache, source, name);
     let doc = parse_json(&out);
     let status = &doc["repos"][0]["status"];
     assert!(
@@ -350,11 +258,7 @@ fn build_beta() -> TestRepo {
 
 fn build_fixture() -> Fixture {
     let start = Instant::now();
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).expect("create CARGO_TARGET_TMPDIR");
-    remove_stale_fixtures(&base);
-    let root = base.join(format!("verify-fixture-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = support::fixture_dir("verify-fixture");
     std::fs::create_dir_all(root.join("src")).expect("create fixture dir");
     let store = root.join("store");
     let cache = root.join("cache");
@@ -400,7 +304,7 @@ fn build_fixture() -> Fixture {
     }
     alpha.tag_annotated("v1.1", "HEAD", "release 1.1");
     alpha.git(&["branch", "-D", "dev"]);
-    publish(&alpha, &a_bare);
+    alpha.publish(&a_bare);
 
     beta.set_time(support::DEFAULT_TIME + 3 * 86_400);
     let mut bin = random_bytes(0xB10B, 6 << 20);
@@ -413,7 +317,7 @@ fn build_fixture() -> Fixture {
         beta.write("doc/manual.txt", text(11, 150, 40 + i));
         beta.commit(&format!("beta round two {i}"));
     }
-    publish(&beta, &b_bare);
+    beta.publish(&b_bare);
 
     fork.set_time(support::DEFAULT_TIME + 4 * 86_400);
     for i in 0..2u64 {
@@ -421,7 +325,7 @@ fn build_fixture() -> Fixture {
         fork.commit(&format!("fork round two {i}"));
     }
     fork.tag_lightweight("fork-2", "HEAD");
-    publish(&fork, &f_bare);
+    fork.publish(&f_bare);
     for (bare, name) in [(&a_bare, "alpha"), (&b_bare, "beta"), (&f_bare, "fork")] {
         sync(&store, &cache, bare, name);
         source_refs.push((name.to_owned(), refs_of(bare)));
@@ -1098,12 +1002,7 @@ fn random_byte_flips_are_found_by_read_data() {
             }
         })
         .collect();
-    let non_beta: BTreeSet<String> = fx
-        .snaps
-        .iter()
-        .filter(|s| s.repo != "beta")
-        .map(|s| s.id.clone())
-        .collect();
+    let non_beta = fx.ids_except("beta");
     // Two workers, each flipping and flipping back in its own copy.
     let outcomes: Vec<FlipOutcome> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..2)
@@ -1402,12 +1301,7 @@ fn lost_index_is_reported_and_rebuilt() {
 #[test]
 fn corrupt_index_is_reported_and_rebuilt() {
     let fx = fixture();
-    let non_beta: BTreeSet<String> = fx
-        .snaps
-        .iter()
-        .filter(|s| s.repo != "beta")
-        .map(|s| s.id.clone())
-        .collect();
+    let non_beta = fx.ids_except("beta");
     for how in ["garbage", "truncated"] {
         let c = Case::new();
         let path = c.store.join("index.sqlite");
@@ -1559,12 +1453,7 @@ fn lost_object_rows_are_found_by_read_data() {
 #[test]
 fn missing_ref_target_is_found_by_quick_mode() {
     let fx = fixture();
-    let non_beta: BTreeSet<String> = fx
-        .snaps
-        .iter()
-        .filter(|s| s.repo != "beta")
-        .map(|s| s.id.clone())
-        .collect();
+    let non_beta = fx.ids_except("beta");
 
     // The tip of alpha's main branch in its second snapshot: no other snapshot needs it.
     let a2 = fx.nth("alpha", 1);
@@ -1868,7 +1757,7 @@ fn format_1_stores_stay_format_1_and_work_like_format_2() {
     let r = build_alpha();
     let bare = base.path().join("alpha.git");
     git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
-    publish(&r, &bare);
+    r.publish(&bare);
     for version in [1u32, 2] {
         let store = base.path().join(format!("store{version}"));
         let cache = base.path().join(format!("cache{version}"));
@@ -1886,7 +1775,7 @@ fn format_1_stores_stay_format_1_and_work_like_format_2() {
         for i in 0..3 {
             r.commit_file("src/lib.txt", text(2, 200, 100 + i), &format!("more {i}"));
         }
-        publish(&r, &bare);
+        r.publish(&bare);
         sync(&store, &cache, &bare, "alpha");
         assert_eq!(pack_versions(&store), BTreeSet::from([version]));
 

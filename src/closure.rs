@@ -1,0 +1,359 @@
+//! The one walk over a snapshot's closure: from its ref targets (tips) down
+//! every parent, tree entry and tag target, through an object source (the
+//! store, or a git mirror), with a seen-set and a callback per object.
+//!
+//! The walk is depth-first over an explicit stack (no recursion): an object is
+//! popped, recorded in the seen-set (already seen: skipped), looked up, and
+//! reported as [`Event::Found`], [`Event::Missing`] or [`Event::Damaged`]. A
+//! found commit, tree or tag is read and parsed and its references are pushed,
+//! unless the callback answered [`Flow::Skip`]; blobs are only looked up.
+//! What to do with each event (collect, keep the first, abort, stop) is the
+//! caller's policy: restore, verify, prune, `stats --repo` and sync each keep
+//! theirs as a short callback.
+//!
+//! The rule for objects a snapshot was taken without lives here too: an object
+//! that is not in the source is [`Event::Missing`] with `listed` telling
+//! whether the snapshot's `missing` list names it (the source lacked it when
+//! the snapshot was taken), so no policy re-derives it. There is no cap on the
+//! number of objects: a walk ends when the closure is walked, the callback
+//! stops it, or `interrupt` is set.
+
+use crate::index::ObjectRow;
+use crate::snapshot::Snapshot;
+use crate::store::{self, Store};
+use gix::ObjectId;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Where the walk finds objects.
+pub trait ObjectSource {
+    /// What a lookup returns for an object that is there.
+    type Row;
+    /// A failed lookup or read.
+    type Error;
+    /// Looks `oid` up: `None` when the source does not have it.
+    ///
+    /// # Errors
+    /// When the source cannot answer.
+    fn lookup(&self, oid: &ObjectId) -> Result<Option<Self::Row>, Self::Error>;
+    /// Whether an object with this row refers to others (commit, tree, tag),
+    /// so it is read and parsed.
+    fn has_references(row: &Self::Row) -> bool;
+    /// Reads `oid` and returns the ids it refers to.
+    ///
+    /// # Errors
+    /// [`Damage::Read`] when it cannot be read, [`Damage::Parse`] when it cannot be parsed.
+    fn references(&self, oid: &ObjectId) -> Result<Vec<ObjectId>, Damage<Self::Error>>;
+}
+
+/// Why an object that the source has could not be walked.
+#[derive(Debug)]
+pub enum Damage<E> {
+    /// Looking it up failed (the source's own failure, e.g. SQLite).
+    Lookup(E),
+    /// Reading it failed (a damaged chunk, a pack that cannot be read).
+    Read(E),
+    /// It was read but is not a valid commit, tree or tag.
+    Parse(String),
+}
+
+/// The walk's seen-set: an object is walked once per set.
+pub trait Seen<E> {
+    /// Records `oid`; false when it was already recorded (its closure is
+    /// walked, or being walked, so it is skipped).
+    ///
+    /// # Errors
+    /// When the set cannot record it (a set kept in SQLite).
+    fn insert(&mut self, oid: ObjectId) -> Result<bool, E>;
+    /// A cheap pre-check before pushing a reference: true when `oid` is known
+    /// to be recorded (a set that cannot tell cheaply answers false; the
+    /// object is then skipped when popped).
+    fn known(&self, oid: &ObjectId) -> bool {
+        let _ = oid;
+        false
+    }
+    /// `oid` is not in the source. By default it stays recorded (reported once
+    /// per set); a set shared by several snapshots may forget it, so each
+    /// snapshot that reaches it decides whether that is expected.
+    fn not_found(&mut self, oid: &ObjectId) {
+        let _ = oid;
+    }
+}
+
+impl<E> Seen<E> for HashSet<ObjectId> {
+    fn insert(&mut self, oid: ObjectId) -> Result<bool, E> {
+        Ok(HashSet::insert(self, oid))
+    }
+    fn known(&self, oid: &ObjectId) -> bool {
+        self.contains(oid)
+    }
+}
+
+/// The seen-set of one walk that also skips the objects in `done`: objects
+/// whose closure an earlier walk went through completely (and found as it
+/// wanted), so a walk of many snapshots or refs sharing history does not
+/// walk that history again.
+#[derive(Debug)]
+pub struct Visited<'a> {
+    /// What this walk visited.
+    pub seen: HashSet<ObjectId>,
+    /// What earlier walks closed.
+    pub done: Option<&'a HashSet<ObjectId>>,
+}
+
+impl<'a> Visited<'a> {
+    /// An empty set skipping `done`.
+    pub fn new(done: Option<&'a HashSet<ObjectId>>) -> Self {
+        Self {
+            seen: HashSet::new(),
+            done,
+        }
+    }
+}
+
+impl<E> Seen<E> for Visited<'_> {
+    fn insert(&mut self, oid: ObjectId) -> Result<bool, E> {
+        Ok(self.seen.insert(oid) && !self.done.is_some_and(|c| c.contains(&oid)))
+    }
+    fn known(&self, oid: &ObjectId) -> bool {
+        self.seen.contains(oid) || self.done.is_some_and(|c| c.contains(oid))
+    }
+}
+
+/// A seen-set that records nothing: every object popped is looked up again,
+/// and the callback keeps its own record of what it walked (prune marks live
+/// objects in SQLite, and answers [`Flow::Skip`] for one marked already).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordedByCallback;
+
+impl<E> Seen<E> for RecordedByCallback {
+    fn insert(&mut self, _: ObjectId) -> Result<bool, E> {
+        Ok(true)
+    }
+}
+
+/// What the walk reports for one object.
+#[derive(Debug)]
+pub enum Event<R, E> {
+    /// The source has it. Answer [`Flow::Skip`] to not read it nor walk below it.
+    Found {
+        /// The object.
+        oid: ObjectId,
+        /// What the source knows of it.
+        row: R,
+    },
+    /// The source does not have it.
+    Missing {
+        /// The object.
+        oid: ObjectId,
+        /// The snapshot's `missing` list names it: the source lacked it when
+        /// the snapshot was taken, so its absence is recorded, not damage.
+        listed: bool,
+    },
+    /// It could not be looked up, or (after [`Event::Found`]) read or parsed;
+    /// nothing below it is walked.
+    Damaged {
+        /// The object.
+        oid: ObjectId,
+        /// What went wrong.
+        damage: Damage<E>,
+    },
+}
+
+/// What the callback wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on (for a found object: read it and walk below it).
+    Continue,
+    /// Do not read this object nor walk below it; go on with the rest.
+    Skip,
+    /// End the walk now.
+    Stop,
+}
+
+/// How a walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Every reachable object was visited.
+    Complete,
+    /// The callback answered [`Flow::Stop`].
+    Stopped,
+    /// `interrupt` was set.
+    Interrupted,
+}
+
+/// Walks the closure of `tips` (popped last first) through `source`,
+/// skipping what `seen` already holds, reporting each object to `on`.
+/// `missing` is the snapshot's list of objects its source lacked (see
+/// [`Event::Missing`]).
+///
+/// # Errors
+/// What `seen` or `on` return.
+pub fn walk<S, X>(
+    tips: impl IntoIterator<Item = ObjectId>,
+    missing: &[ObjectId],
+    source: &S,
+    seen: &mut impl Seen<X>,
+    interrupt: &AtomicBool,
+    mut on: impl FnMut(Event<S::Row, S::Error>) -> Result<Flow, X>,
+) -> Result<End, X>
+where
+    S: ObjectSource,
+{
+    let mut stack: Vec<ObjectId> = tips.into_iter().collect();
+    while let Some(oid) = stack.pop() {
+        if interrupt.load(Ordering::Relaxed) {
+            return Ok(End::Interrupted);
+        }
+        if !seen.insert(oid)? {
+            continue;
+        }
+        let flow = match source.lookup(&oid) {
+            Ok(None) => {
+                seen.not_found(&oid);
+                on(Event::Missing {
+                    oid,
+                    listed: missing.contains(&oid),
+                })?
+            }
+            Err(e) => on(Event::Damaged {
+                oid,
+                damage: Damage::Lookup(e),
+            })?,
+            Ok(Some(row)) => {
+                let read = S::has_references(&row);
+                match on(Event::Found { oid, row })? {
+                    Flow::Continue if read => match source.references(&oid) {
+                        Ok(refs) => {
+                            stack.extend(refs.into_iter().filter(|r| !seen.known(r)));
+                            Flow::Continue
+                        }
+                        Err(damage) => on(Event::Damaged { oid, damage })?,
+                    },
+                    flow => flow,
+                }
+            }
+        };
+        if flow == Flow::Stop {
+            return Ok(End::Stopped);
+        }
+    }
+    Ok(End::Complete)
+}
+
+/// Walks `snap`'s closure: its tips, except those its `missing` list names
+/// (their absence is recorded in the snapshot), the last tip walked first.
+///
+/// # Errors
+/// As [`walk`].
+pub fn walk_snapshot<S, X>(
+    snap: &Snapshot,
+    source: &S,
+    seen: &mut impl Seen<X>,
+    interrupt: &AtomicBool,
+    on: impl FnMut(Event<S::Row, S::Error>) -> Result<Flow, X>,
+) -> Result<End, X>
+where
+    S: ObjectSource,
+{
+    let tips = snap
+        .tips()
+        .into_iter()
+        .filter(|t| !snap.missing.contains(t));
+    walk(tips, &snap.missing, source, seen, interrupt, on)
+}
+
+/// The store as an object source: rows from the index; commits, trees and tags
+/// read with every chunk's blake3 checked, and their git id too when `check_oid`.
+#[derive(Clone, Copy)]
+pub struct StoreSource<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// Also check each read object's git id (prune), not only its chunks.
+    pub check_oid: bool,
+}
+
+impl<'a> StoreSource<'a> {
+    /// Reads with chunks checked (the git ids are checked elsewhere, or later).
+    pub fn new(store: &'a Store) -> Self {
+        Self {
+            store,
+            check_oid: false,
+        }
+    }
+}
+
+impl ObjectSource for StoreSource<'_> {
+    type Row = ObjectRow;
+    type Error = store::Error;
+
+    fn lookup(&self, oid: &ObjectId) -> Result<Option<ObjectRow>, store::Error> {
+        self.store.object_row(oid)
+    }
+
+    fn has_references(row: &ObjectRow) -> bool {
+        row.kind.is_metadata()
+    }
+
+    fn references(&self, oid: &ObjectId) -> Result<Vec<ObjectId>, Damage<store::Error>> {
+        let o = if self.check_oid {
+            self.store.get(oid)
+        } else {
+            self.store.get_chunks_checked(oid)
+        }
+        .map_err(Damage::Read)?;
+        crate::object::references(o.kind, &o.data).map_err(|e| Damage::Parse(e.to_string()))
+    }
+}
+
+/// A git repository (sync's mirror) as an object source: kinds from the
+/// objects' headers; commits, trees and tags read and parsed.
+pub struct MirrorSource<'a> {
+    repo: &'a gix::Repository,
+    buf: std::cell::RefCell<Vec<u8>>,
+}
+
+impl<'a> MirrorSource<'a> {
+    /// Objects of `repo`.
+    pub fn new(repo: &'a gix::Repository) -> Self {
+        Self {
+            repo,
+            buf: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+}
+
+/// A failed read from a git repository.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MirrorError(String);
+
+impl ObjectSource for MirrorSource<'_> {
+    type Row = crate::ObjectKind;
+    type Error = MirrorError;
+
+    fn lookup(&self, oid: &ObjectId) -> Result<Option<crate::ObjectKind>, MirrorError> {
+        use gix::objs::FindHeader;
+        match self.repo.objects.try_header(oid) {
+            Ok(h) => Ok(h.map(|h| h.kind.into())),
+            Err(e) => Err(MirrorError(e.to_string())),
+        }
+    }
+
+    fn has_references(kind: &crate::ObjectKind) -> bool {
+        kind.is_metadata()
+    }
+
+    fn references(&self, oid: &ObjectId) -> Result<Vec<ObjectId>, Damage<MirrorError>> {
+        use gix::prelude::Find;
+        let mut buf = self.buf.borrow_mut();
+        match self.repo.objects.try_find(oid, &mut buf) {
+            Ok(Some(o)) => crate::object::references(o.kind.into(), o.data)
+                .map_err(|e| Damage::Parse(e.to_string())),
+            Ok(None) => Err(Damage::Read(MirrorError(format!(
+                "object {oid} vanished while it was read"
+            )))),
+            Err(e) => Err(Damage::Read(MirrorError(e.to_string()))),
+        }
+    }
+}
