@@ -83,9 +83,17 @@ impl Default for ChunkerParams {
     }
 }
 
+/// Chunker sizes FastCDC does not accept, or that contradict each other.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid chunker sizes min={} avg={} max={} threshold={}", .0.min_size, .0.avg_size, .0.max_size, .0.threshold)]
+pub struct BadSizes(pub ChunkerParams);
+
 impl ChunkerParams {
     /// Checks that the sizes are within what FastCDC accepts and consistent.
-    pub fn validate(&self) -> Result<(), String> {
+    ///
+    /// # Errors
+    /// [`BadSizes`] naming all four sizes.
+    pub fn validate(&self) -> Result<(), BadSizes> {
         use fastcdc::v2020::{
             AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
         };
@@ -96,10 +104,7 @@ impl ChunkerParams {
             || self.avg_size > self.max_size
             || self.threshold < self.max_size
         {
-            return Err(format!(
-                "invalid chunker sizes min={} avg={} max={} threshold={}",
-                self.min_size, self.avg_size, self.max_size, self.threshold
-            ));
+            return Err(BadSizes(*self));
         }
         Ok(())
     }

@@ -302,7 +302,7 @@ impl ObjectSource for StoreSource<'_> {
             self.store.get_chunks_checked(oid)
         }
         .map_err(Damage::Read)?;
-        crate::object::references(o.kind, &o.data).map_err(|e| Damage::Parse(e.to_string()))
+        crate::object::references(o.kind, &o.data).map_err(|e| Damage::Parse(format!("{e:#}")))
     }
 }
 
@@ -349,7 +349,7 @@ impl ObjectSource for MirrorSource<'_> {
         let mut buf = self.buf.borrow_mut();
         match self.repo.objects.try_find(oid, &mut buf) {
             Ok(Some(o)) => crate::object::references(o.kind.into(), o.data)
-                .map_err(|e| Damage::Parse(e.to_string())),
+                .map_err(|e| Damage::Parse(format!("{e:#}"))),
             Ok(None) => Err(Damage::Read(MirrorError(format!(
                 "object {oid} vanished while it was read"
             )))),

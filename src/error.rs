@@ -128,30 +128,25 @@ pub fn classified<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
     None
 }
 
+/// Errors that are always a plain failure (1) and never worth retrying.
+macro_rules! plain_failure {
+    ($($t:ty),* $(,)?) => {
+        $(impl Classify for $t {
+            fn failure(&self) -> Failure {
+                Failure::Failed
+            }
+        })*
+    };
+}
+
+plain_failure!(index::Error, pack::Error, delta::Error, config::Error);
+
 impl Classify for lock::Error {
     fn failure(&self) -> Failure {
         match self {
             lock::Error::Locked { .. } => Failure::Locked,
             lock::Error::Io { .. } => Failure::Failed,
         }
-    }
-}
-
-impl Classify for index::Error {
-    fn failure(&self) -> Failure {
-        Failure::Failed
-    }
-}
-
-impl Classify for pack::Error {
-    fn failure(&self) -> Failure {
-        Failure::Failed
-    }
-}
-
-impl Classify for delta::Error {
-    fn failure(&self) -> Failure {
-        Failure::Failed
     }
 }
 
@@ -264,12 +259,6 @@ impl Classify for diff::Error {
     }
 }
 
-impl Classify for config::Error {
-    fn failure(&self) -> Failure {
-        Failure::Failed
-    }
-}
-
 impl Classify for discover::Error {
     fn failure(&self) -> Failure {
         Failure::Failed
@@ -297,10 +286,7 @@ impl Classify for sync::Error {
     }
 
     fn is_retryable(&self) -> bool {
-        match self {
-            sync::Error::Fetch(e) => e.is_retryable(),
-            _ => false,
-        }
+        sync::Error::is_retryable(self)
     }
 }
 

@@ -83,12 +83,15 @@ pub fn git_oid(kind: ObjectKind, data: &[u8]) -> ObjectId {
 }
 
 /// The objects an object refers to (gitlinks excluded: they are commits of other repositories).
-pub fn references(kind: ObjectKind, data: &[u8]) -> Result<Vec<ObjectId>, String> {
+///
+/// # Errors
+/// gix's decode error for an object that does not parse as its kind.
+pub fn references(kind: ObjectKind, data: &[u8]) -> Result<Vec<ObjectId>, gix::Error> {
     let h = gix::hash::Kind::Sha1;
     match kind {
         ObjectKind::Blob => Ok(Vec::new()),
         ObjectKind::Commit => {
-            let c = gix::objs::CommitRef::from_bytes(data, h).map_err(|e| format!("{e:#}"))?;
+            let c = gix::objs::CommitRef::from_bytes(data, h)?;
             let mut v = vec![c.tree()];
             v.extend(c.parents());
             Ok(v)
@@ -96,7 +99,7 @@ pub fn references(kind: ObjectKind, data: &[u8]) -> Result<Vec<ObjectId>, String
         ObjectKind::Tree => {
             let mut v = Vec::new();
             for e in gix::objs::TreeRefIter::from_bytes(data, h) {
-                let e = e.map_err(|e| format!("{e:#}"))?;
+                let e = e?;
                 if !e.mode.is_commit() {
                     v.push(e.oid.to_owned());
                 }
@@ -104,9 +107,7 @@ pub fn references(kind: ObjectKind, data: &[u8]) -> Result<Vec<ObjectId>, String
             Ok(v)
         }
         ObjectKind::Tag => {
-            let t = gix::objs::TagRefIter::from_bytes(data, h)
-                .target_id()
-                .map_err(|e| format!("{e:#}"))?;
+            let t = gix::objs::TagRefIter::from_bytes(data, h).target_id()?;
             Ok(vec![t])
         }
     }

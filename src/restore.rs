@@ -260,7 +260,7 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn deflate_with(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
+fn deflate_with(level: i32, data: &[u8]) -> Result<Vec<u8>, Error> {
     use gix::zlib::stream::deflate::{Compress, FlushCompress};
     use gix::zlib::Status;
     DEFLATE.with(|cell| {
@@ -268,7 +268,8 @@ fn deflate_with(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
         let pos = match all.iter().position(|(l, _)| *l == level) {
             Some(p) => p,
             None => {
-                let c = gix::zlib::Compression::new(level).ok_or("bad zlib level")?;
+                let c = gix::zlib::Compression::new(level)
+                    .ok_or_else(|| Error::Write(format!("zlib level {level}")))?;
                 all.push((level, Compress::new(c)));
                 all.len() - 1
             }
@@ -285,7 +286,7 @@ fn deflate_with(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
             }
             let st = z
                 .compress(&data[fed..], &mut out[produced..], FlushCompress::Finish)
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(|e| Error::Write(format!("zlib: {e:#}")))?;
             if st == Status::StreamEnd {
                 out.truncate(z.total_out() as usize);
                 return Ok(out);
@@ -322,7 +323,7 @@ fn zlib_stored(data: &[u8]) -> Vec<u8> {
 
 /// zlib-compresses one object for the restored pack: level 6 (git's default),
 /// stored when tiny, or stored when a sample of a large object does not compress.
-fn zlib(data: &[u8]) -> Result<Vec<u8>, String> {
+fn zlib(data: &[u8]) -> Result<Vec<u8>, Error> {
     if data.len() <= STORE_UP_TO {
         return Ok(zlib_stored(data));
     }
@@ -419,7 +420,7 @@ pub fn restore_with_progress(
         size: u64,
         compressed: Vec<u8>,
     }
-    let full = |oid: ObjectId, o: store::Object| -> Result<Encoded, String> {
+    let full = |oid: ObjectId, o: store::Object| -> Result<Encoded, Error> {
         Ok(Encoded {
             oid,
             kind: gitpack::EntryKind::Base(o.kind),
@@ -427,11 +428,15 @@ pub fn restore_with_progress(
             compressed: zlib(&o.data)?,
         })
     };
-    let build = |n: &Node, written: &HashSet<ObjectId>| -> Result<Encoded, String> {
+    let build = |n: &Node, written: &HashSet<ObjectId>| -> Result<Encoded, Error> {
         // Every chunk's blake3 and the object's git id are checked here.
         let o = store
             .get_with_delta(&n.oid, true)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Damaged {
+                snapshot: snap.id.clone(),
+                count: 1,
+                first: e.to_string(),
+            })?;
         if let Some((base_chunk, delta)) = &o.delta {
             if let Some(base) = base_of.get(&(o.kind, *base_chunk)) {
                 // A delta whose base is not written (damaged, with --partial)
@@ -500,13 +505,10 @@ pub fn restore_with_progress(
             if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            let encoded: Result<Vec<Encoded>, String> =
-                slice.par_iter().map(|n| build(n, &written)).collect();
-            let encoded = encoded.map_err(|first| Error::Damaged {
-                snapshot: snap.id.clone(),
-                count: 1,
-                first,
-            })?;
+            let encoded: Vec<Encoded> = slice
+                .par_iter()
+                .map(|n| build(n, &written))
+                .collect::<Result<_, Error>>()?;
             for e in encoded {
                 if let gitpack::EntryKind::RefDelta(_) = e.kind {
                     deltas += 1;

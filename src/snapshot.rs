@@ -300,9 +300,9 @@ pub(crate) fn encode_name(b: &[u8]) -> String {
     }
 }
 
-fn decode_name(s: &str) -> Result<Vec<u8>, String> {
+fn decode_name(s: &str) -> Result<Vec<u8>, hex::FromHexError> {
     match s.strip_prefix("hex:") {
-        Some(h) => hex::decode(h).map_err(|e| e.to_string()),
+        Some(h) => hex::decode(h),
         None => Ok(s.as_bytes().to_vec()),
     }
 }

@@ -13,6 +13,26 @@ pub const FORMAT_VERSION: u32 = 2;
 /// (repair) stops there, as at a damaged cycle.
 pub const DELTA_DEPTH_LIMIT: u32 = 1000;
 
+/// A store configuration this code refuses.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Invalid {
+    /// There is no format version 0.
+    #[error("format_version 0 does not exist")]
+    FormatZero,
+    /// The chunker's sizes.
+    #[error(transparent)]
+    Chunker(#[from] crate::chunk::BadSizes),
+    /// zstd has levels 1 to 22.
+    #[error("zstd level {0} is outside 1..=22")]
+    Level(i32),
+    /// Packs smaller than 64 KiB would be too many files.
+    #[error("pack target size {0} is below 64 KiB")]
+    PackSize(u64),
+    /// Deeper than any store may be.
+    #[error("max delta depth {0} is above {DELTA_DEPTH_LIMIT}")]
+    DeltaDepth(u32),
+}
+
 /// Contents of `config.json`. Written once by `init`, never changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,28 +100,22 @@ impl StoreConfig {
     }
 
     /// Checks the parameters.
-    pub fn validate(&self) -> Result<(), String> {
+    ///
+    /// # Errors
+    /// [`Invalid`] naming the parameter.
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.format_version == 0 {
-            return Err("format_version 0 does not exist".into());
+            return Err(Invalid::FormatZero);
         }
         self.chunker.validate()?;
         if !(1..=22).contains(&self.compression.level) {
-            return Err(format!(
-                "zstd level {} is outside 1..=22",
-                self.compression.level
-            ));
+            return Err(Invalid::Level(self.compression.level));
         }
         if self.pack_target_size < 1 << 16 {
-            return Err(format!(
-                "pack target size {} is below 64 KiB",
-                self.pack_target_size
-            ));
+            return Err(Invalid::PackSize(self.pack_target_size));
         }
         if self.max_delta_depth > DELTA_DEPTH_LIMIT {
-            return Err(format!(
-                "max delta depth {} is above {DELTA_DEPTH_LIMIT}",
-                self.max_delta_depth
-            ));
+            return Err(Invalid::DeltaDepth(self.max_delta_depth));
         }
         Ok(())
     }

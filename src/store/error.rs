@@ -126,6 +126,9 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Compressing a chunk for a pack failed.
+    #[error("compressing a chunk: {0}")]
+    Compress(super::codec::Error),
 }
 
 impl Error {

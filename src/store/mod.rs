@@ -165,7 +165,7 @@ fn read_config(root: &Path) -> Result<StoreConfig, Error> {
         });
     }
     let config: StoreConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-    config.validate().map_err(bad)?;
+    config.validate().map_err(|e| bad(e.to_string()))?;
     Ok(config)
 }
 
@@ -203,7 +203,7 @@ impl Store {
         let config = StoreConfig::new(opts.chunker, opts.compression, opts.pack_target_size);
         config.validate().map_err(|reason| Error::BadConfig {
             path: path.to_owned(),
-            reason,
+            reason: reason.to_string(),
         })?;
         let abs = std::path::absolute(path).map_err(Error::io(path))?;
         let parent = abs.parent().ok_or_else(|| Error::NotADirectory {

@@ -202,7 +202,7 @@ impl Store {
             .map_err(|e| damaged(e.to_string()))?;
         let (plain, delta) = match row.base {
             None => (
-                codec::decode(&stored, row.raw_len, None).map_err(damaged)?,
+                codec::decode(&stored, row.raw_len, None).map_err(|e| damaged(e.to_string()))?,
                 None,
             ),
             Some(_) if row.depth > hops || hops == 0 => {
@@ -212,7 +212,7 @@ impl Store {
                 )))
             }
             Some(base) => {
-                let d = codec::decompress_delta(&stored, row.raw_len).map_err(damaged)?;
+                let d = codec::decompress_delta(&stored, row.raw_len).map_err(|e| damaged(e.to_string()))?;
                 if let Some(plain) = self.cached(row.rowid) {
                     // Decoded and blake3-checked earlier in this process: its
                     // base chain need not be decoded again.
@@ -221,11 +221,11 @@ impl Store {
                 let base_plain = self.plain_within(base, hops - 1)?;
                 let mut out = Vec::with_capacity(row.raw_len as usize);
                 delta::apply(&base_plain, &d, &mut out)
-                    .map_err(|e| damaged(format!("delta: {e}")))?;
+                    .map_err(|e| damaged(codec::Error::Delta(e).to_string()))?;
                 (out, Some((base, d)))
             }
         };
-        codec::check(&plain, &row.id, row.raw_len).map_err(damaged)?;
+        codec::check(&plain, &row.id, row.raw_len).map_err(|e| damaged(e.to_string()))?;
         let plain = Arc::new(plain);
         self.cache_chunk(row.rowid, plain.clone());
         Ok((plain, delta))

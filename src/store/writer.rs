@@ -140,7 +140,7 @@ impl<'s> Writer<'s> {
                     chunk: *id,
                     pack: w_path.display().to_string(),
                     offset,
-                    reason,
+                    reason: reason.to_string(),
                 })?;
             return Ok(Arc::new(plain));
         }
@@ -296,11 +296,8 @@ impl<'s> Writer<'s> {
                 }
                 codec::compress(level, plain).map(|s| (s, None))
             })
-            .collect::<Result<_, String>>()
-            .map_err(|reason| Error::Io {
-                path: self.store.packs_dir(),
-                source: std::io::Error::other(reason),
-            })?;
+            .collect::<Result<_, codec::Error>>()
+            .map_err(Error::Compress)?;
 
         // Append object by object; packs are closed only between objects.
         let mut jobs = jobs.into_iter().zip(encoded).peekable();

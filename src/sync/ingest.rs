@@ -213,8 +213,9 @@ fn ingest_one(
                         }
                         None => None,
                     };
-                    let mut external = crate::object::references(kind, data)
-                        .map_err(|e| format!("object {} ({kind}) is malformed: {e}", entry.oid))?;
+                    let mut external = crate::object::references(kind, data).map_err(|e| {
+                        format!("object {} ({kind}) is malformed: {e:#}", entry.oid)
+                    })?;
                     external.retain(|r| index.lookup(r).is_none());
                     Ok(Item {
                         oid: entry.oid,

@@ -19,7 +19,6 @@ pub mod refs;
 pub mod run;
 mod source;
 
-pub use crate::secret::{Auth, Secret};
 pub use source::{existing_name, repos_synced_from, Source};
 
 use crate::index;
@@ -89,6 +88,18 @@ pub enum Error {
     /// Interrupted by the user.
     #[error("interrupted")]
     Interrupted,
+}
+
+impl Error {
+    /// Whether syncing the repository again may succeed: only a transient
+    /// network failure of the fetch is ([`fetch::FetchError::is_retryable`]);
+    /// rejected credentials, a bad source and damage are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Fetch(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
 }
 
 /// How many names an error message lists before "and N more".

@@ -9,10 +9,11 @@
 //! Nothing here prints: see [`super::run`].
 
 use super::run::{failed_report, run_jobs, Error, RunOptions, RunProgress, SyncSummary};
-use super::{Auth, Secret, Source, SyncOptions};
+use super::{Source, SyncOptions};
 use crate::config::Resolved;
 use crate::discover::{self, CredentialHosts};
 use crate::index::{Index, Registration};
+use crate::secret::{Auth, Secret};
 use crate::store::{Store, Writer};
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;

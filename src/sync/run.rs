@@ -156,7 +156,7 @@ pub fn run_jobs(
 }
 
 /// One repository of [`run_jobs`], retried once when `run.retry` and the
-/// failure is worth retrying ([`crate::error::Classify::is_retryable`]: a
+/// failure is worth retrying ([`SyncError::is_retryable`]: a
 /// transient network failure, not rejected credentials).
 fn sync_with_retry(
     store: &Store,
@@ -188,7 +188,7 @@ fn sync_with_retry(
             );
         }
         let msg = one_line(&format!("{e}"));
-        let again = run.retry && attempt == 1 && crate::error::Classify::is_retryable(&e);
+        let again = run.retry && attempt == 1 && e.is_retryable();
         if again {
             tracing::warn!(repo = %src.name, "{msg}; retrying once");
             continue;

@@ -4,8 +4,9 @@
 //! given before ports were part of names, `--repo` lookups by URL or name).
 //! Credentials never reach a name or an error message ([`redact`]).
 
-use super::{Auth, Error};
+use super::Error;
 use crate::index;
+use crate::secret::Auth;
 use std::path::{Path, PathBuf};
 
 /// A repository to back up.

@@ -205,8 +205,9 @@ fn read_pack(
                     ),
                     None => None,
                 };
-                let plain = codec::decode(stored, c.raw_len, base.as_deref().map(|b| &b[..]))?;
-                codec::check(&plain, &c.id, c.raw_len)?;
+                let plain = codec::decode(stored, c.raw_len, base.as_deref().map(|b| &b[..]))
+                    .map_err(|e| e.to_string())?;
+                codec::check(&plain, &c.id, c.raw_len).map_err(|e| e.to_string())?;
                 Ok(plain)
             })();
             match result {
