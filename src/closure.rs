@@ -306,6 +306,140 @@ impl ObjectSource for StoreSource<'_> {
     }
 }
 
+/// What [`needing`] found: the objects of the closure that are nowhere, and
+/// which tips need one of them.
+#[derive(Debug, Default)]
+pub struct Needs {
+    /// Objects reachable from the tips that the source lacks (or cannot
+    /// read) and that are not `elsewhere`, sorted.
+    pub absent: Vec<ObjectId>,
+    /// The tips whose closure reaches one of `absent`.
+    pub tips: HashSet<ObjectId>,
+}
+
+/// One walk of the closure of `tips` through `source` that finds what is
+/// absent and which tips need it: each object is looked up once, and each
+/// commit, tree and tag read once, whatever the number of tips (a
+/// post-order walk remembering, per object, whether its closure reaches an
+/// absent object). A commit, tree or tag that `skip` answers true for (held
+/// with its closure elsewhere: the store) is not walked below; an object the
+/// source lacks (or has but cannot read or parse) is absent unless
+/// `elsewhere` answers true for it. Blobs are only looked up, so the walk
+/// costs about what `git fsck --connectivity-only` does.
+///
+/// # Errors
+/// [`Interrupted`] when `interrupt` is set.
+pub fn needing<S: ObjectSource>(
+    tips: &[ObjectId],
+    source: &S,
+    skip: impl Fn(&ObjectId) -> bool,
+    elsewhere: impl Fn(&ObjectId) -> bool,
+    interrupt: &AtomicBool,
+) -> Result<Needs, Interrupted> {
+    use std::collections::HashMap;
+    struct Frame {
+        oid: ObjectId,
+        children: Vec<ObjectId>,
+        next: usize,
+        bad: bool,
+    }
+    enum Entered {
+        Done(bool),
+        Walk(Frame),
+    }
+    let mut absent = Vec::new();
+    let mut enter = |oid: ObjectId| -> Entered {
+        let row = match source.lookup(&oid) {
+            Ok(Some(row)) => row,
+            Ok(None) | Err(_) => {
+                if elsewhere(&oid) {
+                    return Entered::Done(false);
+                }
+                absent.push(oid);
+                return Entered::Done(true);
+            }
+        };
+        if !S::has_references(&row) || skip(&oid) {
+            return Entered::Done(false);
+        }
+        match source.references(&oid) {
+            Ok(children) => Entered::Walk(Frame {
+                oid,
+                children,
+                next: 0,
+                bad: false,
+            }),
+            Err(_) => {
+                absent.push(oid);
+                Entered::Done(true)
+            }
+        }
+    };
+    // Whether an object's closure reaches an absent object; an object is in
+    // it from the moment it is entered (false until its walk ends: git's
+    // object graph has no cycles, and a damaged one cannot loop here).
+    let mut bad: HashMap<ObjectId, bool> = HashMap::new();
+    let mut steps = 0u64;
+    for &tip in tips {
+        if bad.contains_key(&tip) {
+            continue;
+        }
+        let mut stack = match enter(tip) {
+            Entered::Done(v) => {
+                bad.insert(tip, v);
+                continue;
+            }
+            Entered::Walk(f) => {
+                bad.insert(tip, false);
+                vec![f]
+            }
+        };
+        while let Some(top) = stack.last_mut() {
+            steps += 1;
+            if steps % 4096 == 0 && interrupt.load(Ordering::Relaxed) {
+                return Err(Interrupted);
+            }
+            if top.next < top.children.len() {
+                let child = top.children[top.next];
+                top.next += 1;
+                if let Some(&v) = bad.get(&child) {
+                    top.bad |= v;
+                    continue;
+                }
+                match enter(child) {
+                    Entered::Done(v) => {
+                        bad.insert(child, v);
+                        top.bad |= v;
+                    }
+                    Entered::Walk(f) => {
+                        bad.insert(child, false);
+                        stack.push(f);
+                    }
+                }
+            } else {
+                let done = stack.pop().expect("the loop's top");
+                bad.insert(done.oid, done.bad);
+                if let Some(parent) = stack.last_mut() {
+                    parent.bad |= done.bad;
+                }
+            }
+        }
+    }
+    absent.sort();
+    absent.dedup();
+    let tips = tips
+        .iter()
+        .filter(|t| bad.get(*t).copied().unwrap_or(false))
+        .copied()
+        .collect();
+    Ok(Needs { absent, tips })
+}
+
+/// [`needing`] was interrupted.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 /// A git repository (sync's mirror) as an object source: kinds from the
 /// objects' headers; commits, trees and tags read and parsed.
 pub struct MirrorSource<'a> {

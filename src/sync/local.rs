@@ -58,20 +58,60 @@ pub(super) fn sync_from_local_odb(
         .flat_map(|r| [r.target, r.peeled])
         .flatten()
         .collect();
-    let lacking = absent_in_odb(&repo, tips.clone());
-    if lacking.is_empty() {
+    // The connectivity check first, before anything is written: objects are
+    // looked up by header and only commits, trees and tags are read, as
+    // `git fsck --connectivity-only` does.
+    progress.begin("checking the source", None);
+    let t = Instant::now();
+    let stored = |oid: &ObjectId| store.with_index(|i| i.has_object(oid)).unwrap_or(false);
+    let needs = crate::closure::needing(
+        &tips,
+        &crate::closure::MirrorSource::new(&repo),
+        stored,
+        stored,
+        interrupt,
+    )
+    .map_err(|_| Error::Interrupted)?;
+    tracing::debug!(
+        ms = t.elapsed().as_millis() as u64,
+        absent = needs.absent.len(),
+        "connectivity of the source checked"
+    );
+    let mut missing = needs.absent;
+    if missing.is_empty() {
         return Err(fetch_error);
     }
     tracing::warn!(
-        "{fetch_error}; the source lacks {} object(s): reading its objects directly",
-        lacking.len()
+        "{}; the source lacks {} object(s): reading its objects directly",
+        first_line(&fetch_error),
+        missing.len()
     );
+    if !opts.allow_incomplete {
+        // Refused before anything is stored: the store does not grow.
+        let refs_needing = refs
+            .iter()
+            .filter(|r| r.symref.is_none())
+            .filter(|r| {
+                [r.target, r.peeled]
+                    .iter()
+                    .flatten()
+                    .any(|t| needs.tips.contains(t))
+            })
+            .map(|r| r.name_lossy())
+            .collect();
+        let mut w = lock_writer(writer, progress);
+        return Err(super::refuse_incomplete(
+            &mut w,
+            source,
+            missing,
+            refs_needing,
+        )?);
+    }
     let mut w = lock_writer(writer, progress);
     let before = w.stats();
     // Its packs first, with the deltas git chose (a damaged pack is left to the
-    // walk below), then every reachable object (loose ones, and objects stored by
-    // an earlier failed attempt may themselves miss what they refer to). What is
-    // present is stored even when the sync is refused, for the next attempt.
+    // walk below), then every reachable object the store still lacks (loose
+    // ones), each as a delta against the same path's object in a newer commit.
     for idx in ingest::packs_to_ingest(repo.path(), "")? {
         if let Err(e) = ingest::ingest_packs(
             &mut w,
@@ -86,7 +126,7 @@ pub(super) fn sync_from_local_odb(
             tracing::warn!("{e}; reading its objects one by one instead");
         }
     }
-    let mut missing = put_from_odb(&mut w, &repo, tips, false)?;
+    put_from_odb(&mut w, &repo, tips)?;
     missing.sort();
     let (snap, status) = record_snapshot(
         store,
@@ -114,28 +154,16 @@ pub(super) fn sync_from_local_odb(
     })
 }
 
-/// The objects reachable from `tips` that `repo` lacks (read-only walk).
-fn absent_in_odb(repo: &gix::Repository, tips: Vec<ObjectId>) -> Vec<ObjectId> {
-    use gix::prelude::Find;
-    let mut absent = Vec::new();
-    let mut stack = tips;
-    let mut seen = std::collections::HashSet::new();
-    let mut buf = Vec::new();
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) {
-            continue;
-        }
-        match repo.objects.try_find(&oid, &mut buf) {
-            Ok(Some(o)) => {
-                if let Ok(refs) = crate::object::references(o.kind.into(), o.data) {
-                    stack.extend(refs);
-                }
-            }
-            _ => absent.push(oid),
-        }
+/// The first line of an error's text, at most a few hundred characters (a
+/// failed fetch's text can name every ref of the source).
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    const MAX: usize = 300;
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_owned(),
     }
-    absent.sort();
-    absent
 }
 
 /// Puts `missing` objects, and what they reference that the store lacks, from
@@ -145,52 +173,95 @@ pub(super) fn fill_from_mirror(
     mirror: &gix::Repository,
     missing: Vec<ObjectId>,
 ) -> Result<Vec<ObjectId>, Error> {
-    put_from_odb(w, mirror, missing, true)
+    put_from_odb(w, mirror, missing)
 }
 
-/// Walks `repo`'s object database from `tips`, putting every object found and
-/// following what it references; returns the objects neither `repo` nor the
-/// store has. With `skip_stored`, objects already in the store are not walked.
+/// Walks `repo`'s object database from `tips`, putting every object the
+/// store lacks and following what it references (objects the store has are
+/// not walked below); returns the objects neither `repo` nor the store has.
+///
+/// Each object read this way (a loose object, or one of a damaged pack) is
+/// given a delta base: the object at the same path in a newer commit (the
+/// walk goes from the tips down, so that one is stored first), as git's own
+/// packs are deltified newest-first, so such a repository is not stored at
+/// several times its pack's size.
 fn put_from_odb(
     w: &mut Writer<'_>,
     repo: &gix::Repository,
     tips: Vec<ObjectId>,
-    skip_stored: bool,
 ) -> Result<Vec<ObjectId>, Error> {
     use gix::prelude::Find;
+    use std::collections::{HashMap, HashSet};
+    let h = gix::hash::Kind::Sha1;
     let mut absent = Vec::new();
-    let mut stack = tips;
-    let mut seen = std::collections::HashSet::new();
+    // (object, the same path's object in a newer commit; for a commit: a
+    // child's tree)
+    let mut stack: Vec<(ObjectId, Option<ObjectId>)> =
+        tips.into_iter().map(|t| (t, None)).collect();
+    let mut seen = HashSet::new();
     let mut batch = Vec::new();
     let mut buf = Vec::new();
+    let mut hint_buf = Vec::new();
     let mut found = 0u64;
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) || (skip_stored && w.contains(&oid)?) {
+    while let Some((oid, hint)) = stack.pop() {
+        if !seen.insert(oid) || w.contains(&oid)? {
             continue;
         }
-        match repo.objects.try_find(&oid, &mut buf) {
-            Ok(Some(o)) => {
-                let kind: crate::ObjectKind = o.kind.into();
-                let data = o.data.to_vec();
+        let Ok(Some(o)) = repo.objects.try_find(&oid, &mut buf) else {
+            absent.push(oid);
+            continue;
+        };
+        let kind: crate::ObjectKind = o.kind.into();
+        let data = o.data.to_vec();
+        let mut base = hint;
+        match kind {
+            crate::ObjectKind::Commit => {
+                base = None;
+                if let Ok(c) = gix::objs::CommitRef::from_bytes(&data, h) {
+                    let tree = c.tree();
+                    // Parents below the tree, so the tree (their trees' base) is stored first.
+                    stack.extend(c.parents().map(|p| (p, Some(tree))));
+                    stack.push((tree, hint));
+                }
+            }
+            crate::ObjectKind::Tree => {
+                // The newer tree's entries by name: the bases of this tree's entries.
+                let mut newer: HashMap<Vec<u8>, (ObjectId, bool)> = HashMap::new();
+                if let Some(Ok(Some(n))) = hint.map(|h| repo.objects.try_find(&h, &mut hint_buf)) {
+                    for e in gix::objs::TreeRefIter::from_bytes(n.data, h).flatten() {
+                        newer.insert(e.filename.to_vec(), (e.oid.to_owned(), e.mode.is_tree()));
+                    }
+                }
+                for e in gix::objs::TreeRefIter::from_bytes(&data, h).flatten() {
+                    if e.mode.is_commit() {
+                        continue;
+                    }
+                    let entry = e.oid.to_owned();
+                    // Same kind only: a delta's object has its base's kind in a git pack.
+                    let base_of = newer
+                        .get(e.filename.as_ref() as &[u8])
+                        .filter(|(b, tree)| *b != entry && *tree == e.mode.is_tree())
+                        .map(|(b, _)| *b);
+                    stack.push((entry, base_of));
+                }
+            }
+            crate::ObjectKind::Tag => {
+                base = None;
                 if let Ok(refs) = crate::object::references(kind, &data) {
-                    stack.extend(refs);
-                }
-                batch.push(crate::store::NewObject {
-                    oid,
-                    kind,
-                    data,
-                    base: None,
-                });
-                found += 1;
-                if batch.len() >= 1024 {
-                    w.put(std::mem::take(&mut batch))?;
+                    stack.extend(refs.into_iter().map(|r| (r, None)));
                 }
             }
-            _ => {
-                if !w.contains(&oid)? {
-                    absent.push(oid);
-                }
-            }
+            crate::ObjectKind::Blob => {}
+        }
+        batch.push(crate::store::NewObject {
+            oid,
+            kind,
+            data,
+            base: base.map(|oid| crate::store::DeltaBase { oid, delta: None }),
+        });
+        found += 1;
+        if batch.len() >= 1024 {
+            w.put(std::mem::take(&mut batch))?;
         }
     }
     tracing::debug!(

@@ -103,7 +103,7 @@ impl Error {
 }
 
 /// How many names an error message lists before "and N more".
-const NAMES_IN_MESSAGES: usize = 3;
+const NAMES_IN_MESSAGES: usize = 5;
 
 /// The first few `names`, and how many more there are.
 fn first_few(names: &[String]) -> String {
@@ -276,42 +276,29 @@ fn write_snapshot_file(store: &Store, snap: &Snapshot) -> Result<(), Error> {
     })
 }
 
-/// Refs (by name) that need one of `missing`, found by walking the mirror.
-/// Every ref's closure is walked to its end (no cap); objects whose closure
-/// an earlier ref's walk found complete are not walked again.
+/// Refs (by name) that need one of `missing`, found by one walk of the
+/// mirror ([`crate::closure::needing`]; no cap).
 fn refs_needing(mirror: &gix::Repository, refs: &[RefEntry], missing: &[ObjectId]) -> Vec<String> {
-    use crate::closure::{self, Event, Flow};
     use std::collections::HashSet;
-    let wanted: HashSet<&ObjectId> = missing.iter().collect();
-    let source = closure::MirrorSource::new(mirror);
+    let missing: HashSet<&ObjectId> = missing.iter().collect();
+    let tips: Vec<ObjectId> = refs
+        .iter()
+        .filter(|r| r.symref.is_none())
+        .filter_map(|r| r.target)
+        .collect();
+    let source = crate::closure::MirrorSource::new(mirror);
     let never = AtomicBool::new(false);
-    let mut clean: HashSet<ObjectId> = HashSet::new();
-    let mut out = Vec::new();
-    for r in refs.iter().filter(|r| r.symref.is_none()) {
-        let Some(tip) = r.target else { continue };
-        let mut visited = closure::Visited::new(Some(&clean));
-        let end = closure::walk([tip], &[], &source, &mut visited, &never, |e| {
-            let oid = match e {
-                Event::Found { oid, .. } | Event::Missing { oid, .. } => oid,
-                // What cannot be read in the mirror is not walked below.
-                Event::Damaged { .. } => return Ok::<_, std::convert::Infallible>(Flow::Continue),
-            };
-            Ok(if wanted.contains(&oid) {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            })
-        });
-        match end {
-            Ok(closure::End::Stopped) => out.push(r.name_lossy()),
-            Ok(_) => {
-                let seen = visited.seen;
-                clean.extend(seen);
-            }
-            Err(never) => match never {},
-        }
-    }
-    out
+    // What the mirror lacks but is not in `missing` is somewhere else (the
+    // store): not walked, not counted.
+    let Ok(needs) =
+        crate::closure::needing(&tips, &source, |_| false, |o| !missing.contains(o), &never)
+    else {
+        return Vec::new();
+    };
+    refs.iter()
+        .filter(|r| r.symref.is_none() && r.target.is_some_and(|t| needs.tips.contains(&t)))
+        .map(|r| r.name_lossy())
+        .collect()
 }
 
 /// Syncs one repository. `writer` is shared by the repositories of one run;
@@ -543,21 +530,14 @@ fn record_snapshot(
 ) -> Result<(Snapshot, Status), Error> {
     let t = now();
     if !missing.is_empty() && !allow_incomplete {
+        let t = Instant::now();
         let needing = refs_needing(repo, &refs, &missing);
-        let err = Error::MissingObjects {
-            objects: missing,
-            refs: needing,
-        };
-        // A repository the store does not know yet gets no row for a failure.
-        if let Some(repo_id) = w.index().repo_id(&source.name)? {
-            w.index().set_repo_status(
-                repo_id,
-                t.as_second(),
-                Status::Failed,
-                Some(&err.to_string()),
-            )?;
-        }
-        return Err(err);
+        tracing::debug!(
+            ms = t.elapsed().as_millis() as u64,
+            refs = needing.len(),
+            "refs needing the missing objects found"
+        );
+        return Err(refuse_incomplete(w, source, missing, needing)?);
     }
     let repo_id = w
         .index()
@@ -586,6 +566,31 @@ fn record_snapshot(
     w.index()
         .set_repo_status(repo_id, t.as_second(), status, None)?;
     Ok((snap, status))
+}
+
+/// The refusal of a source that lacks `missing` objects: the error naming
+/// them and the refs that need them, recorded as the
+/// repository's status when the store knows it (a repository the store does
+/// not know yet gets no row for a failure).
+fn refuse_incomplete(
+    w: &mut Writer<'_>,
+    source: &Source,
+    missing: Vec<ObjectId>,
+    refs_needing: Vec<String>,
+) -> Result<Error, Error> {
+    let err = Error::MissingObjects {
+        objects: missing,
+        refs: refs_needing,
+    };
+    if let Some(repo_id) = w.index().repo_id(&source.name)? {
+        w.index().set_repo_status(
+            repo_id,
+            now().as_second(),
+            Status::Failed,
+            Some(&err.to_string()),
+        )?;
+    }
+    Ok(err)
 }
 
 /// Records a failed attempt in the index (best effort), for a repository the
