@@ -209,14 +209,7 @@ impl WriteLock {
             path: path.to_owned(),
             source,
         };
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
+        let mut file = open_in_place(path).map_err(io)?;
         let start = Instant::now();
         let mut said = false;
         loop {
@@ -294,17 +287,23 @@ pub struct ReadLock {
     _file: File,
 }
 
-/// Opens (creating it when it is missing) the readers lock file. It holds
-/// only an flock, never content, so it is opened in place (not through `durable`).
-fn open_readers(path: &Path) -> std::io::Result<File> {
-    match File::options()
+/// Opens a lock file read-write in place, creating it (mode 0600) when it is
+/// missing and keeping its content: the flock is on this very file, so it is
+/// never replaced through `durable`.
+fn open_in_place(path: &Path) -> std::io::Result<File> {
+    File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(path)
-    {
+}
+
+/// Opens (creating it when it is missing) the readers lock file. It holds
+/// only an flock, never content, so it is opened in place (not through `durable`).
+fn open_readers(path: &Path) -> std::io::Result<File> {
+    match open_in_place(path) {
         Ok(f) => Ok(f),
         // A read-only store: a shared flock needs no write access.
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => File::open(path),

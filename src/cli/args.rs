@@ -138,57 +138,8 @@ pub(crate) struct ForgetArgs {
     /// Only this repository (a name or any unique suffix of one)
     #[arg(long)]
     pub(crate) repo: Option<String>,
-    /// Keep the newest N snapshots
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub(crate) keep_last: i32,
-    /// Keep the newest snapshot of each of the last N hours (-1: all)
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub(crate) keep_hourly: i32,
-    /// Keep the newest snapshot of each of the last N days (-1: all)
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub(crate) keep_daily: i32,
-    /// Keep the newest snapshot of each of the last N ISO weeks (-1: all)
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub(crate) keep_weekly: i32,
-    /// Keep the newest snapshot of each of the last N months (-1: all)
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub(crate) keep_monthly: i32,
-    /// Keep the newest snapshot of each of the last N years (-1: all)
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub(crate) keep_yearly: i32,
-    /// Keep every snapshot within this duration of the newest (e.g. 1y6m, 14d, 36h)
-    #[arg(long, value_name = "DURATION", value_parser = checked::<repovault::retention::Within>)]
-    pub(crate) keep_within: Option<String>,
+    #[command(flatten)]
+    pub(crate) keep: KeepArgs,
     /// Take the policy from this config file's [retention] (when no --keep-* option is given)
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
@@ -204,6 +155,40 @@ pub(crate) struct ForgetArgs {
     /// Print the result as one JSON document
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// Declares [`KeepArgs`]: each count field becomes `--keep-<rule> <N>`
+/// (default 0, `-1` allowed), documented by its doc comment.
+macro_rules! keep_args {
+    ($($(#[doc = $doc:expr])* $count:ident,)*) => {
+        /// The keep rules of `forget`.
+        #[derive(Args)]
+        pub(crate) struct KeepArgs {
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+                pub(crate) $count: i32,
+            )*
+            /// Keep every snapshot within this duration of the newest (e.g. 1y6m, 14d, 36h)
+            #[arg(long, value_name = "DURATION", value_parser = checked::<repovault::retention::Within>)]
+            pub(crate) keep_within: Option<String>,
+        }
+    };
+}
+
+keep_args! {
+    /// Keep the newest N snapshots
+    keep_last,
+    /// Keep the newest snapshot of each of the last N hours (-1: all)
+    keep_hourly,
+    /// Keep the newest snapshot of each of the last N days (-1: all)
+    keep_daily,
+    /// Keep the newest snapshot of each of the last N ISO weeks (-1: all)
+    keep_weekly,
+    /// Keep the newest snapshot of each of the last N months (-1: all)
+    keep_monthly,
+    /// Keep the newest snapshot of each of the last N years (-1: all)
+    keep_yearly,
 }
 
 #[derive(Args)]

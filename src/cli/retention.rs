@@ -19,14 +19,15 @@ pub(crate) fn cmd_forget(
     interrupt: &AtomicBool,
 ) -> Result<u8> {
     use repovault::retention::Policy;
+    let k = &a.keep;
     let mut policy = Policy {
-        keep_last: a.keep_last,
-        keep_hourly: a.keep_hourly,
-        keep_daily: a.keep_daily,
-        keep_weekly: a.keep_weekly,
-        keep_monthly: a.keep_monthly,
-        keep_yearly: a.keep_yearly,
-        keep_within: a
+        keep_last: k.keep_last,
+        keep_hourly: k.keep_hourly,
+        keep_daily: k.keep_daily,
+        keep_weekly: k.keep_weekly,
+        keep_monthly: k.keep_monthly,
+        keep_yearly: k.keep_yearly,
+        keep_within: k
             .keep_within
             .as_deref()
             .map(str::parse)

@@ -242,17 +242,16 @@ pub(crate) fn cmd_diff(store: &Option<PathBuf>, a: DiffArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// A snapshot as diff and find show it: short id, time, repository.
+fn snapshot_columns(sn: &repovault::diff::SnapshotRef) -> String {
+    format!("{}  {}  {}", short_id(&sn.id), utc_micros(sn.time), sn.repo)
+}
+
 impl Report for repovault::diff::Diff {
     fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let d = self;
         for (label, sn) in [("from", &d.from), ("to", &d.to)] {
-            writeln!(
-                out,
-                "{label:<4} {}  {}  {}",
-                short_id(&sn.id),
-                utc_micros(sn.time),
-                sn.repo
-            )?;
+            writeln!(out, "{label:<4} {}", snapshot_columns(sn))?;
         }
         let width = d
             .added
@@ -327,10 +326,8 @@ impl Report for repovault::find::FindReport {
             for h in &r.refs {
                 writeln!(
                     out,
-                    "  {}  {}  {}  {}  {}",
-                    short_id(&h.snapshot.id),
-                    utc_micros(h.snapshot.time),
-                    h.snapshot.repo,
+                    "  {}  {}  {}",
+                    snapshot_columns(&h.snapshot),
                     h.entry.name_lossy(),
                     ref_target(&h.entry)
                 )?;
@@ -342,10 +339,8 @@ impl Report for repovault::find::FindReport {
                 let more = h.refs.len().saturating_sub(3);
                 writeln!(
                     out,
-                    "  {}  {}  {}  reachable from {}{}",
-                    short_id(&h.snapshot.id),
-                    utc_micros(h.snapshot.time),
-                    h.snapshot.repo,
+                    "  {}  reachable from {}{}",
+                    snapshot_columns(&h.snapshot),
                     h.refs
                         .iter()
                         .take(3)

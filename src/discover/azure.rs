@@ -16,7 +16,7 @@
 
 use super::filter::Collector;
 use super::http::{plain_header, secret_header, HttpClient};
-use super::paging::MAX_PAGES;
+use super::paging::{MAX_PAGES, PAGE_SIZE};
 use super::record::{bool_field, pick, short_branch, str_field, BadRecord};
 use super::urls::{clean_clone_url, host_and_path, join_segments, parse_base};
 use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope, TokenKind};
@@ -27,9 +27,6 @@ use url::Url;
 /// The api-version tried first, then older ones for older Azure DevOps
 /// Server releases (2022 → 7.0, 2020 → 6.0, 2019 → 5.0).
 const API_VERSIONS: &[&str] = &["7.1", "7.0", "6.0", "5.0"];
-
-/// Projects per page.
-const PAGE_SIZE: u32 = 100;
 
 /// Fields of a `GitRepository` kept in [`DiscoveredRepo::record`].
 const RECORD_FIELDS: &[&str] = &[
@@ -367,39 +364,39 @@ fn repo(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discover::tests::url;
 
     #[test]
     fn collection_urls() {
-        let u = |s: &str| Url::parse(s).expect("url");
         assert_eq!(
-            collection_url(&u("https://dev.azure.com"), "fabrikam").as_str(),
+            collection_url(&url("https://dev.azure.com"), "fabrikam").as_str(),
             "https://dev.azure.com/fabrikam"
         );
         assert_eq!(
-            collection_url(&u("https://tfs.example.com/tfs"), "DefaultCollection").as_str(),
+            collection_url(&url("https://tfs.example.com/tfs"), "DefaultCollection").as_str(),
             "https://tfs.example.com/tfs/DefaultCollection"
         );
         assert_eq!(
             collection_url(
-                &u("https://tfs.example.com/tfs/DefaultCollection"),
+                &url("https://tfs.example.com/tfs/DefaultCollection"),
                 "defaultcollection"
             )
             .as_str(),
             "https://tfs.example.com/tfs/DefaultCollection"
         );
         assert_eq!(
-            collection_url(&u("https://tfs.example.com/My%20Coll"), "My Coll").as_str(),
+            collection_url(&url("https://tfs.example.com/My%20Coll"), "My Coll").as_str(),
             "https://tfs.example.com/My%20Coll"
         );
     }
 
     #[test]
     fn names_and_keys() {
-        let c = Url::parse("https://dev.azure.com/Fabrikam").expect("url");
+        let c = url("https://dev.azure.com/Fabrikam");
         let n = Names::new(&c, "Fabrikam");
         assert_eq!(n.key_prefix, "azure:fabrikam:");
         assert_eq!(n.name_prefix, "dev.azure.com/Fabrikam");
-        let c = Url::parse("https://tfs.example.com:8443/tfs/Coll").expect("url");
+        let c = url("https://tfs.example.com:8443/tfs/Coll");
         let n = Names::new(&c, "Coll");
         assert_eq!(n.key_prefix, "azure:tfs.example.com:8443/tfs/coll:");
         assert_eq!(n.name_prefix, "tfs.example.com:8443/tfs/Coll");
@@ -418,7 +415,7 @@ mod tests {
             "isInMaintenance": true,
             "_links": {}
         });
-        let c = Url::parse("https://dev.azure.com/fabrikam").expect("url");
+        let c = url("https://dev.azure.com/fabrikam");
         let r = repo(&v, &c, &Names::new(&c, "fabrikam"), "Proj").expect("repo");
         assert_eq!(r.key, "azure:fabrikam:0b9e3c1d-2f47-4a6e-8d55-6c1f0e7a9b21");
         assert_eq!(r.name, "dev.azure.com/fabrikam/Proj/EmptyRepo");

@@ -13,15 +13,12 @@
 
 use super::filter::Collector;
 use super::http::{plain_header, secret_header, HttpClient};
-use super::paging::follow_pages;
+use super::paging::{follow_pages, PAGE_SIZE};
 use super::record::{bool_field, str_field, BadRecord, HostedRecord};
 use super::urls::{host_and_path, join_segments, parse_base};
 use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope};
 use reqwest::header::HeaderMap;
 use url::Url;
-
-/// Repositories per page (GitHub's maximum).
-const PAGE_SIZE: u32 = 100;
 
 /// The REST API version pinned by every request.
 const API_VERSION: &str = "2022-11-28";
@@ -89,11 +86,8 @@ pub(super) async fn list(
     url.query_pairs_mut()
         .append_pair("per_page", &PAGE_SIZE.to_string());
     let headers = request_headers(src, ctx)?;
-    follow_pages(http, ctx, out, url, &headers, |item, out| {
-        match repo(item, &web) {
-            Ok(r) => out.push(r),
-            Err(why) => out.incomplete(ctx, format!("skipped a repository: {why}")),
-        }
+    follow_pages(http, ctx, out, url, &headers, "repository", |item| {
+        repo(item, &web)
     })
     .await
 }
@@ -150,16 +144,16 @@ fn repo(v: &serde_json::Value, web: &str) -> Result<DiscoveredRepo, BadRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discover::tests::url;
 
     #[test]
     fn web_roots() {
-        let u = |s: &str| Url::parse(s).expect("url");
-        assert_eq!(web_root(&u("https://api.github.com")), "github.com");
+        assert_eq!(web_root(&url("https://api.github.com")), "github.com");
         assert_eq!(
-            web_root(&u("https://ghe.example.com/api/v3")),
+            web_root(&url("https://ghe.example.com/api/v3")),
             "ghe.example.com"
         );
-        assert_eq!(web_root(&u("http://127.0.0.1:9000")), "127.0.0.1:9000");
+        assert_eq!(web_root(&url("http://127.0.0.1:9000")), "127.0.0.1:9000");
     }
 
     #[test]

@@ -13,14 +13,12 @@
 
 use super::filter::Collector;
 use super::http::{secret_header, HttpClient};
+use super::paging::{follow_pages, PAGE_SIZE};
 use super::record::{bool_field, BadRecord, HostedRecord};
 use super::urls::{host_and_path, join_segments, parse_base};
 use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope, TokenKind};
 use reqwest::header::HeaderMap;
 use url::Url;
-
-/// Projects per page (GitLab's maximum).
-const PAGE_SIZE: u32 = 100;
 
 /// Fields of a project kept in [`DiscoveredRepo::record`].
 const RECORD_FIELDS: &[&str] = &[
@@ -84,11 +82,8 @@ pub(super) async fn list(
         .append_pair("sort", "asc")
         .append_pair("per_page", &PAGE_SIZE.to_string());
     let headers = request_headers(src, ctx)?;
-    super::paging::follow_pages(http, ctx, out, url, &headers, |item, out| {
-        match repo(item, &web, owner) {
-            Ok(r) => out.push(r),
-            Err(why) => out.incomplete(ctx, format!("skipped a project: {why}")),
-        }
+    follow_pages(http, ctx, out, url, &headers, "project", |item| {
+        repo(item, &web, owner)
     })
     .await
 }
@@ -139,14 +134,14 @@ fn repo(v: &serde_json::Value, web: &str, owner: &str) -> Result<DiscoveredRepo,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discover::tests::url;
 
     #[test]
     fn api_roots() {
-        let u = |s: &str| Url::parse(s).expect("url");
-        let (api, web) = api_and_web(&u("https://gitlab.example.com"));
+        let (api, web) = api_and_web(&url("https://gitlab.example.com"));
         assert_eq!(api.as_str(), "https://gitlab.example.com/api/v4");
         assert_eq!(web, "gitlab.example.com");
-        let (api, web) = api_and_web(&u("https://host:8443/gitlab/api/v4"));
+        let (api, web) = api_and_web(&url("https://host:8443/gitlab/api/v4"));
         assert_eq!(api.as_str(), "https://host:8443/gitlab/api/v4");
         assert_eq!(web, "host:8443/gitlab");
     }

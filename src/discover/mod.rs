@@ -574,6 +574,11 @@ mod tests {
         s
     }
 
+    /// `s` parsed as a URL.
+    pub(super) fn url(s: &str) -> url::Url {
+        url::Url::parse(s).expect("url")
+    }
+
     #[test]
     fn scrub_hides_token_and_basic_encoding() {
         use base64::Engine;

@@ -4,16 +4,23 @@
 
 use super::filter::Collector;
 use super::http::HttpClient;
-use super::{Ctx, Error};
+use super::record::BadRecord;
+use super::{Ctx, DiscoveredRepo, Error};
 use std::collections::HashSet;
+
+/// Entries asked for per page: the most GitHub and GitLab return, and Azure's
+/// `$top` for projects.
+pub(super) const PAGE_SIZE: u32 = 100;
 
 /// Safety stop for a server whose `next` links (or Azure's continuation
 /// tokens) never end: the most pages one listing reads.
 pub(super) const MAX_PAGES: usize = 10_000;
 
-/// Lists a JSON array over pages, following `Link: rel="next"` verbatim until
-/// it is absent, and calls `each` for every element. Links to another origin
-/// or back to a page already read are not followed (incomplete listing).
+/// Lists a JSON array of repositories over pages, following `Link:
+/// rel="next"` verbatim until it is absent: every element becomes a
+/// repository through `repo`, or is skipped with a warning calling it a
+/// `what` (incomplete listing). Links to another origin or back to a page
+/// already read are not followed (incomplete listing).
 ///
 /// # Errors
 /// Any failure of the first page, and a rejected token on any page; other
@@ -24,10 +31,11 @@ pub(crate) async fn follow_pages<F>(
     out: &mut Collector,
     first: url::Url,
     headers: &reqwest::header::HeaderMap,
-    mut each: F,
+    what: &str,
+    repo: F,
 ) -> Result<(), Error>
 where
-    F: FnMut(&serde_json::Value, &mut Collector),
+    F: Fn(&serde_json::Value) -> Result<DiscoveredRepo, BadRecord>,
 {
     let origin = first.origin();
     let mut seen = HashSet::new();
@@ -58,7 +66,10 @@ where
         };
         tracing::debug!(source = %ctx.label, page, items = items.len(), "page");
         for item in items {
-            each(item, out);
+            match repo(item) {
+                Ok(r) => out.push(r),
+                Err(why) => out.incomplete(ctx, format!("skipped a {what}: {why}")),
+            }
         }
         let Some(next) = resp.next_link() else {
             return Ok(());

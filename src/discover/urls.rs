@@ -85,7 +85,7 @@ pub(super) fn clean_clone_url(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::tests::src;
+    use crate::discover::tests::{src, url};
 
     #[test]
     fn urls() {
@@ -98,9 +98,9 @@ mod tests {
             Some("https://gitlab.example.com/a/b.git")
         );
         assert_eq!(clean_clone_url("git@github.com:a/b.git"), None);
-        let u = url::Url::parse("http://127.0.0.1:8080/tfs/Coll/").expect("url");
+        let u = url("http://127.0.0.1:8080/tfs/Coll/");
         assert_eq!(host_and_path(&u), "127.0.0.1:8080/tfs/Coll");
-        let u = url::Url::parse("https://gitlab.example.com/api/v4").expect("url");
+        let u = url("https://gitlab.example.com/api/v4");
         let j = join_segments(&u, &["groups", "acme/platform", "projects"]);
         assert_eq!(
             j.as_str(),

@@ -13,12 +13,25 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+/// A trailer's entries and objects, in their order.
+type Records = (Vec<EntryRecord>, Vec<ObjectRecord>);
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The trailer's version: 1 writes integers in fixed width and chunk ids
+    /// in full, 2 writes varints and chunk references.
+    version: u32,
 }
 
 impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8], version: u32) -> Self {
+        Self {
+            buf,
+            pos: 0,
+            version,
+        }
+    }
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let s = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
         self.pos += n;
@@ -55,14 +68,66 @@ impl<'a> Cursor<'a> {
             i => Some(Some(*in_pack.get(usize::try_from(i - 2).ok()?)?)),
         }
     }
+    /// A count: a u32 (version 1) or a varint (version 2).
+    fn count(&mut self) -> Option<usize> {
+        if self.version == 1 {
+            Some(self.u32()? as usize)
+        } else {
+            usize::try_from(self.varint()?).ok()
+        }
+    }
+    /// An object's size: a u64 (version 1) or a varint (version 2).
+    fn size(&mut self) -> Option<u64> {
+        if self.version == 1 {
+            self.u64()
+        } else {
+            self.varint()
+        }
+    }
+    /// One of an object's chunks: its id (version 1) or a chunk reference
+    /// into `in_pack` (version 2, where "no chunk" is malformed).
+    fn object_chunk(&mut self, in_pack: &[ChunkId]) -> Option<ChunkId> {
+        if self.version == 1 {
+            self.chunk_id()
+        } else {
+            self.chunk_ref(in_pack)?
+        }
+    }
 }
 
-pub(super) fn decode_trailer_v2(
-    buf: &[u8],
-    trailer_offset: u64,
-) -> Option<(Vec<EntryRecord>, Vec<ObjectRecord>)> {
-    let mut c = Cursor { buf, pos: 0 };
-    let n = usize::try_from(c.varint()?).ok()?;
+/// The object records that end a trailer of either version, after its
+/// `entries`: both, when nothing follows the objects.
+fn objects_to_end(
+    mut c: Cursor<'_>,
+    entries: Vec<EntryRecord>,
+    in_pack: &[ChunkId],
+) -> Option<Records> {
+    // The fewest bytes an object record and one of its chunks take.
+    let (min_object, min_chunk) = if c.version == 1 { (33, 32) } else { (23, 1) };
+    let n = c.count()?;
+    let mut objects = Vec::with_capacity(n.min(c.buf.len() / min_object));
+    for _ in 0..n {
+        let oid = ObjectId::try_from(c.take(20)?).ok()?;
+        let kind = ObjectKind::from_code(c.u8()?)?;
+        let size = c.size()?;
+        let k = c.count()?;
+        let mut chunks = Vec::with_capacity(k.min(c.buf.len() / min_chunk));
+        for _ in 0..k {
+            chunks.push(c.object_chunk(in_pack)?);
+        }
+        objects.push(ObjectRecord {
+            oid,
+            kind,
+            size,
+            chunks,
+        });
+    }
+    (c.pos == c.buf.len()).then_some((entries, objects))
+}
+
+pub(super) fn decode_trailer_v2(buf: &[u8], trailer_offset: u64) -> Option<Records> {
+    let mut c = Cursor::new(buf, 2);
+    let n = c.count()?;
     // Ids first (a base may name a later entry), then the rest.
     struct Raw {
         offset: u64,
@@ -110,25 +175,7 @@ pub(super) fn decode_trailer_v2(
             base,
         });
     }
-    let n = usize::try_from(c.varint()?).ok()?;
-    let mut objects = Vec::with_capacity(n.min(buf.len() / 23));
-    for _ in 0..n {
-        let oid = ObjectId::try_from(c.take(20)?).ok()?;
-        let kind = ObjectKind::from_code(c.u8()?)?;
-        let size = c.varint()?;
-        let k = usize::try_from(c.varint()?).ok()?;
-        let mut chunks = Vec::with_capacity(k.min(buf.len()));
-        for _ in 0..k {
-            chunks.push(c.chunk_ref(&ids)??);
-        }
-        objects.push(ObjectRecord {
-            oid,
-            kind,
-            size,
-            chunks,
-        });
-    }
-    (c.pos == buf.len()).then_some((entries, objects))
+    objects_to_end(c, entries, &ids)
 }
 
 /// Reads and parses the header, footer and trailer of the pack at `path`.
@@ -192,12 +239,9 @@ pub fn read_contents(path: &Path) -> Result<PackContents, Error> {
     })
 }
 
-fn decode_trailer_v1(
-    buf: &[u8],
-    trailer_offset: u64,
-) -> Option<(Vec<EntryRecord>, Vec<ObjectRecord>)> {
-    let mut c = Cursor { buf, pos: 0 };
-    let n = c.u32()? as usize;
+fn decode_trailer_v1(buf: &[u8], trailer_offset: u64) -> Option<Records> {
+    let mut c = Cursor::new(buf, 1);
+    let n = c.count()?;
     let mut entries = Vec::with_capacity(n.min(buf.len() / ENTRY_RECORD_LEN));
     for _ in 0..n {
         let id = c.chunk_id()?;
@@ -222,25 +266,7 @@ fn decode_trailer_v1(
             base,
         });
     }
-    let n = c.u32()? as usize;
-    let mut objects = Vec::with_capacity(n.min(buf.len() / 33));
-    for _ in 0..n {
-        let oid = ObjectId::try_from(c.take(20)?).ok()?;
-        let kind = ObjectKind::from_code(c.u8()?)?;
-        let size = c.u64()?;
-        let k = c.u32()? as usize;
-        let mut chunks = Vec::with_capacity(k.min(buf.len() / 32));
-        for _ in 0..k {
-            chunks.push(c.chunk_id()?);
-        }
-        objects.push(ObjectRecord {
-            oid,
-            kind,
-            size,
-            chunks,
-        });
-    }
-    (c.pos == buf.len()).then_some((entries, objects))
+    objects_to_end(c, entries, &[])
 }
 
 /// Reads the whole file once and checks the footer checksum. Returns the

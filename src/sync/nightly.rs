@@ -482,14 +482,6 @@ pub fn run_config(
         super::record_failure(&writer, src, why);
         reports.push(failed_report(src, 0, why.clone()));
     }
-    writer
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .commit()?;
-    Ok(SyncSummary::new(
-        reports,
-        Some(p.summary),
-        p.sources.len() + p.refused.len(),
-        started.elapsed(),
-    ))
+    let planned = p.sources.len() + p.refused.len();
+    super::run::commit_run(writer, reports, Some(p.summary), planned, started)
 }

@@ -229,15 +229,27 @@ pub fn sync_all(
     let start = Instant::now();
     let writer = Mutex::new(writer);
     let reports = run_jobs(store, &writer, sources, opts, run, interrupt, progress);
+    commit_run(writer, reports, None, sources.len(), start)
+}
+
+/// Commits the run's writer (poisoned or not: what the finished jobs wrote
+/// is kept), then sums up the run of `planned` repositories begun at `started`.
+pub(super) fn commit_run(
+    writer: Mutex<Writer<'_>>,
+    reports: Vec<RepoReport>,
+    discovery: Option<super::nightly::DiscoverySummary>,
+    planned: usize,
+    started: Instant,
+) -> Result<SyncSummary, Error> {
     writer
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .commit()?;
     Ok(SyncSummary::new(
         reports,
-        None,
-        sources.len(),
-        start.elapsed(),
+        discovery,
+        planned,
+        started.elapsed(),
     ))
 }
 
