@@ -396,7 +396,7 @@ pub fn needing<S: ObjectSource>(
         };
         while let Some(top) = stack.last_mut() {
             steps += 1;
-            if steps % 4096 == 0 && interrupt.load(Ordering::Relaxed) {
+            if steps.is_multiple_of(4096) && interrupt.load(Ordering::Relaxed) {
                 return Err(Interrupted);
             }
             if top.next < top.children.len() {
