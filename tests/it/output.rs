@@ -57,16 +57,7 @@ pub(crate) fn many_blobs(dir: &Path, name: &str, n: usize) -> PathBuf {
         )
         .unwrap();
     }
-    let who = format!(
-        "{} <{}> 1700000000 +0000",
-        support::GIT_NAME,
-        support::GIT_EMAIL
-    );
-    write!(
-        stream,
-        "commit refs/heads/main\ncommitter {who}\ndata 5\nmany\n"
-    )
-    .unwrap();
+    support::fast_import_commit(&mut stream, "refs/heads/main", None, "many\n");
     for i in 0..n {
         writeln!(stream, "M 100644 :{} d{}/f{i}.txt", i + 1, i % 50).unwrap();
     }
