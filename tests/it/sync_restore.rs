@@ -204,11 +204,7 @@ fn ref_name(entry: &Value) -> String {
 
 /// The snapshot's refs other than HEAD as sorted `(name, target)` pairs, like [`refs_of`].
 fn snapshot_refs(snap: &Value) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = snap["refs"]
-        .as_array()
-        .expect("refs array")
-        .iter()
-        .filter(|r| r["name"] != "HEAD")
+    let mut v: Vec<(String, String)> = support::snapshot_ref_entries(snap)
         .map(|r| {
             let name = ref_name(r);
             let target = r["target"]
