@@ -399,19 +399,10 @@ fn snapshots_latest_and_refs() {
     // --refs: every ref with its target, as the source has them.
     let with =
         h.v.json(&["snapshots", "--refs", "--repo", "proj", "--json"]);
-    let refs = with[1]["refs"].as_array().unwrap();
-    let mut listed: Vec<(String, String)> = refs
-        .iter()
-        .filter(|r| r["name"] != "HEAD")
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap().to_owned(),
-                r["target"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    listed.sort();
-    assert_eq!(listed, support::refs_of(&h.bare));
+    assert_eq!(
+        support::snapshot_ref_pairs(&with[1]),
+        support::refs_of(&h.bare)
+    );
     let text = h.v.stdout(&["snapshots", "--refs", "--repo", "proj"]);
     assert!(
         text.contains(&format!("{}  refs/heads/newbranch", h.newbranch)),

@@ -57,16 +57,7 @@ pub(crate) fn many_blobs(dir: &Path, name: &str, n: usize) -> PathBuf {
         )
         .unwrap();
     }
-    let who = format!(
-        "{} <{}> 1700000000 +0000",
-        support::GIT_NAME,
-        support::GIT_EMAIL
-    );
-    write!(
-        stream,
-        "commit refs/heads/main\ncommitter {who}\ndata 5\nmany\n"
-    )
-    .unwrap();
+    support::fast_import_commit(&mut stream, "refs/heads/main", None, "many\n");
     for i in 0..n {
         writeln!(stream, "M 100644 :{} d{}/f{i}.txt", i + 1, i % 50).unwrap();
     }
@@ -648,6 +639,22 @@ pub(crate) fn totals_drawn_of(raw: &str, unit: &str) -> Vec<u64> {
     out
 }
 
+/// A shell script (hermetic environment first) that syncs `a` and `b` into
+/// `v` and then restores the latest snapshot of `a` to `dest`; `flags` (empty
+/// or ending in a space) go before `--store` in both commands.
+fn sync_and_restore_script(flags: &str, v: &Vault, a: &Path, b: &Path, dest: &Path) -> String {
+    format!(
+        "{}'{BIN}' {flags}--store '{}' sync --cache '{}' '{}' '{}' && '{BIN}' {flags}--store '{}' restore --repo a --latest '{}'",
+        exports(),
+        v.store.display(),
+        v.cache.display(),
+        a.display(),
+        b.display(),
+        v.store.display(),
+        dest.display()
+    )
+}
+
 /// On a terminal, sync (two repositories) and restore draw bars with the
 /// total number of objects, bytes, a rate and an ETA, and "[i/N]"; the bars
 /// are gone from the final screen, which shows the result rows. With `-q`
@@ -659,17 +666,7 @@ fn progress_bars_on_a_terminal_and_nothing_with_quiet() {
     let b = many_blobs(tmp.path(), "b.git", 300);
     let v = Vault::new();
     let dest = tmp.path().join("restored.git");
-    let script = format!(
-        "{}'{BIN}' --store '{}' sync --cache '{}' '{}' '{}' && '{BIN}' --store '{}' restore --repo a --latest '{}'",
-        exports(),
-        v.store.display(),
-        v.cache.display(),
-        a.display(),
-        b.display(),
-        v.store.display(),
-        dest.display()
-    );
-    let t = Tmux::start(&script);
+    let t = Tmux::start(&sync_and_restore_script("", &v, &a, &b, &dest));
     let (code, raw) = t.wait();
     let screen = t.screen();
     assert_eq!(code, 0, "raw:\n{raw}\nscreen:\n{screen}");
@@ -708,14 +705,8 @@ fn progress_bars_on_a_terminal_and_nothing_with_quiet() {
     let v = Vault::new();
     let dest = tmp.path().join("restored-quiet.git");
     let script = format!(
-        "{}'{BIN}' -q --store '{}' sync --cache '{}' '{}' '{}' && '{BIN}' -q --store '{}' restore --repo a --latest '{}' && '{BIN}' -q --store '{}' verify --read-data",
-        exports(),
-        v.store.display(),
-        v.cache.display(),
-        a.display(),
-        b.display(),
-        v.store.display(),
-        dest.display(),
+        "{} && '{BIN}' -q --store '{}' verify --read-data",
+        sync_and_restore_script("-q ", &v, &a, &b, &dest),
         v.store.display(),
     );
     let t = Tmux::start(&script);

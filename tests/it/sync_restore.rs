@@ -204,11 +204,7 @@ fn ref_name(entry: &Value) -> String {
 
 /// The snapshot's refs other than HEAD as sorted `(name, target)` pairs, like [`refs_of`].
 fn snapshot_refs(snap: &Value) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = snap["refs"]
-        .as_array()
-        .expect("refs array")
-        .iter()
-        .filter(|r| r["name"] != "HEAD")
+    let mut v: Vec<(String, String)> = support::snapshot_ref_entries(snap)
         .map(|r| {
             let name = ref_name(r);
             let target = r["target"]
@@ -337,18 +333,12 @@ fn add_payload(r: &TestRepo, branch: &str, tiny: usize, medium: usize, seed: u64
         stream.extend_from_slice(&data);
         stream.push(b'\n');
     }
-    let who = format!(
-        "{} <{}> {} +0000",
-        support::GIT_NAME,
-        support::GIT_EMAIL,
-        support::DEFAULT_TIME
+    support::fast_import_commit(
+        &mut stream,
+        &format!("refs/heads/{branch}"),
+        Some(tiny + medium + 1),
+        "payload\n",
     );
-    let commit = tiny + medium + 1;
-    write!(
-        stream,
-        "commit refs/heads/{branch}\nmark :{commit}\ncommitter {who}\ndata 8\npayload\n"
-    )
-    .unwrap();
     for i in 0..tiny {
         writeln!(stream, "M 100644 :{} t{:02}/f{i:05}.bin", i + 1, i % 50).unwrap();
     }

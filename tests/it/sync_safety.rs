@@ -105,11 +105,7 @@ fn source_refs(repo: &Path) -> Vec<(String, String, Option<String>)> {
 
 /// A snapshot's refs in the same form, HEAD excluded.
 fn snapshot_refs(snap: &Value) -> Vec<(String, String, Option<String>)> {
-    let mut v: Vec<_> = snap["refs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["name"] != "HEAD")
+    let mut v: Vec<_> = support::snapshot_ref_entries(snap)
         .map(|r| {
             (
                 r["name"].as_str().unwrap().to_owned(),

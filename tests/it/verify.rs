@@ -511,18 +511,7 @@ fn snapshots(store: &Path) -> Vec<Snap> {
         .map(|s| Snap {
             id: s["id"].as_str().unwrap().to_owned(),
             repo: s["repo"].as_str().unwrap().to_owned(),
-            refs: s["refs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["name"] != "HEAD")
-                .map(|r| {
-                    (
-                        r["name"].as_str().unwrap().to_owned(),
-                        r["target"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect(),
+            refs: support::snapshot_ref_pairs(s).into_iter().collect(),
         })
         .collect()
 }

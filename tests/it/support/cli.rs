@@ -155,6 +155,31 @@ pub fn rv_json(store: &Path, args: &[&str]) -> serde_json::Value {
     parse_json(&rv_ok(store, args))
 }
 
+/// The refs of one snapshot of `snapshots --json --refs`, `HEAD` left out, in
+/// the order listed.
+pub fn snapshot_ref_entries(snap: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    snap["refs"]
+        .as_array()
+        .expect("refs array")
+        .iter()
+        .filter(|r| r["name"] != "HEAD")
+}
+
+/// [`snapshot_ref_entries`] as sorted `(name, target)` pairs, the form of
+/// [`refs_of`](super::git::refs_of).
+pub fn snapshot_ref_pairs(snap: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = snapshot_ref_entries(snap)
+        .map(|r| {
+            (
+                r["name"].as_str().expect("ref name").to_owned(),
+                r["target"].as_str().expect("ref target").to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// `repovault --store STORE sync SOURCE --cache CACHE --name NAME --json`,
 /// asserted to succeed.
 pub fn rv_sync(store: &Path, cache: &Path, source: &Path, name: &str) -> Output {

@@ -118,6 +118,23 @@ pub fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
     git_output(dir, args, &[]).stdout
 }
 
+/// Appends to a `git fast-import` stream the header of a commit on `refname`
+/// (with `mark :<mark>` when given), committed by the test identity at
+/// [`DEFAULT_TIME`] with `message`; its file lines (`M ...`) follow.
+pub fn fast_import_commit(stream: &mut Vec<u8>, refname: &str, mark: Option<usize>, message: &str) {
+    use std::io::Write;
+    writeln!(stream, "commit {refname}").unwrap();
+    if let Some(mark) = mark {
+        writeln!(stream, "mark :{mark}").unwrap();
+    }
+    write!(
+        stream,
+        "committer {GIT_NAME} <{GIT_EMAIL}> {DEFAULT_TIME} +0000\ndata {}\n{message}",
+        message.len()
+    )
+    .unwrap();
+}
+
 /// Feeds `stream` to `git fast-import --quiet --force` in `repo` (a
 /// fast-import stream builds big histories far faster than commits do);
 /// panics when it fails.
