@@ -373,7 +373,7 @@ impl Report for SyncSummary {
         let t = &s.totals;
         writeln!(
             out,
-            "{} repositories: {} synced ({} new, {} changed), {} unchanged, {} failed, {} interrupted; +{} objects, +{} in packs in {:.1}s",
+            "{} repositories: {} synced ({} new, {} changed), {} unchanged, {} failed, {} interrupted; +{} objects, +{} in packs, store +{} in {:.1}s",
             t.repos,
             t.synced,
             t.new,
@@ -383,6 +383,7 @@ impl Report for SyncSummary {
             t.interrupted,
             t.new_objects,
             human_bytes(t.new_pack_bytes),
+            human_bytes(t.new_store_bytes),
             t.millis as f64 / 1000.0
         )?;
         Ok(())

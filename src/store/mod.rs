@@ -312,6 +312,41 @@ impl Store {
         self.root.join(PACKS_DIR)
     }
 
+    /// Bytes of every file of the store (packs, index and its WAL, snapshot
+    /// files, config; not the lock files nor SQLite's `-shm`, which exist
+    /// only while the index is open): what `du -b` counts, so what a
+    /// sync really grew the store by is the difference of two calls.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a directory of the store cannot be read.
+    pub fn bytes_on_disk(&self) -> Result<u64, Error> {
+        fn below(dir: &Path) -> std::io::Result<u64> {
+            let mut n = 0;
+            for e in std::fs::read_dir(dir)? {
+                let e = e?;
+                let meta = match e.metadata() {
+                    Ok(m) => m,
+                    // Gone meanwhile (a temporary file renamed): not counted.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err),
+                };
+                if meta.is_dir() {
+                    n += below(&e.path())?;
+                } else if meta.is_file() && !e.file_name().to_string_lossy().ends_with("-shm") {
+                    n += meta.len();
+                }
+            }
+            Ok(n)
+        }
+        let all = below(&self.root).map_err(Error::io(&self.root))?;
+        let locks: u64 = [LOCK_FILE, READERS_FILE]
+            .iter()
+            .filter_map(|f| std::fs::metadata(self.root.join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        Ok(all - locks.min(all))
+    }
+
     /// Runs `f` with the index (under its mutex).
     pub fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
         let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());

@@ -473,6 +473,7 @@ pub fn run_config(
     progress: &dyn RunProgress,
     started: Instant,
 ) -> Result<SyncSummary, Error> {
+    let before = store.bytes_on_disk()?;
     let writer = Mutex::new(writer);
     let p = register_all(&writer, listed, source_count)?;
     let run = RunOptions { retry: true, ..run };
@@ -483,5 +484,13 @@ pub fn run_config(
         reports.push(failed_report(src, 0, why.clone()));
     }
     let planned = p.sources.len() + p.refused.len();
-    super::run::commit_run(writer, reports, Some(p.summary), planned, started)
+    super::run::commit_run(
+        store,
+        before,
+        writer,
+        reports,
+        Some(p.summary),
+        planned,
+        started,
+    )
 }

@@ -227,14 +227,18 @@ pub fn sync_all(
     progress: &dyn RunProgress,
 ) -> Result<SyncSummary, Error> {
     let start = Instant::now();
+    let before = store.bytes_on_disk()?;
     let writer = Mutex::new(writer);
     let reports = run_jobs(store, &writer, sources, opts, run, interrupt, progress);
-    commit_run(writer, reports, None, sources.len(), start)
+    commit_run(store, before, writer, reports, None, sources.len(), start)
 }
 
 /// Commits the run's writer (poisoned or not: what the finished jobs wrote
-/// is kept), then sums up the run of `planned` repositories begun at `started`.
+/// is kept), then sums up the run of `planned` repositories begun at
+/// `started`, when the store held `before` bytes.
 pub(super) fn commit_run(
+    store: &Store,
+    before: u64,
     writer: Mutex<Writer<'_>>,
     reports: Vec<RepoReport>,
     discovery: Option<super::nightly::DiscoverySummary>,
@@ -245,12 +249,11 @@ pub(super) fn commit_run(
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .commit()?;
-    Ok(SyncSummary::new(
-        reports,
-        discovery,
-        planned,
-        started.elapsed(),
-    ))
+    let mut summary = SyncSummary::new(reports, discovery, planned, started.elapsed());
+    let after = store.bytes_on_disk()?;
+    summary.totals.store_bytes = after;
+    summary.totals.new_store_bytes = after.saturating_sub(before);
+    Ok(summary)
 }
 
 /// Sources already in the store under a name from before ports were part of
@@ -302,6 +305,11 @@ pub struct SyncTotals {
     pub new_bytes_stored: u64,
     /// Bytes of the pack files written.
     pub new_pack_bytes: u64,
+    /// What the store grew by on disk in this run: packs, index, snapshot
+    /// files (every file of the store, measured before and after the run).
+    pub new_store_bytes: u64,
+    /// The store's size on disk after the run.
+    pub store_bytes: u64,
     /// Wall time of the run.
     pub millis: u64,
 }
@@ -326,6 +334,8 @@ impl SyncSummary {
             new_objects: repos.iter().map(|r| r.new_objects).sum(),
             new_bytes_stored: repos.iter().map(|r| r.new_bytes_stored).sum(),
             new_pack_bytes: repos.iter().map(|r| r.new_pack_bytes).sum(),
+            new_store_bytes: 0,
+            store_bytes: 0,
             millis: elapsed.as_millis() as u64,
         };
         Self {

@@ -309,16 +309,30 @@ fn allow_incomplete_stores_loose_objects_with_deltas() {
     assert!(out.status.success(), "{}", describe(&out));
 }
 
-/// The sync summary's byte count is the bytes of the pack files written
-/// (chunks, records and trailers: what the store grew by in packs/).
+/// The sync summary's byte counts: the bytes of the pack files written
+/// (chunks, records and trailers: what the store grew by in packs/), and
+/// what the whole store grew by on disk (index and snapshot files too).
 #[test]
 fn summary_counts_pack_bytes() {
     let tmp = tempdir();
     let src = many_blobs(tmp.path(), "r.git", 500);
     let v = Vault::new();
+    let (before, _) = store_size(&v.store);
     let out = v.sync_env(&[src.to_str().unwrap(), "--name", "r", "--json"], &[]);
     assert!(out.status.success(), "{}", describe(&out));
     let doc = parse_json(&out);
+    // What the store grew by: every file, the index and snapshot files too.
+    let (after, _) = store_size(&v.store);
+    assert_eq!(
+        doc["totals"]["store_bytes"].as_u64(),
+        Some(after),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["totals"]["new_store_bytes"].as_u64(),
+        Some(after - before),
+        "{doc:#}"
+    );
     let mut on_disk = 0;
     for e in std::fs::read_dir(v.store.join("packs")).unwrap() {
         let e = e.unwrap();
