@@ -102,7 +102,7 @@ impl StoreConfig {
     /// Checks the parameters.
     ///
     /// # Errors
-    /// [`Invalid`] naming the parameter.
+    /// An error naming the parameter.
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.format_version == 0 {
             return Err(Invalid::FormatZero);
