@@ -141,6 +141,20 @@ macro_rules! plain_failure {
 
 plain_failure!(index::Error, pack::Error, delta::Error, config::Error);
 
+/// The failure of an error of module `$m` with `Store`, `Index` and
+/// `Interrupted` variants, every other variant a plain failure.
+macro_rules! store_index_or_interrupted {
+    ($self:ident, $m:ident) => {{
+        use $m::Error as E;
+        match $self {
+            E::Store(e) => e.failure(),
+            E::Index(e) => e.failure(),
+            E::Interrupted => Failure::Interrupted,
+            _ => Failure::Failed,
+        }
+    }};
+}
+
 impl Classify for lock::Error {
     fn failure(&self) -> Failure {
         match self {
@@ -208,13 +222,7 @@ impl Classify for prune::Error {
 
 impl Classify for restore::Error {
     fn failure(&self) -> Failure {
-        use restore::Error as E;
-        match self {
-            E::Store(e) => e.failure(),
-            E::Index(e) => e.failure(),
-            E::Interrupted => Failure::Interrupted,
-            _ => Failure::Failed,
-        }
+        store_index_or_interrupted!(self, restore)
     }
 }
 
@@ -276,13 +284,7 @@ impl Classify for discover::Error {
 
 impl Classify for sync::Error {
     fn failure(&self) -> Failure {
-        use sync::Error as E;
-        match self {
-            E::Store(e) => e.failure(),
-            E::Index(e) => e.failure(),
-            E::Interrupted => Failure::Interrupted,
-            _ => Failure::Failed,
-        }
+        store_index_or_interrupted!(self, sync)
     }
 
     fn is_retryable(&self) -> bool {

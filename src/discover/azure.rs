@@ -19,6 +19,7 @@ use super::http::{plain_header, secret_header, HttpClient};
 use super::paging::{MAX_PAGES, PAGE_SIZE};
 use super::record::{bool_field, pick, short_branch, str_field, BadRecord};
 use super::urls::{clean_clone_url, host_and_path, join_segments, parse_base};
+use super::Job;
 use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope, TokenKind};
 use reqwest::header::HeaderMap;
 use std::collections::HashSet;
@@ -52,12 +53,8 @@ struct Project {
     name: String,
 }
 
-pub(super) async fn list(
-    src: &ProviderSource,
-    http: &HttpClient,
-    ctx: &Ctx,
-    out: &mut Collector,
-) -> Result<(), Error> {
+pub(super) async fn list(job: Job<'_>) -> Result<(), Error> {
+    let (src, http, ctx, out) = (job.src, job.http, job.ctx, job.out);
     let org = match &src.scope {
         Scope::Org(o) | Scope::Group(o) if !o.trim().trim_matches('/').is_empty() => {
             o.trim().trim_matches('/')

@@ -11,11 +11,11 @@
 //! 2022-11-28`, `Authorization: Bearer <token>`. Git over https uses the user
 //! name `x-access-token`.
 
-use super::filter::Collector;
-use super::http::{plain_header, secret_header, HttpClient};
+use super::http::{plain_header, secret_header};
 use super::paging::{follow_pages, PAGE_SIZE};
 use super::record::{bool_field, str_field, BadRecord, HostedRecord};
 use super::urls::{host_and_path, join_segments, parse_base};
+use super::Job;
 use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope};
 use reqwest::header::HeaderMap;
 use url::Url;
@@ -49,12 +49,8 @@ const RECORD_FIELDS: &[&str] = &[
     "topics",
 ];
 
-pub(super) async fn list(
-    src: &ProviderSource,
-    http: &HttpClient,
-    ctx: &Ctx,
-    out: &mut Collector,
-) -> Result<(), Error> {
+pub(super) async fn list(job: Job<'_>) -> Result<(), Error> {
+    let (src, http, ctx, out) = (job.src, job.http, job.ctx, job.out);
     let base = parse_base(ctx, &src.base_url)?;
     let web = web_root(&base);
     let mut url = match &src.scope {

@@ -11,11 +11,11 @@
 //! name `oauth2`. Archived projects are listed and flagged (they stay
 //! cloneable).
 
-use super::filter::Collector;
-use super::http::{secret_header, HttpClient};
+use super::http::secret_header;
 use super::paging::{follow_pages, PAGE_SIZE};
 use super::record::{bool_field, BadRecord, HostedRecord};
 use super::urls::{host_and_path, join_segments, parse_base};
+use super::Job;
 use super::{Ctx, DiscoveredRepo, Error, Provider, ProviderSource, Scope, TokenKind};
 use reqwest::header::HeaderMap;
 use url::Url;
@@ -50,12 +50,8 @@ const RECORD_FIELDS: &[&str] = &[
     "last_activity_at",
 ];
 
-pub(super) async fn list(
-    src: &ProviderSource,
-    http: &HttpClient,
-    ctx: &Ctx,
-    out: &mut Collector,
-) -> Result<(), Error> {
+pub(super) async fn list(job: Job<'_>) -> Result<(), Error> {
+    let (src, http, ctx, out) = (job.src, job.http, job.ctx, job.out);
     let base = parse_base(ctx, &src.base_url)?;
     let (api, web) = api_and_web(&base);
     let (mut url, owner) = match &src.scope {

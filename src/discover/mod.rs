@@ -403,14 +403,29 @@ pub async fn discover(src: &ProviderSource, http: &HttpClient) -> Result<Listing
     }
 }
 
+/// What a provider's `list` works with: the source, the HTTP client, the
+/// source's context and the collector of what it finds.
+struct Job<'a> {
+    src: &'a ProviderSource,
+    http: &'a HttpClient,
+    ctx: &'a Ctx,
+    out: &'a mut Collector,
+}
+
 async fn discover_inner(src: &ProviderSource, http: &HttpClient) -> Result<Listing, Error> {
     let ctx = Ctx::new(src);
     let filter = Filter::new(src, &ctx)?;
     let mut out = Collector::new(filter);
+    let job = Job {
+        src,
+        http,
+        ctx: &ctx,
+        out: &mut out,
+    };
     match src.provider {
-        Provider::AzureDevOps => azure::list(src, http, &ctx, &mut out).await?,
-        Provider::GitLab => gitlab::list(src, http, &ctx, &mut out).await?,
-        Provider::GitHub => github::list(src, http, &ctx, &mut out).await?,
+        Provider::AzureDevOps => azure::list(job).await?,
+        Provider::GitLab => gitlab::list(job).await?,
+        Provider::GitHub => github::list(job).await?,
     }
     let listing = out.finish();
     tracing::info!(
