@@ -5,6 +5,9 @@
 //! cache = "/var/cache/repovault"     # optional: the mirror cache
 //! jobs = 4                           # optional
 //! discovery_timeout = 1800           # optional: seconds per source's listing
+//! metrics_textfile = "/var/lib/node_exporter/textfile/repovault.prom"  # optional
+//! ping_url = "https://hc-ping.com/<uuid>"                             # optional
+//! stale_after = "2d"                 # optional: "36h", "90s", or seconds
 //!
 //! [[sources]]
 //! kind = "azure-devops"
@@ -126,6 +129,38 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Used by `forget --config`.
     pub retention: Option<Policy>,
+    /// The Prometheus text file each run writes (`sync --metrics-textfile`).
+    pub metrics_textfile: Option<PathBuf>,
+    /// The health-check URL each run pings (`sync --ping-url`).
+    pub ping_url: Option<String>,
+    /// How old a repository's last successful backup may be before it is
+    /// stale: `"2d"`, `"36h"`, `"90s"` or seconds (default
+    /// [`crate::monitor::DEFAULT_STALE_AFTER`]).
+    pub stale_after: Option<DurationText>,
+}
+
+/// A duration as the config gives it: a number of seconds or a text with a
+/// unit (see [`crate::monitor::parse_duration`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationText {
+    /// Seconds.
+    Seconds(u64),
+    /// `"2d"`, `"36h"`, ...
+    Text(String),
+}
+
+impl DurationText {
+    /// The duration.
+    ///
+    /// # Errors
+    /// A text that is no duration, or zero.
+    pub fn duration(&self) -> Result<std::time::Duration, crate::monitor::Error> {
+        match self {
+            DurationText::Seconds(n) => crate::monitor::parse_duration(&n.to_string()),
+            DurationText::Text(t) => crate::monitor::parse_duration(t),
+        }
+    }
 }
 
 /// The default of `discovery_timeout`: 30 minutes per source.
@@ -341,12 +376,27 @@ impl Config {
         if config.jobs == Some(0) {
             return Err(invalid("jobs must be at least 1".into()));
         }
+        if let Some(d) = &config.stale_after {
+            d.duration()
+                .map_err(|e| invalid(format!("stale_after: {e}")))?;
+        }
+        if let Some(u) = &config.ping_url {
+            crate::monitor::ping::Pinger::new(u).map_err(|e| invalid(format!("ping_url: {e}")))?;
+        }
         if config.discovery_timeout == Some(0) {
             return Err(invalid(
                 "discovery_timeout must be at least 1 (seconds)".into(),
             ));
         }
         Ok(config)
+    }
+
+    /// `stale_after`, or its default.
+    pub fn stale_after(&self) -> std::time::Duration {
+        self.stale_after
+            .as_ref()
+            .and_then(|d| d.duration().ok())
+            .unwrap_or(crate::monitor::DEFAULT_STALE_AFTER)
     }
 
     /// Resolves every source, reading tokens from the environment or files.
