@@ -1,6 +1,6 @@
 //! The Prometheus text files (node_exporter's textfile collector) of `sync`,
 //! `verify` and `prune`: each run writes its whole file crash-safely
-//! ([`write`]: temporary file, fsync, rename), failed runs included, so a
+//! ([`write()`]: temporary file, fsync, rename), failed runs included, so a
 //! scrape sees the last run's file complete or the one before.
 //!
 //! Every series is a gauge without a timestamp (the collector refuses
