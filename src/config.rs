@@ -136,31 +136,7 @@ pub struct Config {
     /// How old a repository's last successful backup may be before it is
     /// stale: `"2d"`, `"36h"`, `"90s"` or seconds (default
     /// [`crate::monitor::DEFAULT_STALE_AFTER`]).
-    pub stale_after: Option<DurationText>,
-}
-
-/// A duration as the config gives it: a number of seconds or a text with a
-/// unit (see [`crate::monitor::parse_duration`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum DurationText {
-    /// Seconds.
-    Seconds(u64),
-    /// `"2d"`, `"36h"`, ...
-    Text(String),
-}
-
-impl DurationText {
-    /// The duration.
-    ///
-    /// # Errors
-    /// A text that is no duration, or zero.
-    pub fn duration(&self) -> Result<std::time::Duration, crate::monitor::Error> {
-        match self {
-            DurationText::Seconds(n) => crate::monitor::parse_duration(&n.to_string()),
-            DurationText::Text(t) => crate::monitor::parse_duration(t),
-        }
-    }
+    pub stale_after: Option<crate::monitor::DurationText>,
 }
 
 /// The default of `discovery_timeout`: 30 minutes per source.
@@ -376,13 +352,8 @@ impl Config {
         if config.jobs == Some(0) {
             return Err(invalid("jobs must be at least 1".into()));
         }
-        if let Some(d) = &config.stale_after {
-            d.duration()
-                .map_err(|e| invalid(format!("stale_after: {e}")))?;
-        }
-        if let Some(u) = &config.ping_url {
-            crate::monitor::ping::Pinger::new(u).map_err(|e| invalid(format!("ping_url: {e}")))?;
-        }
+        crate::monitor::check_settings(config.stale_after.as_ref(), config.ping_url.as_deref())
+            .map_err(invalid)?;
         if config.discovery_timeout == Some(0) {
             return Err(invalid(
                 "discovery_timeout must be at least 1 (seconds)".into(),

@@ -69,6 +69,47 @@ pub fn parse_duration(text: &str) -> Result<Duration, Error> {
     }
 }
 
+/// A duration as the config gives it: a number of seconds or a text with a
+/// unit (see [`parse_duration`]).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum DurationText {
+    /// Seconds.
+    Seconds(u64),
+    /// `"2d"`, `"36h"`, ...
+    Text(String),
+}
+
+impl DurationText {
+    /// The duration.
+    ///
+    /// # Errors
+    /// A text that is no duration, or zero.
+    pub fn duration(&self) -> Result<Duration, Error> {
+        match self {
+            DurationText::Seconds(n) => parse_duration(&n.to_string()),
+            DurationText::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+/// Checks a config's `stale_after` and `ping_url`.
+///
+/// # Errors
+/// What is wrong, naming the key.
+pub fn check_settings(
+    stale_after: Option<&DurationText>,
+    ping_url: Option<&str>,
+) -> Result<(), String> {
+    if let Some(d) = stale_after {
+        d.duration().map_err(|e| format!("stale_after: {e}"))?;
+    }
+    if let Some(u) = ping_url {
+        ping::Pinger::new(u).map_err(|e| format!("ping_url: {e}"))?;
+    }
+    Ok(())
+}
+
 /// A stale repository, as the summary and `repos --stale` name it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stale {
