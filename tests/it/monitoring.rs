@@ -649,3 +649,33 @@ fn verify_and_prune_write_their_own_textfiles() {
     );
     let _: PathBuf = pp;
 }
+
+#[test]
+fn a_config_that_cannot_be_read_names_the_key_and_still_writes_the_textfile() {
+    let v = Vault::new();
+    let prom = v.dir().join("m.prom");
+    let config = v.dir().join("config.toml");
+    for (text, key) in [
+        ("stale_after = \"2x\"\n", "stale_after"),
+        ("stale_after = 0\n", "stale_after"),
+        ("ping_url = \"ftp://example.invalid/x\"\n", "ping_url"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let out = v.run(&[
+            "sync",
+            "--config",
+            s(&config),
+            "--metrics-textfile",
+            s(&prom),
+        ]);
+        assert_eq!(code(&out), 1, "{}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{text}: {err}");
+        let m = scrape(&prom);
+        assert_eq!(value(&m, "repovault_run_exit_code", &[]), 1.0);
+        assert_eq!(
+            value(&m, "repovault_last_success_timestamp_seconds", &[]),
+            0.0
+        );
+    }
+}
