@@ -8,7 +8,7 @@
 
 use crate::support::{self, describe, parse_json, HttpFake, HttpGitServer, Resp, TestRepo, Vault};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -634,20 +634,31 @@ fn verify_and_prune_write_their_own_textfiles() {
         "carried over"
     );
 
+    // Prune: a branch with a large blob backed up, deleted, its snapshot forgotten.
     let v2 = Vault::new();
-    v2.sync_as(&a.path, "h/a");
+    let r = TestRepo::new();
+    r.commit_file("a.txt", "a\n", "a");
+    v2.sync_as(&r.path, "h/r");
+    r.branch("tmp");
+    r.checkout("tmp");
+    r.commit_file("big.bin", support::random_bytes(7, 300_000), "big");
+    r.checkout("main");
+    v2.sync_as(&r.path, "h/r");
+    r.git(&["branch", "-D", "tmp"]);
+    v2.sync_as(&r.path, "h/r");
     v2.ok(&["forget", "--keep-last", "1"]);
-    v2.ok(&["prune", "--metrics-textfile", s(&pp)]);
+    let report = parse_json(&v2.ok(&["prune", "--json", "--metrics-textfile", s(&pp)]));
     let m = scrape(&pp);
     assert_eq!(value(&m, "repovault_prune_run_exit_code", &[]), 0.0);
-    assert!(value(&m, "repovault_prune_freed_bytes", &[]) >= 0.0);
+    let freed = report["bytes_before"].as_f64().unwrap() - report["bytes_after"].as_f64().unwrap();
+    assert!(freed > 250_000.0, "{report:#}");
+    assert_eq!(value(&m, "repovault_prune_freed_bytes", &[]), freed);
     assert!(value(&m, "repovault_prune_last_success_timestamp_seconds", &[]) > 0.0);
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         2,
         "two files side by side"
     );
-    let _: PathBuf = pp;
 }
 
 #[test]
