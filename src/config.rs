@@ -5,6 +5,9 @@
 //! cache = "/var/cache/repovault"     # optional: the mirror cache
 //! jobs = 4                           # optional
 //! discovery_timeout = 1800           # optional: seconds per source's listing
+//! metrics_textfile = "/var/lib/node_exporter/textfile/repovault.prom"  # optional
+//! ping_url = "https://hc-ping.com/<uuid>"                             # optional
+//! stale_after = "2d"                 # optional: "36h", "90s", or seconds
 //!
 //! [[sources]]
 //! kind = "azure-devops"
@@ -126,6 +129,14 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Used by `forget --config`.
     pub retention: Option<Policy>,
+    /// The Prometheus text file each run writes (`sync --metrics-textfile`).
+    pub metrics_textfile: Option<PathBuf>,
+    /// The health-check URL each run pings (`sync --ping-url`).
+    pub ping_url: Option<String>,
+    /// How old a repository's last successful backup may be before it is
+    /// stale: `"2d"`, `"36h"`, `"90s"` or seconds (default
+    /// [`crate::monitor::DEFAULT_STALE_AFTER`]).
+    pub stale_after: Option<crate::monitor::DurationText>,
 }
 
 /// The default of `discovery_timeout`: 30 minutes per source.
@@ -341,12 +352,22 @@ impl Config {
         if config.jobs == Some(0) {
             return Err(invalid("jobs must be at least 1".into()));
         }
+        crate::monitor::check_settings(config.stale_after.as_ref(), config.ping_url.as_deref())
+            .map_err(invalid)?;
         if config.discovery_timeout == Some(0) {
             return Err(invalid(
                 "discovery_timeout must be at least 1 (seconds)".into(),
             ));
         }
         Ok(config)
+    }
+
+    /// `stale_after`, or its default.
+    pub fn stale_after(&self) -> std::time::Duration {
+        self.stale_after
+            .as_ref()
+            .and_then(|d| d.duration().ok())
+            .unwrap_or(crate::monitor::DEFAULT_STALE_AFTER)
     }
 
     /// Resolves every source, reading tokens from the environment or files.

@@ -14,8 +14,8 @@
 //! retries a repository only when [`Classify::is_retryable`] says so.
 
 use crate::{
-    commits, config, delta, diff, discover, find, index, lock, pack, prune, repair, restore, store,
-    sync, usage, verify,
+    commits, config, delta, diff, discover, find, index, lock, monitor, pack, prune, repair,
+    restore, store, sync, usage, verify,
 };
 
 /// The exit code of a run that succeeded.
@@ -124,6 +124,7 @@ pub fn classified<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
         delta::Error,
         config::Error,
         discover::Error,
+        monitor::Error,
     );
     None
 }
@@ -139,7 +140,13 @@ macro_rules! plain_failure {
     };
 }
 
-plain_failure!(index::Error, pack::Error, delta::Error, config::Error);
+plain_failure!(
+    index::Error,
+    pack::Error,
+    delta::Error,
+    config::Error,
+    monitor::Error
+);
 
 /// The failure of an error of module `$m` with `Store`, `Index` and
 /// `Interrupted` variants, every other variant a plain failure.

@@ -46,6 +46,7 @@ pub mod gitpack;
 pub mod index;
 pub mod jsontime;
 pub mod lock;
+pub mod monitor;
 pub mod pack;
 pub mod progress;
 pub mod prune;

@@ -17,6 +17,18 @@ where
         .map_err(|e| e.to_string())
 }
 
+/// A duration (`2d`, `36h`, `90s`, seconds), kept as text.
+pub(crate) fn checked_duration(s: &str) -> Result<String, String> {
+    repovault::monitor::parse_duration(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A health-check URL (http or https).
+pub(crate) fn checked_ping_url(s: &str) -> Result<String, String> {
+    repovault::monitor::ping::Pinger::new(s).map(|_| s.to_owned())
+}
+
 /// A percentage, 0 to 100.
 pub(crate) fn percent(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -202,6 +214,9 @@ pub(crate) struct PruneArgs {
     /// Print the result as one JSON document
     #[arg(long)]
     pub(crate) json: bool,
+    /// Write Prometheus metrics (last run, last success, bytes freed) to FILE at the end
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metrics_textfile: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -230,6 +245,9 @@ pub(crate) struct VerifyArgs {
     /// Print the report as one JSON document
     #[arg(long)]
     pub(crate) json: bool,
+    /// Write Prometheus metrics (last run, last success, damage found) to FILE at the end
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metrics_textfile: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -243,8 +261,16 @@ pub(crate) struct JsonArg {
 pub(crate) struct ReposArgs {
     /// Remove these repositories, which must have no snapshot (a failed sync of a
     /// mistyped URL, or one whose snapshots were all forgotten)
-    #[arg(long, value_name = "REPO")]
+    #[arg(long, value_name = "REPO", conflicts_with = "stale")]
     pub(crate) remove: Vec<String>,
+    /// Only the stale repositories: last successful backup older than --stale-after,
+    /// or never backed up after a failed attempt (deleted upstream: never stale)
+    #[arg(long)]
+    pub(crate) stale: bool,
+    /// How old a last successful backup may be: 2d, 36h, 90s, or seconds
+    #[arg(long, value_name = "DURATION", default_value = "2d", requires = "stale",
+          value_parser = checked_duration)]
+    pub(crate) stale_after: String,
     /// Print one JSON document
     #[arg(long)]
     pub(crate) json: bool,
@@ -376,4 +402,12 @@ pub(crate) struct SyncArgs {
     /// Print the summary as one JSON document
     #[arg(long)]
     pub(crate) json: bool,
+    /// Write Prometheus metrics to FILE at the end of the run, failed runs too
+    /// (config: metrics_textfile)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metrics_textfile: Option<PathBuf>,
+    /// Ping URL/start when the run begins, URL on success, URL/EXITCODE on failure, with
+    /// the summary as the body (config: ping_url); a failing ping never fails the run
+    #[arg(long, value_name = "URL", value_parser = checked_ping_url)]
+    pub(crate) ping_url: Option<String>,
 }

@@ -20,6 +20,25 @@ pub(crate) fn cmd_verify(
     a: VerifyArgs,
     interrupt: &AtomicBool,
 ) -> Result<u8> {
+    let watch = super::monitoring::Watch::begin(a.metrics_textfile.clone(), None);
+    let read_data = a.read_data || a.read_data_subset.is_some();
+    let mut problems = None;
+    let result = verify_run(store, a, interrupt, &mut problems);
+    let code = match &result {
+        Ok(c) => *c,
+        Err(e) => super::exit_code_of(e, interrupt.load(std::sync::atomic::Ordering::SeqCst)),
+    };
+    watch.finish_verify(code, read_data, problems);
+    result
+}
+
+/// `verify`, counting the problems it found into `problems`.
+fn verify_run(
+    store: &Option<PathBuf>,
+    a: VerifyArgs,
+    interrupt: &AtomicBool,
+    problems: &mut Option<usize>,
+) -> Result<u8> {
     use repovault::verify::{self, Subset, VerifyOptions};
     let subset = a
         .read_data_subset
@@ -36,6 +55,7 @@ pub(crate) fn cmd_verify(
         Err(store::Error::Index(e)) => {
             // A lost or unreadable index is damage to report, not a usage error.
             let report = index_damage(opts, format!("{e}; every snapshot is unrestorable until `repovault repair-index` rebuilds it"));
+            *problems = Some(report.problems.len());
             print_verify(&report, a.json)?;
             return Ok(exit::DAMAGED);
         }
@@ -60,6 +80,7 @@ pub(crate) fn cmd_verify(
                 format!("{e}; run `repovault repair-index` to rebuild it from the packs")
             };
             let report = index_damage(opts, detail);
+            *problems = Some(report.problems.len());
             progress.finish();
             print_verify(&report, a.json)?;
             return Ok(exit::DAMAGED);
@@ -67,6 +88,7 @@ pub(crate) fn cmd_verify(
         Err(e) => return Err(e.into()),
     };
     progress.finish();
+    *problems = Some(report.problems.len());
     print_verify(&report, a.json)?;
     Ok(if report.is_clean() {
         exit::OK

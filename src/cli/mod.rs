@@ -44,6 +44,7 @@ macro_rules! println {
 mod args;
 mod check;
 mod config;
+mod monitoring;
 mod output;
 mod repos;
 mod retention;
@@ -248,7 +249,7 @@ fn error_line(err: &anyhow::Error) -> String {
 /// bad value on the command line) stands; otherwise the first of the
 /// library's errors in the chain says what it means
 /// ([`repovault::error::Classify`]), and anything else is an error (1).
-fn exit_code_of(err: &anyhow::Error, interrupted: bool) -> u8 {
+pub(crate) fn exit_code_of(err: &anyhow::Error, interrupted: bool) -> u8 {
     use repovault::error::Failure;
     if interrupted {
         return Failure::Interrupted.exit_code();

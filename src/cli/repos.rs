@@ -224,12 +224,49 @@ impl Report for RepoList {
     }
 }
 
+/// What `repos --stale` lists.
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+pub(crate) struct StaleList(Vec<repovault::monitor::Stale>);
+
+impl Report for StaleList {
+    fn human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{:<20}  {:<11}  {:<8}  repository",
+            "last success (UTC)", "last status", "state"
+        )?;
+        for r in &self.0 {
+            let when = r
+                .last_success
+                .and_then(|t| jiff::Timestamp::from_microsecond(t).ok())
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "never".into());
+            writeln!(
+                out,
+                "{:<20}  {:<11}  {:<8}  {}",
+                when,
+                r.last_status.map_or("-", |s| s.as_str()),
+                r.state.as_str(),
+                r.name
+            )?;
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn cmd_repos(store: &Option<PathBuf>, a: ReposArgs) -> Result<u8> {
     let s = open_store(store)?;
     if !a.remove.is_empty() {
         return remove_repos(&s, &a.remove, a.json);
     }
     let repos = s.with_index(|i| i.repos())?;
+    if a.stale {
+        let after = repovault::monitor::parse_duration(&a.stale_after)?;
+        let stale = repovault::monitor::stale(&repos, super::monitoring::now_micros(), after);
+        output::show(&StaleList(stale), a.json)?;
+        return Ok(exit::OK);
+    }
     output::show(&RepoList(repos), a.json)?;
     Ok(exit::OK)
 }

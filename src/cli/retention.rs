@@ -161,6 +161,24 @@ pub(crate) fn cmd_prune(
     a: super::args::PruneArgs,
     interrupt: &AtomicBool,
 ) -> Result<u8> {
+    let watch = super::monitoring::Watch::begin(a.metrics_textfile.clone(), None);
+    let mut freed = None;
+    let result = prune_run(store, a, interrupt, &mut freed);
+    let code = match &result {
+        Ok(c) => *c,
+        Err(e) => super::exit_code_of(e, interrupt.load(std::sync::atomic::Ordering::SeqCst)),
+    };
+    watch.finish_prune(code, freed);
+    result
+}
+
+/// `prune`, keeping what it freed (bytes, packs) in `freed`.
+fn prune_run(
+    store: &Option<PathBuf>,
+    a: super::args::PruneArgs,
+    interrupt: &AtomicBool,
+    freed: &mut Option<(u64, u64)>,
+) -> Result<u8> {
     if !a.dry_run {
         catch_up_index(&store_path(store)?)?;
     }
@@ -174,6 +192,12 @@ pub(crate) fn cmd_prune(
     let r = repovault::prune::prune(&mut w, opts, interrupt, &progress);
     progress.finish();
     let r = r?;
+    if !r.dry_run {
+        *freed = Some((
+            r.bytes_before.saturating_sub(r.bytes_after),
+            r.packs_deleted + r.packs_repacked + r.unindexed_packs_deleted,
+        ));
+    }
     if a.json || !crate::ui::quiet() {
         output::show(&r, a.json)?;
     }

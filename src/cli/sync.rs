@@ -5,14 +5,17 @@
 
 use super::args::SyncArgs;
 use super::exit;
+use super::monitoring::{now_micros, SyncDone, Watch};
 use super::output::{self, human_bytes, Report};
 use super::{create_private_dir, default_store, open_for_sync, open_store, usage};
 use anyhow::{bail, Context, Result};
+use repovault::monitor::DEFAULT_STALE_AFTER;
 use repovault::secret::{Auth, Secret};
 use repovault::snapshot::short_id;
 use repovault::store::Store;
 use repovault::sync::run::{RunOptions, RunProgress, SyncSummary};
 use repovault::sync::{self, nightly, Source, Status, SyncOptions};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,10 +74,10 @@ pub(crate) fn exit_for(total: usize, failed: usize, interrupted: bool) -> u8 {
 }
 
 /// The exit code of a run: a run whose repositories all synced but left refs
-/// out is partial (exit 3).
+/// out, or that found stale repositories, is partial (exit 3).
 pub(crate) fn exit_of_run(s: &SyncSummary, interrupted: bool) -> u8 {
     let code = exit_for(s.total(), s.failed_or_skipped(), interrupted);
-    if code == exit::OK && s.refs_skipped() {
+    if code == exit::OK && (s.refs_skipped() || !s.stale.is_empty()) {
         exit::PARTIAL
     } else {
         code
@@ -128,16 +131,48 @@ pub(crate) fn cmd_sync(
     if a.dry_run {
         return cmd_sync_dry_run(store_arg, &a, interrupt);
     }
-    if let Some(config) = &a.config {
-        return cmd_sync_config(store_arg, config, &a, interrupt);
-    }
+    // The config first: it names the metrics file and the ping URL too (a
+    // config that cannot be read still ends a watched run, with flags only).
+    let config = a.config.as_deref().map(repovault::config::Config::load);
+    let loaded = config.as_ref().and_then(|c| c.as_ref().ok());
+    let watch = Watch::begin(
+        a.metrics_textfile
+            .clone()
+            .or_else(|| loaded.and_then(|c| c.metrics_textfile.clone())),
+        a.ping_url
+            .as_deref()
+            .or_else(|| loaded.and_then(|c| c.ping_url.as_deref())),
+    );
+    let mut done = SyncDone::default();
+    let result = match (&a.config, config) {
+        (Some(path), Some(Ok(config))) => {
+            cmd_sync_config(store_arg, path, config, &a, interrupt, &mut done)
+        }
+        (_, Some(Err(e))) => Err(e.into()),
+        _ => cmd_sync_sources(store_arg, &a, interrupt, &mut done),
+    };
+    let code = match &result {
+        Ok(c) => *c,
+        Err(e) => super::exit_code_of(e, interrupt.load(Ordering::SeqCst)),
+    };
+    watch.finish_sync(code, &done, result.as_ref().err());
+    result
+}
+
+/// `sync SOURCE...`.
+fn cmd_sync_sources(
+    store_arg: &Option<PathBuf>,
+    a: &SyncArgs,
+    interrupt: &AtomicBool,
+    done: &mut SyncDone,
+) -> Result<u8> {
     if a.sources.is_empty() {
         bail!("nothing to sync: give SOURCE URLs or paths, or --config FILE");
     }
-    check_name(&a)?;
+    check_name(a)?;
     let store = open_for_sync(store_arg, None)?;
-    let auth = token_auth(&a, false)?;
-    let mut sources = sources_of(&a, auth)?;
+    let auth = token_auth(a, false)?;
+    let mut sources = sources_of(a, auth)?;
     if a.name.is_none() {
         sync::run::keep_existing_names(&store, &mut sources)?;
     }
@@ -162,9 +197,42 @@ pub(crate) fn cmd_sync(
         &bars,
     );
     drop(bars);
-    let summary = summary?;
-    emit_summary(&summary, a.json, a.report.as_deref())?;
-    Ok(exit_of_run(&summary, interrupt.load(Ordering::SeqCst)))
+    // Only the run's own repositories can be stale here: a plain sync of one
+    // repository says nothing about the others of the store.
+    conclude(
+        &store,
+        summary?,
+        DEFAULT_STALE_AFTER,
+        false,
+        a,
+        interrupt,
+        done,
+    )
+}
+
+/// A run's end: the stale repositories found (among the run's own, or every
+/// repository of the store when `whole_store`), the summary shown, what the
+/// metrics need kept in `done`; the run's exit code.
+fn conclude(
+    store: &Store,
+    summary: SyncSummary,
+    stale_after: Duration,
+    whole_store: bool,
+    a: &SyncArgs,
+    interrupt: &AtomicBool,
+    done: &mut SyncDone,
+) -> Result<u8> {
+    let mut rows = store.with_index(|i| i.repos())?;
+    if !whole_store {
+        let names: HashSet<&str> = summary.repos.iter().map(|r| r.name.as_str()).collect();
+        rows.retain(|r| names.contains(r.name.as_str()));
+    }
+    let s = done.summary.insert(summary);
+    s.stale = repovault::monitor::stale(&rows, now_micros(), stale_after);
+    done.rows = rows;
+    done.totals = store.totals().ok();
+    emit_summary(s, a.json, a.report.as_deref())?;
+    Ok(exit_of_run(s, interrupt.load(Ordering::SeqCst)))
 }
 
 /// `sync --dry-run`: lists each source's refs and compares them with its last
@@ -257,13 +325,15 @@ impl Report for sync::run::DryRun {
     }
 }
 
-pub(crate) fn cmd_sync_config(
+/// `sync --config FILE`: the nightly run.
+fn cmd_sync_config(
     store_arg: &Option<PathBuf>,
     path: &Path,
+    config: repovault::config::Config,
     a: &SyncArgs,
     interrupt: &AtomicBool,
+    done: &mut SyncDone,
 ) -> Result<u8> {
-    let config = repovault::config::Config::load(path)?;
     let resolved = config.resolve(path)?;
     let store = open_for_sync(store_arg, config.store.as_deref())?;
     let cache = a
@@ -295,14 +365,24 @@ pub(crate) fn cmd_sync_config(
         start,
     );
     drop(bars);
-    let summary = summary?;
-    emit_summary(&summary, a.json, a.report.as_deref())?;
-    if let (false, Some(d)) = (a.json, &summary.discovery) {
+    let code = conclude(
+        &store,
+        summary?,
+        config.stale_after(),
+        true,
+        a,
+        interrupt,
+        done,
+    )?;
+    if let (false, Some(d)) = (
+        a.json,
+        done.summary.as_ref().and_then(|s| s.discovery.as_ref()),
+    ) {
         for f in d.sources_failed.iter().chain(&d.sources_incomplete) {
             eprintln!("repovault: error: source {f}");
         }
     }
-    Ok(exit_of_run(&summary, interrupt.load(Ordering::SeqCst)))
+    Ok(code)
 }
 
 pub(crate) fn emit_summary(s: &SyncSummary, json: bool, report_file: Option<&Path>) -> Result<()> {
@@ -369,6 +449,19 @@ impl Report for SyncSummary {
             for w in &d.warnings {
                 writeln!(out, "warning: {w}")?;
             }
+        }
+        for st in &s.stale {
+            let when = st
+                .last_success
+                .and_then(|t| jiff::Timestamp::from_microsecond(t).ok())
+                .map(|t| {
+                    format!(
+                        "last successful backup {}",
+                        t.strftime("%Y-%m-%d %H:%M:%S UTC")
+                    )
+                })
+                .unwrap_or_else(|| "never backed up successfully".into());
+            writeln!(out, "stale       {}  {when}", st.name)?;
         }
         let t = &s.totals;
         writeln!(

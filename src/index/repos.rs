@@ -99,6 +99,11 @@ pub struct RepoRow {
     /// Time of the newest snapshot (unix microseconds; RFC 3339 in JSON).
     #[serde(serialize_with = "crate::jsontime::opt_micros")]
     pub last_snapshot: Option<i64>,
+    /// The last successful backup: the newest `checked_at` of its snapshots
+    /// (a new snapshot, or an unchanged one confirmed; unix microseconds;
+    /// RFC 3339 in JSON).
+    #[serde(serialize_with = "crate::jsontime::opt_micros")]
+    pub last_success: Option<i64>,
     /// The provider's stable identity (`azure:<org>:<guid>`, ...), for discovered repositories.
     pub key: Option<String>,
     /// Its state upstream.
@@ -175,7 +180,8 @@ impl Index {
                     (SELECT count(*) FROM snapshots s WHERE s.repo = r.id),
                     (SELECT max(time) FROM snapshots s WHERE s.repo = r.id),
                     r.key, r.state, r.origin, r.previous_names,
-                    (SELECT record FROM repo_records x WHERE x.repo = r.id ORDER BY time DESC LIMIT 1)
+                    (SELECT record FROM repo_records x WHERE x.repo = r.id ORDER BY time DESC LIMIT 1),
+                    (SELECT max(checked_at) FROM snapshots s WHERE s.repo = r.id)
              FROM repos r ORDER BY r.name",
             [],
             |r| {
@@ -204,6 +210,7 @@ impl Index {
                     record: r
                         .get::<Option<String>>(13)?
                         .and_then(|t| serde_json::from_str(&t).ok()),
+                    last_success: r.get(14)?,
                 })
             },
         )

@@ -161,6 +161,8 @@ pub struct RepoReport {
     pub refs: usize,
     /// Objects received from the remote.
     pub objects_received: u64,
+    /// Bytes of the pack received from the remote.
+    pub bytes_received: u64,
     /// New objects stored.
     pub new_objects: u64,
     /// New chunks stored.
@@ -195,6 +197,7 @@ impl RepoReport {
             snapshot: None,
             refs: 0,
             objects_received: 0,
+            bytes_received: 0,
             new_objects: 0,
             new_chunks: 0,
             new_bytes_stored: 0,
@@ -442,6 +445,7 @@ pub fn sync_repo(
         Err(e) => return Err(e),
     };
     report.objects_received = fetched.objects_received;
+    report.bytes_received = fetched.bytes_received;
     tracing::info!(
         objects = fetched.objects_received,
         bytes = fetched.bytes_received,

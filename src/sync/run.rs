@@ -277,6 +277,10 @@ pub struct SyncSummary {
     pub discovery: Option<super::nightly::DiscoverySummary>,
     /// The counts.
     pub totals: SyncTotals,
+    /// Repositories whose last successful backup is older than `stale_after`
+    /// (or never happened after a failed attempt): set by the caller, which
+    /// knows `stale_after` ([`crate::monitor::stale`]).
+    pub stale: Vec<crate::monitor::Stale>,
     /// Repositories the run meant to sync (some may have no report: interrupted).
     #[serde(skip)]
     pub planned: usize,
@@ -342,6 +346,7 @@ impl SyncSummary {
             repos,
             discovery,
             totals,
+            stale: Vec::new(),
             planned,
         }
     }

@@ -146,7 +146,7 @@ fn json_keys_keep_the_order_the_code_writes_them() {
     // Sorted keys would put "discovery" first and "changed" before "repos".
     assert_eq!(
         keys_in_text_order(&text, ""),
-        ["repos", "discovery", "totals"],
+        ["repos", "discovery", "totals", "stale"],
         "{text}"
     );
     let totals = keys_in_text_order(&text, "/totals");

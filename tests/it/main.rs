@@ -16,6 +16,7 @@ mod exit_codes;
 mod fetch_failures;
 mod index_truth;
 mod mirror_cache;
+mod monitoring;
 mod names_time;
 mod nightly;
 mod output;

@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
 pub struct Req {
+    /// The method (`GET`, `POST`, ...).
+    pub method: String,
+    /// The body (as long as its `Content-Length`).
+    pub body: Vec<u8>,
     /// The path as sent (percent-encoded).
     pub raw_path: String,
     /// The path, percent-decoded.
@@ -193,17 +197,37 @@ fn serve(
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    let head = String::from_utf8_lossy(&buf).into_owned();
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head")
+        + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
+    let method = request_line.split(' ').next().unwrap_or("GET").to_owned();
     let target = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
     let (raw_path, raw_query) = target.split_once('?').unwrap_or((&target, ""));
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .take_while(|l| !l.is_empty())
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
     let req = Req {
+        method,
+        body,
         raw_path: raw_path.to_owned(),
         path: percent_decode(raw_path),
         raw_query: raw_query.to_owned(),
