@@ -266,6 +266,19 @@ fn ping_server(delay: Duration) -> HttpFake {
     })
 }
 
+/// The pings `fake` received, asserted to be `GET /ping/0f1e2d3c/start` then
+/// `POST last`.
+fn start_then(fake: &HttpFake, last: &str) -> Vec<(String, String, String)> {
+    let p = pings(fake);
+    let got: Vec<(&str, &str)> = p.iter().map(|x| (x.0.as_str(), x.1.as_str())).collect();
+    assert_eq!(
+        got,
+        [("GET", "/ping/0f1e2d3c/start"), ("POST", last)],
+        "{p:#?}"
+    );
+    p
+}
+
 fn pings(fake: &HttpFake) -> Vec<(String, String, String)> {
     fake.requests()
         .into_iter()
@@ -310,16 +323,7 @@ fn pings_start_then_success_or_the_exit_code_and_never_carry_the_token() {
     };
     let out = run(&a.path);
     assert_eq!(code(&out), 0, "{}", describe(&out));
-    let p = pings(&fake);
-    assert_eq!(p.len(), 2, "{p:#?}");
-    assert_eq!(
-        (p[0].0.as_str(), p[0].1.as_str()),
-        ("GET", "/ping/0f1e2d3c/start")
-    );
-    assert_eq!(
-        (p[1].0.as_str(), p[1].1.as_str()),
-        ("POST", "/ping/0f1e2d3c")
-    );
+    let p = start_then(&fake, "/ping/0f1e2d3c");
     assert!(
         p[1].2.contains("1 repositories: 1 synced"),
         "the summary is the body: {}",
@@ -332,16 +336,7 @@ fn pings_start_then_success_or_the_exit_code_and_never_carry_the_token() {
     std::fs::create_dir(&not_git).unwrap();
     let out = run(&not_git);
     assert_eq!(code(&out), 1, "{}", describe(&out));
-    let p = pings(&fake);
-    assert_eq!(p.len(), 2, "{p:#?}");
-    assert_eq!(
-        (p[0].0.as_str(), p[0].1.as_str()),
-        ("GET", "/ping/0f1e2d3c/start")
-    );
-    assert_eq!(
-        (p[1].0.as_str(), p[1].1.as_str()),
-        ("POST", "/ping/0f1e2d3c/1")
-    );
+    let p = start_then(&fake, "/ping/0f1e2d3c/1");
     assert!(
         p[1].2.contains("failed") && p[1].2.len() <= 10 * 1024,
         "{}",
