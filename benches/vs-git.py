@@ -7,13 +7,15 @@ For a bare repository REPO.git it measures, alternating repovault and git runs
 and taking the median of --runs (at least 3):
 
   first sync into an empty store     vs  git clone --mirror --no-local
-  store bytes (packs + index)        vs  the repository's pack bytes (git count-objects -v)
+  store bytes (every file)           vs  the repository's pack bytes (git count-objects -v)
   unchanged re-sync (file://)            (target: <= 50 ms per repository)
   re-sync after 20 new commits       vs  git bundle of those commits (bytes)
   restore --latest                   vs  git clone --mirror --no-local
   verify --read-data                 vs  git fsck --full
   peak RSS of sync and restore           (getrusage of the child)
   with --fork: bytes the fork adds to a store that holds REPO
+  a copy lacking 20 blobs: the refused sync vs git fsck --connectivity-only,
+    the length of its error line, and the store's bytes before and after
 
 and prints one table of figures and ratios. Nothing outside a temporary
 directory is written; REPO.git is only read (the 20 commits go to a copy).
@@ -65,8 +67,40 @@ def du(path):
 
 
 def store_bytes(store):
-    return du(os.path.join(store, "packs")) + sum(
-        os.path.getsize(os.path.join(store, f)) for f in os.listdir(store) if f.startswith("index.sqlite"))
+    """Every file of the store: packs, index, snapshot files, config (the lock files are empty)."""
+    return du(store)
+
+
+def run_failing(cmd):
+    """Runs cmd, which must exit 1; returns (seconds, stdout + stderr)."""
+    t = time.perf_counter()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=GIT_ENV)
+    dt = time.perf_counter() - t
+    if p.returncode != 1:
+        sys.exit("expected exit 1, got %d: %s\n%s" % (p.returncode, " ".join(cmd), p.stdout.decode(errors="replace")))
+    return dt, p.stdout.decode(errors="replace")
+
+
+def copy_lacking_blobs(repo, dst, n):
+    """A packed copy of repo (same refs) without n of its blobs (every 97th blob of rev-list's order)."""
+    subprocess.run(["git", "init", "-q", "--bare", dst], check=True, env=GIT_ENV)
+    listed = subprocess.run(["git", "-C", repo, "rev-list", "--objects", "--all"], capture_output=True, text=True, check=True, env=GIT_ENV).stdout.split("\n")
+    ids = [l.split(" ")[0] for l in listed if l]
+    kinds = subprocess.run(["git", "-C", repo, "cat-file", "--batch-check=%(objecttype)"], input="\n".join(ids) + "\n",
+                           capture_output=True, text=True, check=True, env=GIT_ENV).stdout.split()
+    blobs = [o for o, k in zip(ids, kinds) if k == "blob"]
+    gone = set(blobs[7::97][:n])
+    keep = "\n".join(o for o in ids if o not in gone) + "\n"
+    subprocess.run(["git", "-C", repo, "pack-objects", "-q", "--window=10", "--depth=50",
+                    os.path.join(dst, "objects", "pack", "pack")], input=keep, stdout=subprocess.DEVNULL,
+                   text=True, check=True, env=GIT_ENV)
+    refs = subprocess.run(["git", "-C", repo, "for-each-ref", "--format=%(objectname) %(refname)"], capture_output=True, text=True, check=True, env=GIT_ENV).stdout
+    with open(os.path.join(dst, "packed-refs"), "w") as fh:
+        fh.write(refs)
+    head = subprocess.run(["git", "-C", repo, "symbolic-ref", "HEAD"], capture_output=True, text=True, env=GIT_ENV).stdout.strip()
+    if head:
+        subprocess.run(["git", "-C", dst, "symbolic-ref", "HEAD", head], check=True, env=GIT_ENV)
+    return len(gone)
 
 
 def pack_bytes(repo):
@@ -118,7 +152,7 @@ def main():
             shutil.rmtree(c)
         rows.append(("first sync (s)", median(t_sync), "git clone --mirror --no-local", median(t_clone)))
         sb, pb = store_bytes(st), pack_bytes(repo)
-        rows.append(("store bytes (packs+index)", sb, "git pack bytes", pb))
+        rows.append(("store bytes (every file)", sb, "git pack bytes", pb))
 
         # 2. unchanged re-sync
         t_unch = []
@@ -191,6 +225,29 @@ def main():
             before = store_bytes(st)
             run(rvcmd(st, "sync", "file://" + fork, "--name", "bench-fork", "--cache", cache))
             rows.append(("bytes the fork adds", store_bytes(st) - before, "one repo's store bytes", sb))
+
+        # 8. a copy lacking 20 blobs: refused, quickly, and the store unchanged
+        broken = os.path.join(work, "broken.git")
+        lost = copy_lacking_blobs(repo, broken, 20)
+        t_ref, t_conn, grew, line_len = [], [], 0, 0
+        for i in range(runs):
+            st_b = os.path.join(work, "store-broken%d" % i)
+            run([rv, "--store", st_b, "init"])
+            before = store_bytes(st_b)
+            dt, out = run_failing(rvcmd(st_b, "sync", "file://" + broken, "--name", "broken",
+                                        "--cache", os.path.join(work, "cache-broken%d" % i)))
+            t_ref.append(dt)
+            grew = max(grew, store_bytes(st_b) - before)
+            line_len = max(len(l) for l in out.splitlines() if "lacks" in l)
+            p = subprocess.run(["git", "-C", broken, "fsck", "--connectivity-only", "--no-progress"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=GIT_ENV)
+            t = time.perf_counter()
+            subprocess.run(["git", "-C", broken, "fsck", "--connectivity-only", "--no-progress"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=GIT_ENV)
+            t_conn.append(time.perf_counter() - t)
+        rows.append(("refused sync, %d blobs lacking (s)" % lost, median(t_ref), "git fsck --connectivity-only", median(t_conn)))
+        rows.append(("store bytes the refusal added", grew, "", None))
+        rows.append(("its error line (characters)", line_len, "", None))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
