@@ -315,6 +315,8 @@ pub struct Needs {
     pub absent: Vec<ObjectId>,
     /// The tips whose closure reaches one of `absent`.
     pub tips: HashSet<ObjectId>,
+    /// How many objects the source lacks that are `elsewhere`.
+    pub elsewhere: usize,
 }
 
 /// One walk of the closure of `tips` through `source` that finds what is
@@ -348,11 +350,13 @@ pub fn needing<S: ObjectSource>(
         Walk(Frame),
     }
     let mut absent = Vec::new();
+    let mut elsewhere_count = 0usize;
     let mut enter = |oid: ObjectId| -> Entered {
         let row = match source.lookup(&oid) {
             Ok(Some(row)) => row,
             Ok(None) | Err(_) => {
                 if elsewhere(&oid) {
+                    elsewhere_count += 1;
                     return Entered::Done(false);
                 }
                 absent.push(oid);
@@ -432,7 +436,11 @@ pub fn needing<S: ObjectSource>(
         .filter(|t| bad.get(*t).copied().unwrap_or(false))
         .copied()
         .collect();
-    Ok(Needs { absent, tips })
+    Ok(Needs {
+        absent,
+        tips,
+        elsewhere: elsewhere_count,
+    })
 }
 
 /// [`needing`] was interrupted.

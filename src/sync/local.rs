@@ -64,10 +64,13 @@ pub(super) fn sync_from_local_odb(
     progress.begin("checking the source", None);
     let t = Instant::now();
     let stored = |oid: &ObjectId| store.with_index(|i| i.has_object(oid)).unwrap_or(false);
+    // Nothing is skipped: whether the source itself lacks anything decides
+    // between this path and the fetch's own error; what it lacks that the
+    // store holds is not missing.
     let needs = crate::closure::needing(
         &tips,
         &crate::closure::MirrorSource::new(&repo),
-        stored,
+        |_| false,
         stored,
         interrupt,
     )
@@ -78,15 +81,17 @@ pub(super) fn sync_from_local_odb(
         "connectivity of the source checked"
     );
     let mut missing = needs.absent;
-    if missing.is_empty() {
+    if missing.is_empty() && needs.elsewhere == 0 {
+        // An intact source: the fetch failed for another reason.
         return Err(fetch_error);
     }
     tracing::warn!(
-        "{}; the source lacks {} object(s): reading its objects directly",
+        "{}; the source lacks {} object(s) ({} of them in the store): reading its objects directly",
         first_line(&fetch_error),
-        missing.len()
+        missing.len() + needs.elsewhere,
+        needs.elsewhere
     );
-    if !opts.allow_incomplete {
+    if !missing.is_empty() && !opts.allow_incomplete {
         // Refused before anything is stored: the store does not grow.
         let refs_needing = refs
             .iter()

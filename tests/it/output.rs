@@ -248,6 +248,48 @@ fn refused_sync_leaves_the_store_as_it_was() {
     );
 }
 
+/// A source that lacks a blob the store already holds (from an earlier sync
+/// of the repository it was copied from) is backed up complete: the fetch
+/// fails, the connectivity check finds nothing missing that the store lacks,
+/// and the snapshot restores to a repository that `git fsck` passes.
+#[test]
+fn a_source_lacking_only_what_the_store_holds_is_backed_up_complete() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src.git");
+    support::git(tmp.path(), &["init", "-q", "--bare", src.to_str().unwrap()]);
+    support::git(&src, &["config", "receive.unpackLimit", "100000"]);
+    let work = support::TestRepo::new();
+    work.commit_file("a.txt", "kept\n", "a");
+    work.commit_file("lost.txt", "held by the store only\n", "b");
+    work.git(&["push", "-q", src.to_str().unwrap(), "HEAD:refs/heads/main"]);
+    support::git(&src, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+    let v = Vault::new();
+    let out = v.sync_env(&[src.to_str().unwrap(), "--name", "first"], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let blob = work.rev_parse("HEAD:lost.txt");
+    std::fs::remove_file(src.join("objects").join(&blob[..2]).join(&blob[2..])).unwrap();
+    let out = v.sync_env(&[src.to_str().unwrap(), "--name", "copy", "--json"], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let doc = parse_json(&out);
+    assert_eq!(doc["repos"][0]["status"], "new", "{doc:#}");
+    assert_eq!(doc["repos"][0]["incomplete"], false, "{doc:#}");
+    let dest = tmp.path().join("restored.git");
+    let out = v.run(&[
+        "restore",
+        "--repo",
+        "copy",
+        "--latest",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    support::git(&dest, &["fsck", "--full"]);
+    assert_eq!(
+        support::git(&dest, &["cat-file", "-p", &blob]),
+        "held by the store only"
+    );
+}
+
 /// With `--allow-incomplete`, what a source of loose objects has is stored
 /// with deltas, as a sync of the same repository intact stores it (that one
 /// goes through git's upload-pack, which sends deltas): a file edited in 60
