@@ -44,6 +44,29 @@ pub trait ObjectSource {
     /// # Errors
     /// [`Damage::Read`] when it cannot be read, [`Damage::Parse`] when it cannot be parsed.
     fn references(&self, oid: &ObjectId) -> Result<Vec<ObjectId>, Damage<Self::Error>>;
+    /// Like [`ObjectSource::references`], each with its kind where the
+    /// referring object says it (a tree entry's mode, a commit's tree and
+    /// parents), so [`needing`] need not look it up.
+    ///
+    /// # Errors
+    /// As [`ObjectSource::references`].
+    fn typed_references(
+        &self,
+        oid: &ObjectId,
+    ) -> Result<Vec<(ObjectId, Option<crate::ObjectKind>)>, Damage<Self::Error>> {
+        Ok(self
+            .references(oid)?
+            .into_iter()
+            .map(|r| (r, None))
+            .collect())
+    }
+    /// Whether the source has `oid`, without reading it.
+    ///
+    /// # Errors
+    /// When the source cannot answer.
+    fn contains(&self, oid: &ObjectId) -> Result<bool, Self::Error> {
+        Ok(self.lookup(oid)?.is_some())
+    }
 }
 
 /// Why an object that the source has could not be walked.
@@ -341,7 +364,7 @@ pub fn needing<S: ObjectSource>(
     use std::collections::HashMap;
     struct Frame {
         oid: ObjectId,
-        children: Vec<ObjectId>,
+        children: Vec<(ObjectId, Option<crate::ObjectKind>)>,
         next: usize,
         bad: bool,
     }
@@ -351,32 +374,43 @@ pub fn needing<S: ObjectSource>(
     }
     let mut absent = Vec::new();
     let mut elsewhere_count = 0usize;
-    let mut enter = |oid: ObjectId| -> Entered {
-        let row = match source.lookup(&oid) {
-            Ok(Some(row)) => row,
-            Ok(None) | Err(_) => {
-                if elsewhere(&oid) {
-                    elsewhere_count += 1;
-                    return Entered::Done(false);
-                }
+    let mut enter = |oid: ObjectId, kind: Option<crate::ObjectKind>| -> Entered {
+        let mut lacking = || {
+            if elsewhere(&oid) {
+                elsewhere_count += 1;
+                Entered::Done(false)
+            } else {
                 absent.push(oid);
-                return Entered::Done(true);
+                Entered::Done(true)
             }
         };
-        if !S::has_references(&row) || skip(&oid) {
+        // A blob named by a tree is only checked for presence, and a commit
+        // or tree named as one is read at once (as git's connectivity check
+        // does); an object of unknown kind (a tip, a tag's target) is looked up.
+        let metadata = match kind {
+            Some(k) if !k.is_metadata() => {
+                return match source.contains(&oid) {
+                    Ok(true) => Entered::Done(false),
+                    _ => lacking(),
+                }
+            }
+            Some(_) => true,
+            None => match source.lookup(&oid) {
+                Ok(Some(row)) => S::has_references(&row),
+                Ok(None) | Err(_) => return lacking(),
+            },
+        };
+        if !metadata || skip(&oid) {
             return Entered::Done(false);
         }
-        match source.references(&oid) {
+        match source.typed_references(&oid) {
             Ok(children) => Entered::Walk(Frame {
                 oid,
                 children,
                 next: 0,
                 bad: false,
             }),
-            Err(_) => {
-                absent.push(oid);
-                Entered::Done(true)
-            }
+            Err(_) => lacking(),
         }
     };
     // Whether an object's closure reaches an absent object; an object is in
@@ -388,7 +422,7 @@ pub fn needing<S: ObjectSource>(
         if bad.contains_key(&tip) {
             continue;
         }
-        let mut stack = match enter(tip) {
+        let mut stack = match enter(tip, None) {
             Entered::Done(v) => {
                 bad.insert(tip, v);
                 continue;
@@ -404,13 +438,13 @@ pub fn needing<S: ObjectSource>(
                 return Err(Interrupted);
             }
             if top.next < top.children.len() {
-                let child = top.children[top.next];
+                let (child, kind) = top.children[top.next];
                 top.next += 1;
                 if let Some(&v) = bad.get(&child) {
                     top.bad |= v;
                     continue;
                 }
-                match enter(child) {
+                match enter(child, kind) {
                     Entered::Done(v) => {
                         bad.insert(child, v);
                         top.bad |= v;
@@ -497,5 +531,53 @@ impl ObjectSource for MirrorSource<'_> {
             )))),
             Err(e) => Err(Damage::Read(MirrorError(e.to_string()))),
         }
+    }
+
+    fn typed_references(
+        &self,
+        oid: &ObjectId,
+    ) -> Result<Vec<(ObjectId, Option<crate::ObjectKind>)>, Damage<MirrorError>> {
+        use crate::ObjectKind as K;
+        use gix::prelude::Find;
+        let h = gix::hash::Kind::Sha1;
+        let parse = |e: gix::Error| Damage::Parse(format!("{e:#}"));
+        let mut buf = self.buf.borrow_mut();
+        let o = match self.repo.objects.try_find(oid, &mut buf) {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                return Err(Damage::Read(MirrorError(format!(
+                    "object {oid} vanished while it was read"
+                ))))
+            }
+            Err(e) => return Err(Damage::Read(MirrorError(e.to_string()))),
+        };
+        match K::from(o.kind) {
+            K::Commit => {
+                let c = gix::objs::CommitRef::from_bytes(o.data, h).map_err(parse)?;
+                let mut v = vec![(c.tree(), Some(K::Tree))];
+                v.extend(c.parents().map(|p| (p, Some(K::Commit))));
+                Ok(v)
+            }
+            K::Tree => {
+                let mut v = Vec::new();
+                for e in gix::objs::TreeRefIter::from_bytes(o.data, h) {
+                    let e = e.map_err(parse)?;
+                    if e.mode.is_commit() {
+                        continue;
+                    }
+                    let kind = if e.mode.is_tree() { K::Tree } else { K::Blob };
+                    v.push((e.oid.to_owned(), Some(kind)));
+                }
+                Ok(v)
+            }
+            kind => crate::object::references(kind, o.data)
+                .map(|v| v.into_iter().map(|r| (r, None)).collect())
+                .map_err(parse),
+        }
+    }
+
+    fn contains(&self, oid: &ObjectId) -> Result<bool, MirrorError> {
+        use gix::objs::Exists;
+        Ok(self.repo.objects.exists(oid))
     }
 }
