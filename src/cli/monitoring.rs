@@ -7,7 +7,8 @@
 //! never fails the run).
 
 use super::output::Report;
-use repovault::index::{RepoRow, Totals};
+use repovault::index::RepoRow;
+use repovault::monitor::metrics::StoreSize;
 use repovault::monitor::metrics::{self, Run, SyncCounts};
 use repovault::monitor::ping::{Pinger, MAX_BODY};
 use repovault::sync::run::SyncSummary;
@@ -32,7 +33,7 @@ pub(crate) struct Watch {
 pub(crate) struct SyncDone {
     pub(crate) summary: Option<SyncSummary>,
     pub(crate) rows: Vec<RepoRow>,
-    pub(crate) totals: Option<Totals>,
+    pub(crate) totals: Option<StoreSize>,
 }
 
 impl Watch {

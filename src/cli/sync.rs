@@ -230,7 +230,13 @@ fn conclude(
     let s = done.summary.insert(summary);
     s.stale = repovault::monitor::stale(&rows, now_micros(), stale_after);
     done.rows = rows;
-    done.totals = store.totals().ok();
+    done.totals = store
+        .with_index(|i| i.size())
+        .ok()
+        .map(|(pack_bytes, snapshots)| repovault::monitor::metrics::StoreSize {
+            pack_bytes,
+            snapshots,
+        });
     emit_summary(s, a.json, a.report.as_deref())?;
     Ok(exit_of_run(s, interrupt.load(Ordering::SeqCst)))
 }

@@ -288,6 +288,17 @@ impl Index {
         })
     }
 
+    /// The bytes of the pack files and the number of snapshots: the two
+    /// totals that cost no scan of the object and chunk rows (a sync's
+    /// metrics ask them on every run).
+    pub fn size(&self) -> Result<(u64, u64), Error> {
+        let sql = self.sql();
+        Ok((
+            sql.count("packs", "SELECT sum(size) FROM packs", [])?,
+            sql.count("snapshots", "SELECT count(*) FROM snapshots", [])?,
+        ))
+    }
+
     /// Up to `limit` objects whose id starts with the hex digits `prefix`
     /// (1 to 40 of them), with their kinds: for naming a commit by an
     /// abbreviated id.

@@ -9,7 +9,16 @@
 //! that did not.
 
 use super::{Error, Stale};
-use crate::index::{RepoRow, RepoState, Totals};
+use crate::index::{RepoRow, RepoState};
+
+/// The store's size, for a sync's metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreSize {
+    /// Bytes of the pack files.
+    pub pack_bytes: u64,
+    /// Snapshots in the store.
+    pub snapshots: u64,
+}
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -164,7 +173,7 @@ pub fn sync_textfile(
     counts: Option<&SyncCounts>,
     repos: &[RepoRow],
     stale: &[Stale],
-    totals: Option<&Totals>,
+    totals: Option<&StoreSize>,
 ) -> String {
     let mut t = Textfile::default();
     t.run("repovault_", "sync", run);
@@ -200,7 +209,7 @@ pub fn sync_textfile(
         t.gauge(
             "repovault_store_bytes",
             "Bytes of the store's pack files.",
-            tot.stored_bytes as f64,
+            tot.pack_bytes as f64,
         )
         .gauge(
             "repovault_snapshots",
