@@ -410,10 +410,18 @@ pub fn push(
             if interrupt.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            let lines = local.push(&step.refspecs)?;
+            // Ctrl-C reaches git too: its failure is the interrupt.
+            let lines = local.push(&step.refspecs).map_err(|e| {
+                if interrupt.load(Ordering::Relaxed) {
+                    Error::Interrupted
+                } else {
+                    e
+                }
+            })?;
             results.extend(lines);
             report.steps.push(step);
             progress.update(report.steps.len() as u64, 0);
+            crate::crash_point("push-step");
         }
         Ok(())
     };

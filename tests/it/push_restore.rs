@@ -354,3 +354,60 @@ fn a_large_history_goes_in_steps_under_the_limit_and_a_stopped_push_continues() 
     assert_eq!(refs_of(&target), f.visible_refs());
     fsck_clean(&target);
 }
+
+#[test]
+fn a_push_killed_after_its_first_step_is_run_again_and_completes() {
+    let f = Fixture::new();
+    let base = tempdir("repovault-push-kill-");
+    let target = empty_target(base.path(), "k");
+    let server = HttpGitServer::start_token(base.path(), TOKEN);
+    let url = server.url("k.git");
+    let tmp = tempdir("repovault-push-tmp-");
+    let limit = (2 * BLOB + BLOB / 2).to_string();
+    let args = [
+        "--token-env",
+        "PUSH_TOKEN",
+        "--max-push-bytes",
+        &limit,
+        "--json",
+    ];
+    let tmpdir = path_str(tmp.path());
+
+    let killed = f.push(
+        &url,
+        &args,
+        &[
+            ("PUSH_TOKEN", TOKEN),
+            ("REPOVAULT_CRASH_AT", "push-step"),
+            ("TMPDIR", tmpdir),
+        ],
+    );
+    assert_eq!(killed.status.code(), None, "killed: {}", describe(&killed));
+    assert_eq!(server.pushes().len(), 1);
+    let main = refs_of(&target);
+    assert_eq!(main.len(), 1, "the first step's branch only: {main:?}");
+    assert_ne!(main[0].1, f.source.rev_parse("main"));
+
+    let out = f.push(&url, &args, &[("PUSH_TOKEN", TOKEN), ("TMPDIR", tmpdir)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(parse_json(&out)["resumed"], true);
+    assert_eq!(refs_of(&target), f.visible_refs());
+    fsck_clean(&target);
+    let sent: usize = server.pushes().iter().map(|(_, p)| p).sum();
+    assert!(
+        sent < 9 * BLOB,
+        "sent {sent} bytes for 8 blobs: nothing twice"
+    );
+}
+
+#[test]
+fn one_commit_larger_than_the_limit_is_pushed_alone_and_named() {
+    let f = Fixture::new();
+    let dir = tempdir("repovault-push-over-");
+    let target = empty_target(dir.path(), "over");
+    let out = f.push(path_str(&target), &["--max-push-bytes", "5000"], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("over the push limit"), "{text}");
+    assert_eq!(refs_of(&target), f.visible_refs());
+}
