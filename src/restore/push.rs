@@ -335,10 +335,11 @@ pub fn push(
     report.kept = foreign;
 
     let repo = scratch.path().join("repo.git");
-    restore(store, snap, &repo, RestoreOptions::default(), interrupt)?;
+    let restored = restore(store, snap, &repo, RestoreOptions::default(), interrupt);
     if interrupt.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
+    restored?;
     let local = Local {
         git: &git,
         repo: &repo,
@@ -425,6 +426,7 @@ pub fn push(
         }
         Ok(())
     };
+    let mut todo = Vec::new();
     for (name, id) in order {
         if remote.get(name) == Some(id) {
             report.pushed.push(PushedRef {
@@ -432,12 +434,18 @@ pub fn push(
                 target: id.to_string(),
                 status: "up to date".into(),
             });
-            continue;
+        } else {
+            todo.push((name.as_str(), *id));
         }
-        plan.add(name, *id)?;
-        run_steps(&mut plan, &mut report)?;
     }
-    plan.flush()?;
+    // Most repositories fit in one push: one walk decides it.
+    if !plan.all_at_once(&todo)? {
+        for (name, id) in todo {
+            plan.add(name, id)?;
+            run_steps(&mut plan, &mut report)?;
+        }
+        plan.flush()?;
+    }
     if plan.step_ref_used {
         plan.steps.push(PushStep {
             refspecs: vec![format!(":{STEP_REF}")],

@@ -64,11 +64,23 @@ impl Git<'_> {
         if input.is_some() {
             cmd.stdin(Stdio::piped());
         }
-        let mut child = cmd.spawn().map_err(git_err)?;
-        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(data).map_err(git_err)?;
-        }
+        let mut child = cmd.spawn().map_err(|e| Error::Git {
+            what: what.to_owned(),
+            message: format!("cannot run git ({e}): restore --push needs git installed"),
+        })?;
+        // Fed from another thread, so a large input cannot block on a full stdout.
+        let feeder = match (input, child.stdin.take()) {
+            (Some(data), Some(mut stdin)) => {
+                let data = data.to_vec();
+                Some(std::thread::spawn(move || stdin.write_all(&data)))
+            }
+            _ => None,
+        };
         let out = child.wait_with_output().map_err(git_err)?;
+        if let Some(f) = feeder {
+            // A git that failed early closed its stdin: its stderr says why.
+            let _ = f.join();
+        }
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() && is_auth_failure(&stderr) {

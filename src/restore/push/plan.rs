@@ -30,6 +30,26 @@ impl Planner<'_> {
         self.batch.iter().map(|(_, id)| *id).chain(extra).collect()
     }
 
+    /// Plans all of `refs` in one push (in pushes of at most
+    /// `REFSPECS_PER_PUSH` refs) when together they send no more than the
+    /// limit; `false` (nothing planned) otherwise.
+    pub(super) fn all_at_once(&mut self, refs: &[(&str, ObjectId)]) -> Result<bool, Error> {
+        if refs.is_empty() {
+            return Ok(true);
+        }
+        let tips: Vec<ObjectId> = refs.iter().map(|(_, id)| *id).collect();
+        let bytes = self.local.disk_usage(&tips, &self.base)?;
+        if bytes > self.limit {
+            return Ok(false);
+        }
+        for chunk in refs.chunks(REFSPECS_PER_PUSH) {
+            self.batch = chunk.iter().map(|(n, id)| ((*n).to_owned(), *id)).collect();
+            let share = bytes * chunk.len() as u64 / refs.len().max(1) as u64;
+            self.flush_with(share)?;
+        }
+        Ok(true)
+    }
+
     /// Plans the push of `name` at `id`.
     pub(super) fn add(&mut self, name: &str, id: ObjectId) -> Result<(), Error> {
         let with = self.local.disk_usage(&self.tips(Some(id)), &self.base)?;
