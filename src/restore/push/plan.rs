@@ -113,6 +113,9 @@ impl Planner<'_> {
                 from = at + 1;
             }
         }
+        if step_ref == name && self.base.last() == Some(&id) {
+            return Ok(()); // the last step pushed the branch itself
+        }
         let rest = self.local.disk_usage(&[id], &self.base)?;
         if rest > self.limit {
             // Not a commit's history, or one commit too large: as it is.
