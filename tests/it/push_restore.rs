@@ -387,6 +387,18 @@ fn a_push_killed_after_its_first_step_is_run_again_and_completes() {
     let main = refs_of(&target);
     assert_eq!(main.len(), 1, "the first step's branch only: {main:?}");
     assert_ne!(main[0].1, f.source.rev_parse("main"));
+    // The killed run left its temporary repository behind: no token in any of its files.
+    let mut left = Vec::new();
+    support::files_below(tmp.path(), &mut left);
+    assert!(left.iter().any(|p| p.ends_with("config")), "{left:?}");
+    for p in &left {
+        let bytes = std::fs::read(p).unwrap_or_default();
+        assert!(
+            !support::contains(&bytes, TOKEN.as_bytes()),
+            "the token is in {}",
+            p.display()
+        );
+    }
 
     let out = f.push(&url, &args, &[("PUSH_TOKEN", TOKEN), ("TMPDIR", tmpdir)]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -410,4 +422,63 @@ fn one_commit_larger_than_the_limit_is_pushed_alone_and_named() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("over the push limit"), "{text}");
     assert_eq!(refs_of(&target), f.visible_refs());
+}
+
+#[test]
+fn a_tag_over_a_long_history_of_its_own_goes_in_steps_through_a_temporary_branch() {
+    let source = TestRepo::new();
+    source.commit_file("readme", "main\n", "main");
+    source.branch("side");
+    source.checkout("side");
+    for i in 0..5u64 {
+        source.commit_file(
+            &format!("s{i}.bin"),
+            random_bytes(100 + i, BLOB),
+            &format!("s{i}"),
+        );
+    }
+    source.tag_annotated("old", "side", "an old release");
+    source.checkout("main");
+    source.git(&["branch", "-D", "side"]);
+    let bare = source.bare_clone();
+    let vault = Vault::new();
+    vault.sync_as(&bare, "tagged");
+
+    let dir = tempdir("repovault-push-tag-");
+    let target = empty_target(dir.path(), "t");
+    let limit = (2 * BLOB + BLOB / 2).to_string();
+    let args = [
+        "restore",
+        "--repo",
+        "tagged",
+        "--latest",
+        "--push",
+        path_str(&target),
+        "--max-push-bytes",
+        &limit,
+        "--json",
+    ];
+    let out = vault.run(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = parse_json(&out);
+    let steps = report["steps"].as_array().unwrap();
+    assert!(steps.len() >= 3, "{report}");
+    let via_temp = steps
+        .iter()
+        .filter(|s| {
+            s["refspecs"]
+                .to_string()
+                .contains("repovault-restore-in-progress")
+        })
+        .count();
+    assert!(
+        via_temp >= 2,
+        "intermediate steps through the temporary branch: {report}"
+    );
+    assert_eq!(
+        refs_of(&target),
+        refs_of(&bare),
+        "the temporary branch is gone"
+    );
+    fsck_clean(&target);
 }
