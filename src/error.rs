@@ -116,6 +116,7 @@ pub fn classified<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
         verify::Error,
         prune::Error,
         restore::Error,
+        restore::push::Error,
         sync::Error,
         usage::Error,
         find::Error,
@@ -230,6 +231,16 @@ impl Classify for prune::Error {
 impl Classify for restore::Error {
     fn failure(&self) -> Failure {
         store_index_or_interrupted!(self, restore)
+    }
+}
+
+impl Classify for restore::push::Error {
+    fn failure(&self) -> Failure {
+        match self {
+            restore::push::Error::Restore(e) => e.failure(),
+            restore::push::Error::Interrupted => Failure::Interrupted,
+            _ => Failure::Failed,
+        }
     }
 }
 

@@ -11,6 +11,8 @@
 //! temporary directory beside the destination, renamed into place at the end,
 //! so a failed restore leaves nothing at the destination.
 
+pub mod push;
+
 use crate::durable::{self, TempFile};
 use crate::snapshot::Snapshot;
 use crate::store::{self, Store};

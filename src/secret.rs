@@ -2,8 +2,9 @@
 //! [`Auth`] that sends it to an https git remote.
 //!
 //! Shared by [`config`](crate::config) (which reads tokens), [`discover`](crate::discover)
-//! (which sends them to the provider APIs) and [`sync`](crate::sync) (which
-//! sends them to git remotes), so none of these depends on another for them.
+//! (which sends them to the provider APIs), [`sync`](crate::sync) (which
+//! sends them to git remotes) and [`restore::push`](crate::restore::push) (which
+//! pushes a snapshot to a git remote), so none of these depends on another for them.
 
 /// A secret that never prints: its `Debug` is `Secret(***)` and it has no
 /// `Display`.
@@ -36,6 +37,24 @@ pub struct Auth {
     pub token: Secret,
     /// Send `Authorization: Bearer <token>` instead of basic auth (Entra ID tokens).
     pub bearer: bool,
+}
+
+impl Auth {
+    /// The value of the `Authorization` header that carries the token: HTTP
+    /// basic auth (`user:token`), or `Bearer <token>`. Only for the wire.
+    pub fn header_value(&self) -> String {
+        use base64::Engine;
+        if self.bearer {
+            format!("Bearer {}", self.token.expose())
+        } else {
+            let cred = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                self.user,
+                self.token.expose()
+            ));
+            format!("Basic {cred}")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -354,8 +354,27 @@ pub(crate) struct RestoreArgs {
     /// Print the result as one JSON document
     #[arg(long)]
     pub(crate) json: bool,
+    /// Push the snapshot's refs into the (empty) repository at URL instead of writing DEST:
+    /// https, ssh, file:// or a path; with --force a non-empty one (its refs the snapshot
+    /// has are overwritten, the others kept)
+    #[arg(long, value_name = "URL", conflicts_with_all = ["dest", "list", "partial"])]
+    pub(crate) push: Option<String>,
+    /// With --push: environment variable holding an https token (sent as HTTP basic auth,
+    /// never stored)
+    #[arg(long, value_name = "VAR", requires = "push")]
+    pub(crate) token_env: Option<String>,
+    /// With --push: user name sent with the token
+    #[arg(long, default_value = "git", value_name = "USER")]
+    pub(crate) token_user: String,
+    /// With --push: push hidden refs too (refs/pull/*, refs/merge-requests/*,
+    /// refs/keep-around/*), which hosts refuse
+    #[arg(long, requires = "push")]
+    pub(crate) all_refs: bool,
+    /// With --push: the most one push may send, in bytes (pushes are cut oldest first)
+    #[arg(long, value_name = "BYTES", default_value_t = repovault::restore::push::DEFAULT_MAX_PUSH_BYTES, hide = true)]
+    pub(crate) max_push_bytes: u64,
     /// Where to create the bare repository (must not exist, or be empty with --force)
-    #[arg(value_name = "DEST", required_unless_present = "list")]
+    #[arg(value_name = "DEST", required_unless_present_any = ["list", "push"])]
     pub(crate) dest: Option<PathBuf>,
 }
 

@@ -46,6 +46,7 @@ mod check;
 mod config;
 mod monitoring;
 mod output;
+mod push;
 mod repos;
 mod retention;
 mod snapshots;

@@ -56,7 +56,10 @@ pub(crate) fn cmd_restore(
         }
         return Ok(exit::OK);
     }
-    let dest = a.dest.expect("clap requires DEST without --list");
+    if let Some(url) = &a.push {
+        return super::push::cmd_push(&s, &snap, url, &a, interrupt);
+    }
+    let dest = a.dest.expect("clap requires DEST without --list or --push");
     let start = Instant::now();
     let opts = restore::RestoreOptions {
         force: a.force,

@@ -87,7 +87,17 @@ pub(crate) fn exit_of_run(s: &SyncSummary, interrupted: bool) -> u8 {
 /// The credentials of `--token-env VAR` (`None` without it); an empty
 /// variable is refused unless `allow_empty` (a dry run sends nothing).
 pub(crate) fn token_auth(a: &SyncArgs, allow_empty: bool) -> Result<Option<Auth>> {
-    let Some(var) = &a.token_env else {
+    token_from_env(a.token_env.as_deref(), &a.token_user, allow_empty)
+}
+
+/// The credentials in environment variable `var` (`None` without one), sent
+/// with user name `user`: `--token-env` of sync and `restore --push`.
+pub(crate) fn token_from_env(
+    var: Option<&str>,
+    user: &str,
+    allow_empty: bool,
+) -> Result<Option<Auth>> {
+    let Some(var) = var else {
         return Ok(None);
     };
     let token = std::env::var(var).map_err(|_| {
@@ -97,7 +107,7 @@ pub(crate) fn token_auth(a: &SyncArgs, allow_empty: bool) -> Result<Option<Auth>
         bail!("--token-env {var}: the environment variable {var} is empty");
     }
     Ok(Some(Auth {
-        user: a.token_user.clone(),
+        user: user.to_owned(),
         token: Secret::new(token.trim().to_owned()),
         bearer: false,
     }))

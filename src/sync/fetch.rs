@@ -154,21 +154,6 @@ pub fn open_mirror(dir: &Path) -> Result<gix::Repository, Error> {
     })
 }
 
-/// The `Authorization` header's value for `a`.
-fn authorization(a: &Auth) -> String {
-    use base64::Engine;
-    if a.bearer {
-        format!("Bearer {}", a.token.expose())
-    } else {
-        let cred = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            a.user,
-            a.token.expose()
-        ));
-        format!("Basic {cred}")
-    }
-}
-
 /// gix follows no redirect once the token is a configured header. When it
 /// refuses one, this is where the same-host redirects of `url` lead
 /// (`redirect.rs`; another host is an error): `None` when `result` is not
@@ -188,13 +173,13 @@ fn redirected<T>(
     else {
         return Ok(None);
     };
-    let resolved = super::redirect::resolve(url, &authorization(a))?;
+    let resolved = super::redirect::resolve(url, &a.header_value())?;
     Ok((resolved != url).then_some(resolved))
 }
 
 fn with_auth(mut repo: gix::Repository, auth: Option<&Auth>) -> Result<gix::Repository, Error> {
     if let Some(a) = auth {
-        let header = format!("Authorization: {}", authorization(a));
+        let header = format!("Authorization: {}", a.header_value());
         let mut cfg = repo.config_snapshot_mut();
         cfg.set_value(&gix::config::tree::Http::EXTRA_HEADER, header.as_str())
             .map_err(|e| Error::Fetch(FetchError::AuthHeader(e.to_string())))?;

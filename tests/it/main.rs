@@ -22,6 +22,7 @@ mod nightly;
 mod output;
 mod perms_locks;
 mod progress;
+mod push_restore;
 mod retention;
 mod store;
 mod sync_restore;

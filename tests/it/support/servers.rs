@@ -147,6 +147,8 @@ struct Shared {
     auth: Auth,
     stop: AtomicBool,
     log: Mutex<Vec<String>>,
+    /// The packs received by `git-receive-pack` POSTs: (body bytes, pack bytes).
+    pushes: Mutex<Vec<(usize, usize)>>,
     /// Open connections (to shut them down on drop) and their threads.
     conns: Mutex<Vec<(TcpStream, JoinHandle<()>)>>,
 }
@@ -191,6 +193,7 @@ impl HttpGitServer {
             auth,
             stop: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
+            pushes: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
         });
         let sh = Arc::clone(&shared);
@@ -239,6 +242,12 @@ impl HttpGitServer {
     /// Number of requests received so far (including rejected ones).
     pub fn request_count(&self) -> usize {
         self.shared.log.lock().unwrap().len()
+    }
+
+    /// Each authorized `POST .../git-receive-pack` (a push) as (body bytes,
+    /// bytes of its pack: from the `PACK` signature on, 0 without a pack).
+    pub fn pushes(&self) -> Vec<(usize, usize)> {
+        self.shared.pushes.lock().unwrap().clone()
     }
 
     /// Log of received requests as `"METHOD /path?query"` (no headers, no credentials).
@@ -365,6 +374,10 @@ fn handle_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
             out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         let body = read_body(&mut reader, &req)?;
+        if req.method == "POST" && req.target.ends_with("/git-receive-pack") {
+            let pack = find(&body, b"PACK").map_or(0, |i| body.len() - i);
+            shared.pushes.lock().unwrap().push((body.len(), pack));
+        }
         run_backend(shared, &req, body)?
     };
     let (head, body) = response;
