@@ -243,10 +243,12 @@ fn conclude(
     done.totals = store
         .with_index(|i| i.size())
         .ok()
-        .map(|(pack_bytes, snapshots)| repovault::monitor::metrics::StoreSize {
-            pack_bytes,
-            snapshots,
-        });
+        .map(
+            |(pack_bytes, snapshots)| repovault::monitor::metrics::StoreSize {
+                pack_bytes,
+                snapshots,
+            },
+        );
     emit_summary(s, a.json, a.report.as_deref())?;
     Ok(exit_of_run(s, interrupt.load(Ordering::SeqCst)))
 }
