@@ -63,14 +63,21 @@ fn verify_run(
     };
     // Quick mode takes moments: only reading data draws a bar.
     let progress = crate::ui::Task::single("verify".into(), a.json || !opts.read_data);
+    // With --repo, the repository's closure is walked first: a damaged index
+    // found there is damage too, as below.
     let scope = match &a.repo {
         Some(name) => {
             let repo = resolve_repo(&s, name)?;
-            Some(verify::Scope::of_repo(&s, &repo.name)?)
+            Some(verify::Scope::of_repo(&s, &repo.name))
         }
         None => None,
     };
-    let report = match verify::verify_scoped(&s, opts, scope.as_ref(), &progress, interrupt) {
+    let run = match scope {
+        Some(Err(e)) => Err(e),
+        Some(Ok(scope)) => verify::verify_scoped(&s, opts, Some(&scope), &progress, interrupt),
+        None => verify::verify_scoped(&s, opts, None, &progress, interrupt),
+    };
+    let report = match run {
         Ok(r) => r,
         Err(verify::Error::Index(e)) => {
             // SQLite failing while reading the index is damage to report as well.

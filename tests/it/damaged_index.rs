@@ -2,7 +2,7 @@
 //! not allow, planted with SQLite: a shortened snapshot id (alone, and with a
 //! ref target whose object row is gone, the path that sliced the id), and
 //! negative pack offsets, lengths and sizes. Verify (quick and --read-data)
-//! reports the damage with exit 12 and a line naming the table and column,
+//! (and `verify --repo`) reports the damage with exit 12 and a line naming the table and column,
 //! restore fails with that line, nothing panics, and repair-index brings the
 //! store back (issue 14).
 
@@ -74,7 +74,11 @@ fn assert_no_panic(what: &str, out: &Output) {
 fn damaged_then_repaired(case: &str, sql: &str, names: &str) {
     let w = World::new();
     w.plant(sql);
-    for mode in [&["verify"][..], &["verify", "--read-data"][..]] {
+    for mode in [
+        &["verify"][..],
+        &["verify", "--read-data"][..],
+        &["verify", "--repo", "r"][..],
+    ] {
         let out = w.vault.run(mode);
         let what = format!("{case}: {mode:?}");
         assert_no_panic(&what, &out);
