@@ -66,17 +66,12 @@ fn verify_run(
     // With --repo, the repository's closure is walked first: a damaged index
     // found there is damage too, as below.
     let scope = match &a.repo {
-        Some(name) => {
-            let repo = resolve_repo(&s, name)?;
-            Some(verify::Scope::of_repo(&s, &repo.name))
-        }
+        Some(name) => Some(verify::Scope::of_repo(&s, &resolve_repo(&s, name)?.name)),
         None => None,
     };
-    let run = match scope {
-        Some(Err(e)) => Err(e),
-        Some(Ok(scope)) => verify::verify_scoped(&s, opts, Some(&scope), &progress, interrupt),
-        None => verify::verify_scoped(&s, opts, None, &progress, interrupt),
-    };
+    let run = scope
+        .transpose()
+        .and_then(|scope| verify::verify_scoped(&s, opts, scope.as_ref(), &progress, interrupt));
     let report = match run {
         Ok(r) => r,
         Err(verify::Error::Index(e)) => {

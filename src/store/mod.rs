@@ -320,10 +320,17 @@ impl Store {
     /// # Errors
     /// [`Error::Io`] when a directory of the store cannot be read.
     pub fn bytes_on_disk(&self) -> Result<u64, Error> {
-        fn below(dir: &Path) -> std::io::Result<u64> {
+        fn below(dir: &Path, top: bool) -> std::io::Result<u64> {
             let mut n = 0;
             for e in std::fs::read_dir(dir)? {
                 let e = e?;
+                if top
+                    && [LOCK_FILE, READERS_FILE]
+                        .iter()
+                        .any(|f| e.file_name() == *f)
+                {
+                    continue;
+                }
                 let meta = match e.metadata() {
                     Ok(m) => m,
                     // Gone meanwhile (a temporary file renamed): not counted.
@@ -331,20 +338,14 @@ impl Store {
                     Err(err) => return Err(err),
                 };
                 if meta.is_dir() {
-                    n += below(&e.path())?;
+                    n += below(&e.path(), false)?;
                 } else if meta.is_file() && !e.file_name().to_string_lossy().ends_with("-shm") {
                     n += meta.len();
                 }
             }
             Ok(n)
         }
-        let all = below(&self.root).map_err(Error::io(&self.root))?;
-        let locks: u64 = [LOCK_FILE, READERS_FILE]
-            .iter()
-            .filter_map(|f| std::fs::metadata(self.root.join(f)).ok())
-            .map(|m| m.len())
-            .sum();
-        Ok(all - locks.min(all))
+        below(&self.root, true).map_err(Error::io(&self.root))
     }
 
     /// Runs `f` with the index (under its mutex).

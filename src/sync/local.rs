@@ -80,7 +80,7 @@ pub(super) fn sync_from_local_odb(
         absent = needs.absent.len(),
         "connectivity of the source checked"
     );
-    let mut missing = needs.absent;
+    let missing = needs.absent;
     if missing.is_empty() && needs.elsewhere == 0 {
         // An intact source: the fetch failed for another reason.
         return Err(fetch_error);
@@ -93,17 +93,7 @@ pub(super) fn sync_from_local_odb(
     );
     if !missing.is_empty() && !opts.allow_incomplete {
         // Refused before anything is stored: the store does not grow.
-        let refs_needing = refs
-            .iter()
-            .filter(|r| r.symref.is_none())
-            .filter(|r| {
-                [r.target, r.peeled]
-                    .iter()
-                    .flatten()
-                    .any(|t| needs.tips.contains(t))
-            })
-            .map(|r| r.name_lossy())
-            .collect();
+        let refs_needing = super::refs_reaching(&refs, &needs.tips);
         let mut w = lock_writer(writer, progress);
         return Err(super::refuse_incomplete(
             &mut w,
@@ -132,7 +122,6 @@ pub(super) fn sync_from_local_odb(
         }
     }
     put_from_odb(&mut w, &repo, tips)?;
-    missing.sort();
     let (snap, status) = record_snapshot(
         store,
         &mut w,

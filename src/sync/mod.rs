@@ -298,8 +298,20 @@ fn refs_needing(mirror: &gix::Repository, refs: &[RefEntry], missing: &[ObjectId
     else {
         return Vec::new();
     };
+    refs_reaching(refs, &needs.tips)
+}
+
+/// The names of the refs (symbolic ones left out) whose target or peeled
+/// object is one of `tips`: the refs that a walk's tainted tips name.
+fn refs_reaching(refs: &[RefEntry], tips: &std::collections::HashSet<ObjectId>) -> Vec<String> {
     refs.iter()
-        .filter(|r| r.symref.is_none() && r.target.is_some_and(|t| needs.tips.contains(&t)))
+        .filter(|r| r.symref.is_none())
+        .filter(|r| {
+            [r.target, r.peeled]
+                .iter()
+                .flatten()
+                .any(|t| tips.contains(t))
+        })
         .map(|r| r.name_lossy())
         .collect()
 }
