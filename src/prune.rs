@@ -192,6 +192,14 @@ pub fn apply_forget(writer: &mut Writer<'_>, decisions: &[ForgetDecision]) -> Re
         .map(|d| d.snapshot.clone())
         .collect();
     let dir = writer.store().root().join(store::SNAPSHOTS_DIR);
+    let rebased = crate::snapshot::rebase_files(&dir, &gone).map_err(snapshot_file_error)?;
+    if !rebased.is_empty() {
+        tracing::debug!(
+            files = rebased.len(),
+            "snapshot files that were changes to forgotten ones now have all their refs"
+        );
+        crate::crash_point("forget-files-rebased");
+    }
     crate::snapshot::remove_files(&dir, &gone).map_err(snapshot_file_error)?;
     writer.index().delete_snapshots(&gone)?;
     Ok(gone.len() as u64)

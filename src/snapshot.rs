@@ -166,6 +166,20 @@ pub enum FileError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// The file records its refs as a change to a base snapshot that cannot
+    /// be used: its file is missing or unreadable, of another repository,
+    /// itself a change, or the refs it gives do not hash to the snapshot's id.
+    #[error(
+        "snapshot file {path}: its refs are recorded as a change to snapshot {base}, but {reason}"
+    )]
+    Base {
+        /// The file.
+        path: PathBuf,
+        /// The base it names.
+        base: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The file records another snapshot than its name says.
     #[error("snapshot file {path}: it records snapshot {found}, not {expected}")]
     WrongId {
@@ -184,6 +198,7 @@ impl FileError {
         match self {
             FileError::Io { path, .. }
             | FileError::Parse { path, .. }
+            | FileError::Base { path, .. }
             | FileError::WrongId { path, .. } => path,
         }
     }
@@ -193,6 +208,9 @@ impl FileError {
         match self {
             FileError::Io { source, .. } => source.to_string(),
             FileError::Parse { source, .. } => source.to_string(),
+            FileError::Base { base, reason, .. } => {
+                format!("its refs are recorded as a change to snapshot {base}, but {reason}")
+            }
             FileError::WrongId {
                 found, expected, ..
             } => format!("it records snapshot {found}, not {expected}"),
@@ -213,39 +231,192 @@ pub fn file_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.json"))
 }
 
-/// Writes `snap` as `dir/<id>.json`, crash-safely (see [`crate::durable`]).
+/// A snapshot file as it is on disk: a snapshot with all its refs, or (store
+/// format 3) with only the refs that differ from those of `base`, a snapshot
+/// of the same repository whose file has all of its refs, and the names of
+/// `base`'s refs it does not have.
+#[derive(Serialize, Deserialize)]
+struct FileRecord {
+    #[serde(flatten)]
+    snap: Snapshot,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    removed: Vec<Name>,
+}
+
+/// A ref name in a file's `removed` list (`"hex:<hex>"` when not UTF-8).
+#[derive(Serialize, Deserialize)]
+struct Name(#[serde(with = "bytes_as_str")] Vec<u8>);
+
+/// A snapshot file is written as a change to a base when at most one in this
+/// many of the base's refs differ (changed, added or removed): a nightly
+/// snapshot of a repository with thousands of refs, of which a few moved,
+/// then costs a few lines instead of thousands. Above it, the file has every
+/// ref and becomes the base of the snapshots after it.
+pub const DELTA_SHARE: usize = 4;
+
+/// The refs that are new in `refs` or differ from `base`'s, and the names of
+/// `base`'s refs that `refs` lacks.
+pub(crate) fn changes(base: &[RefEntry], refs: &[RefEntry]) -> (Vec<RefEntry>, Vec<Vec<u8>>) {
+    let old: std::collections::HashMap<&[u8], &RefEntry> =
+        base.iter().map(|r| (&r.name[..], r)).collect();
+    let new: std::collections::HashSet<&[u8]> = refs.iter().map(|r| &r.name[..]).collect();
+    let changed = refs
+        .iter()
+        .filter(|r| old.get(&r.name[..]) != Some(r))
+        .cloned()
+        .collect();
+    let removed = base
+        .iter()
+        .filter(|r| !new.contains(&r.name[..]))
+        .map(|r| r.name.clone())
+        .collect();
+    (changed, removed)
+}
+
+/// `base`'s refs with `changed` put in and `removed` taken out, sorted by name.
+pub(crate) fn apply_changes(
+    base: &[RefEntry],
+    changed: Vec<RefEntry>,
+    removed: &[Vec<u8>],
+) -> Vec<RefEntry> {
+    let mut refs: std::collections::BTreeMap<Vec<u8>, RefEntry> =
+        base.iter().map(|r| (r.name.clone(), r.clone())).collect();
+    for name in removed {
+        refs.remove(name);
+    }
+    for r in changed {
+        refs.insert(r.name.clone(), r);
+    }
+    refs.into_values().collect()
+}
+
+/// Writes `snap` as `dir/<id>.json` with all its refs, crash-safely (see
+/// [`crate::durable`]); an existing file of that name is replaced atomically.
 ///
 /// # Errors
 /// [`FileError::Io`].
 pub fn write_file(dir: &Path, snap: &Snapshot) -> Result<(), FileError> {
+    write_record(dir, snap, None, Vec::new(), Vec::new())
+}
+
+/// Writes `snap` as a change to `base` (another snapshot of its repository
+/// whose file has all its refs) when at most one in [`DELTA_SHARE`] of the
+/// base's refs differ, and with all its refs otherwise. Returns whether it
+/// was written as a change. Only for stores of format 3 and later.
+///
+/// # Errors
+/// [`FileError::Io`].
+pub fn write_file_against(dir: &Path, snap: &Snapshot, base: &Snapshot) -> Result<bool, FileError> {
+    let (changed, removed) = changes(&base.refs, &snap.refs);
+    if base.repo != snap.repo
+        || base.refs.is_empty()
+        || (changed.len() + removed.len()) * DELTA_SHARE > base.refs.len()
+    {
+        write_file(dir, snap)?;
+        return Ok(false);
+    }
+    write_record(dir, snap, Some(base.id.clone()), changed, removed)?;
+    Ok(true)
+}
+
+fn write_record(
+    dir: &Path,
+    snap: &Snapshot,
+    base: Option<String>,
+    changed: Vec<RefEntry>,
+    removed: Vec<Vec<u8>>,
+) -> Result<(), FileError> {
     let path = file_path(dir, &snap.id);
-    let json = serde_json::to_string_pretty(snap).expect("snapshot serializes");
+    let record = FileRecord {
+        snap: match base {
+            Some(_) => Snapshot {
+                refs: changed,
+                ..snap.clone()
+            },
+            None => snap.clone(),
+        },
+        base,
+        removed: removed.into_iter().map(Name).collect(),
+    };
+    let json = serde_json::to_string(&record).expect("snapshot serializes");
     crate::durable::write_atomic(&path, json.as_bytes(), crate::durable::PRIVATE)
         .map_err(|source| FileError::Io { path, source })
 }
 
-/// Reads the snapshot file `dir/<id>.json`; the id inside must be its name.
-///
-/// # Errors
-/// [`FileError::Io`], [`FileError::Parse`], [`FileError::WrongId`].
-pub fn read_file(dir: &Path, id: &str) -> Result<Snapshot, FileError> {
+/// Reads a file as it is: the record, and its base when it is a change.
+fn read_record(dir: &Path, id: &str) -> Result<FileRecord, FileError> {
     let path = file_path(dir, id);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(source) => return Err(FileError::Io { path, source }),
     };
-    let s: Snapshot = match serde_json::from_slice(&bytes) {
+    let r: FileRecord = match serde_json::from_slice(&bytes) {
         Ok(s) => s,
         Err(source) => return Err(FileError::Parse { path, source }),
     };
-    if s.id != id {
+    if r.snap.id != id {
         return Err(FileError::WrongId {
             path,
-            found: s.id,
+            found: r.snap.id,
             expected: id.to_owned(),
         });
     }
-    Ok(s)
+    Ok(r)
+}
+
+/// The base a snapshot file is recorded against, `None` when it has all its refs.
+///
+/// # Errors
+/// As [`read_file`], for the file itself (its base is not read).
+pub fn file_base(dir: &Path, id: &str) -> Result<Option<String>, FileError> {
+    Ok(read_record(dir, id)?.base)
+}
+
+/// Reads the snapshot file `dir/<id>.json` with all its refs: the id inside
+/// must be its name, and a file recorded as a change is applied to its base's
+/// file, which must have all its refs and be of the same repository; the
+/// refs so found must hash to the id.
+///
+/// # Errors
+/// [`FileError::Io`], [`FileError::Parse`], [`FileError::WrongId`], [`FileError::Base`].
+pub fn read_file(dir: &Path, id: &str) -> Result<Snapshot, FileError> {
+    let r = read_record(dir, id)?;
+    let Some(base_id) = r.base else {
+        return Ok(r.snap);
+    };
+    let fail = |reason: String| FileError::Base {
+        path: file_path(dir, id),
+        base: base_id.clone(),
+        reason,
+    };
+    if !is_snapshot_id(&base_id) {
+        return Err(fail("that is not a snapshot id".into()));
+    }
+    let base = read_record(dir, &base_id).map_err(|e| fail(format!("its file: {}", e.reason())))?;
+    if base.base.is_some() {
+        return Err(fail("that file is itself recorded as a change".into()));
+    }
+    if base.snap.repo != r.snap.repo {
+        return Err(fail(format!("that is a snapshot of {}", base.snap.repo)));
+    }
+    let removed: Vec<Vec<u8>> = r.removed.into_iter().map(|n| n.0).collect();
+    let mut snap = r.snap;
+    snap.refs = apply_changes(&base.snap.refs, std::mem::take(&mut snap.refs), &removed);
+    if Snapshot::compute_id(&snap.repo, &snap.time, &snap.refs) != snap.id {
+        return Err(fail(
+            "the refs they give do not hash to this snapshot's id".into(),
+        ));
+    }
+    Ok(snap)
+}
+
+/// True for 64 lowercase hex digits (a snapshot id, safe as a file name).
+fn is_snapshot_id(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The ids of the snapshot files in `dir`, sorted (temporary files, whose
@@ -269,6 +440,41 @@ pub fn list_files(dir: &Path) -> Result<Vec<String>, FileError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Before the files of `gone` are removed: every other snapshot file that is
+/// a change to one of them is rewritten with all its refs (atomically, under
+/// the same name), so that no file is left naming a base that is gone.
+/// Returns the ids rewritten. A file that cannot be read or resolved is left
+/// as it is (it is damaged already; verify reports it).
+///
+/// # Errors
+/// [`FileError::Io`] on the directory or on writing a file.
+pub fn rebase_files(dir: &Path, gone: &[String]) -> Result<Vec<String>, FileError> {
+    let gone: std::collections::HashSet<&str> = gone.iter().map(String::as_str).collect();
+    let mut rewritten = Vec::new();
+    for id in list_files(dir)? {
+        if gone.contains(id.as_str()) {
+            continue;
+        }
+        let Ok(FileRecord {
+            base: Some(base), ..
+        }) = read_record(dir, &id)
+        else {
+            continue;
+        };
+        if !gone.contains(base.as_str()) {
+            continue;
+        }
+        match read_file(dir, &id) {
+            Ok(snap) => {
+                write_file(dir, &snap)?;
+                rewritten.push(id);
+            }
+            Err(e) => tracing::warn!("snapshot file {id} left as it is: {e}"),
+        }
+    }
+    Ok(rewritten)
 }
 
 /// Removes the files of snapshots `ids` from `dir` (a file already gone is

@@ -116,7 +116,13 @@ impl Index {
             "SELECT s.sid, p.name, r.name, r.target, s.missing FROM snapshot_refs r
              JOIN snapshots s ON s.id = r.snapshot JOIN repos p ON p.id = s.repo
              LEFT JOIN objects o ON o.oid = r.target
-             WHERE r.target IS NOT NULL AND o.oid IS NULL",
+             WHERE r.target IS NOT NULL AND o.oid IS NULL
+             UNION ALL
+             SELECT d.sid, p.name, r.name, r.target, d.missing FROM snapshots d
+             JOIN snapshot_refs r ON r.snapshot = d.base JOIN repos p ON p.id = d.repo
+             LEFT JOIN objects o ON o.oid = r.target
+             WHERE r.target IS NOT NULL AND o.oid IS NULL AND NOT EXISTS
+               (SELECT 1 FROM snapshot_refs x WHERE x.snapshot = d.id AND x.name = r.name)",
             [],
             |r| {
                 Ok((
@@ -155,6 +161,18 @@ impl Index {
                 "snapshots",
                 "SELECT count(*) FROM snapshots s LEFT JOIN repos r ON r.id = s.repo WHERE r.id IS NULL",
                 "snapshots without their repository",
+            ),
+            (
+                "snapshots",
+                "SELECT count(*) FROM snapshots s LEFT JOIN snapshots b ON b.id = s.base
+                 WHERE s.base IS NOT NULL AND (b.id IS NULL OR b.base IS NOT NULL OR b.repo != s.repo)",
+                "snapshots recorded as a change to a snapshot that is missing, of another repository, or itself a change",
+            ),
+            (
+                "snapshot_refs",
+                "SELECT count(*) FROM snapshot_refs r JOIN snapshots s ON s.id = r.snapshot
+                 WHERE r.removed != 0 AND s.base IS NULL",
+                "removed-ref markers of snapshots recorded in full",
             ),
             (
                 "objects",

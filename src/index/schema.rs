@@ -4,7 +4,7 @@
 use super::{Error, Index};
 
 /// The schema version this code writes; older databases are migrated.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Migrations: entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -95,6 +95,17 @@ DROP INDEX IF EXISTS objects_chunk;
     // as in the snapshot file; NULL for snapshots without.
     r#"
 ALTER TABLE snapshots ADD COLUMN skipped TEXT;
+"#,
+    // A snapshot whose refs are mostly those of an earlier one of its
+    // repository (its `base`, itself stored in full) keeps rows only for the
+    // refs that differ: changed or new ones, and `removed` markers for the
+    // base's refs it does not have. NULL: every ref has its row, as before.
+    // (No foreign key: delete_snapshots gives dependents their full rows
+    // first, and the quick check reports a base that is missing.)
+    r#"
+ALTER TABLE snapshots ADD COLUMN base INTEGER;
+ALTER TABLE snapshot_refs ADD COLUMN removed INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX snapshots_base ON snapshots(base) WHERE base IS NOT NULL;
 "#,
 ];
 

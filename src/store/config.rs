@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The store format version this code writes into new stores. It reads
 /// stores of every version from 1 up to this one, and writes into an older
 /// store in that store's format (version 1 stores get version 1 packs).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The most a store's `max_delta_depth` may be: no store holds a longer
 /// delta chain, so code that walks chains without a store's configuration
@@ -94,9 +94,16 @@ impl StoreConfig {
         }
     }
 
-    /// The pack format version written into this store (equal to the store's format version).
+    /// The pack format version written into this store: the store's format
+    /// version up to 2 (format 3 changed the snapshot files, not the packs).
     pub fn pack_version(&self) -> u32 {
-        self.format_version
+        self.format_version.min(2)
+    }
+
+    /// True when snapshot files may be written as a change to a base
+    /// (format 3 and later).
+    pub fn snapshot_changes(&self) -> bool {
+        self.format_version >= 3
     }
 
     /// Checks the parameters.

@@ -271,12 +271,51 @@ fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
 
-fn write_snapshot_file(store: &Store, snap: &Snapshot) -> Result<(), Error> {
+/// Writes the snapshot's file: in a store of format 3 or later as a change to
+/// the base of the repository's newest snapshot (or to that snapshot, when
+/// its file has all its refs) when few refs differ, otherwise with all refs.
+fn write_snapshot_file(
+    store: &Store,
+    index: &index::Index,
+    repo: i64,
+    snap: &Snapshot,
+) -> Result<(), Error> {
     let dir = store.root().join(store::SNAPSHOTS_DIR);
-    crate::snapshot::write_file(&dir, snap).map_err(|e| Error::SnapshotFile {
+    let err = |e: crate::snapshot::FileError| Error::SnapshotFile {
         path: e.path().to_owned(),
         source: e.into_io(),
-    })
+    };
+    if store.config().snapshot_changes() {
+        if let Some(base) = file_base_for(&dir, index, repo) {
+            crate::snapshot::write_file_against(&dir, snap, &base).map_err(err)?;
+            return Ok(());
+        }
+    }
+    crate::snapshot::write_file(&dir, snap).map_err(err)
+}
+
+/// The snapshot whose file a new one of `repo` may be written against: the
+/// newest one's base, or the newest one when its file has all its refs.
+/// `None` when there is none or its file cannot be read (the new file then
+/// has all its refs: a base that is not sound is never used).
+fn file_base_for(dir: &std::path::Path, index: &index::Index, repo: i64) -> Option<Snapshot> {
+    let newest = index.latest_snapshot(repo).ok()??;
+    let base = match crate::snapshot::file_base(dir, &newest.id) {
+        Ok(Some(b)) => b,
+        Ok(None) => newest.id,
+        Err(e) => {
+            tracing::debug!("snapshot file {} not used as a base: {e}", newest.id);
+            return None;
+        }
+    };
+    match crate::snapshot::read_file(dir, &base) {
+        Ok(s) if crate::snapshot::file_base(dir, &base).ok()?.is_none() => Some(s),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!("snapshot file {base} not used as a base: {e}");
+            None
+        }
+    }
 }
 
 /// Refs (by name) that need one of `missing`, found by one walk of the
@@ -340,7 +379,7 @@ pub fn sync_repo(
     let last = store.with_index(|i| -> Result<Option<Snapshot>, index::Error> {
         let repo = i.repos()?.into_iter().find(|r| r.name == source.name);
         match repo {
-            Some(r) => Ok(i.snapshots(Some(r.id))?.pop()),
+            Some(r) => i.latest_snapshot(r.id),
             None => Ok(None),
         }
     })?;
@@ -571,7 +610,7 @@ fn record_snapshot(
     };
     snap.id = Snapshot::compute_id(&snap.repo, &snap.time, &snap.refs);
     crate::crash_point("before-snapshot");
-    write_snapshot_file(store, &snap)?;
+    write_snapshot_file(store, w.index(), repo_id, &snap)?;
     crate::crash_point("snapshot-file-written");
     w.index().insert_snapshot(repo_id, &snap)?;
     let status = if had_snapshot {

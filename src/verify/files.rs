@@ -13,6 +13,7 @@ impl Run<'_> {
         let all_snapshots = store.with_index(|i| i.snapshots(None))?;
         let files = store.with_index(|i| crate::store::lag::check(store.root(), i))?;
         compare_files(&files, &all_snapshots, &mut self.report);
+        read_known_files(store.root(), &files, &all_snapshots, &mut self.report);
         Ok(all_snapshots
             .into_iter()
             .filter(|s| scope.is_none_or(|sc| s.repo == sc.repo))
@@ -92,5 +93,40 @@ fn compare_files(
             ),
         );
         report.problems.push(p);
+    }
+}
+
+/// Reads the file of every snapshot the index holds (a file written as a
+/// change resolves through its base and must hash to its id) and compares
+/// its refs with the index's: a file that would not give the snapshot back
+/// to repair-index is damage of that snapshot, even while the index is fine.
+fn read_known_files(
+    root: &std::path::Path,
+    files: &crate::store::lag::FileState,
+    snapshots: &[Snapshot],
+    report: &mut VerifyReport,
+) {
+    let dir = root.join(crate::store::SNAPSHOTS_DIR);
+    for s in snapshots {
+        if files.missing_snapshot_files.contains(&s.id) {
+            continue;
+        }
+        let reason = match crate::snapshot::read_file(&dir, &s.id) {
+            Ok(f) if f.refs == s.refs && f.repo == s.repo => continue,
+            Ok(_) => "its refs differ from the index's".to_owned(),
+            Err(e) => format!("it cannot be read ({})", e.reason()),
+        };
+        report.problems.push(problem(
+            "snapshot",
+            format!(
+                "snapshot file {}.json of {} (taken {}): {reason}; repair-index would lose or change that snapshot: put the file back from a backup, or write it again from the index by moving it away (the next sync, forget or prune writes it back)",
+                s.id, s.repo, s.time
+            ),
+        ));
+        report.affected.push(Affected {
+            repo: s.repo.clone(),
+            snapshot: s.id.clone(),
+            reason: format!("its file: {reason}"),
+        });
     }
 }

@@ -24,6 +24,7 @@ mod perms_locks;
 mod progress;
 mod push_restore;
 mod retention;
+mod snapshot_changes;
 mod store;
 mod sync_restore;
 mod sync_safety;

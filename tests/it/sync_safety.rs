@@ -528,8 +528,9 @@ fn refs_that_cannot_be_mirrored_are_skipped_and_recorded() {
     }
 }
 
-/// An index of schema version 3 (before skipped refs were recorded) is
-/// migrated on open: its snapshots stay readable and new ones record skipped refs.
+/// An index of schema version 3 (before skipped refs were recorded, and
+/// before snapshots were recorded as changes) is migrated on open: its
+/// snapshots stay readable and new ones record skipped refs.
 #[test]
 fn index_of_schema_3_is_migrated() {
     let r = tagged_repo();
@@ -540,8 +541,12 @@ fn index_of_schema_3_is_migrated() {
     v.sync_ok(path_str(&bare), "m");
     {
         let db = rusqlite::Connection::open(v.store.join("index.sqlite")).unwrap();
-        db.execute_batch("ALTER TABLE snapshots DROP COLUMN skipped; PRAGMA user_version = 3;")
-            .unwrap();
+        db.execute_batch(
+            "DROP INDEX snapshots_base; ALTER TABLE snapshots DROP COLUMN base;
+             ALTER TABLE snapshot_refs DROP COLUMN removed;
+             ALTER TABLE snapshots DROP COLUMN skipped; PRAGMA user_version = 3;",
+        )
+        .unwrap();
     }
     assert_snapshot_is_source(&v.latest("m"), &bare);
     let head = r.rev_parse("HEAD");
@@ -561,5 +566,5 @@ fn index_of_schema_3_is_migrated() {
     let version: u32 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert!(version >= 4, "{version}");
+    assert!(version >= 5, "{version}");
 }

@@ -1744,26 +1744,33 @@ fn pack_versions(store: &Path) -> BTreeSet<u32> {
         .collect()
 }
 
-/// A store created by an older repovault (format 1: version 1 pack trailers)
-/// keeps its format: new packs are written as version 1, and sync, verify,
-/// restore and repair-index work on it exactly as on a new (format 2) store.
+/// A store created by an older repovault (format 1: version 1 pack
+/// trailers; format 2: snapshot files with every ref) keeps its format: new
+/// packs are written as version 1 into a format 1 store, snapshot files of
+/// format 1 and 2 stores have all their refs, and sync, verify, restore and
+/// repair-index work on them exactly as on a new (format 3) store, whose
+/// packs are version 2 and whose second snapshot is a change to the first.
 #[test]
-fn format_1_stores_stay_format_1_and_work_like_format_2() {
+fn older_format_stores_keep_their_format_and_work_like_format_3() {
     let base = tempfile::tempdir().unwrap();
     let r = build_alpha();
     let bare = base.path().join("alpha.git");
     git(base.path(), &["init", "-q", "--bare", path_str(&bare)]);
+    // Enough refs that the second sync (which moves two) is a small change.
+    for i in 0..10 {
+        r.tag_lightweight(&format!("t{i}"), "HEAD");
+    }
     r.publish(&bare);
-    for version in [1u32, 2] {
+    for version in [1u32, 2, 3] {
         let store = base.path().join(format!("store{version}"));
         let cache = base.path().join(format!("cache{version}"));
         rv_ok(&store, &["init"]);
-        if version == 1 {
-            let cfg_path = store.join("config.json");
-            let mut cfg: Value =
-                serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-            assert_eq!(cfg["format_version"], 2, "new stores are format 2");
-            cfg["format_version"] = serde_json::json!(1);
+        let cfg_path = store.join("config.json");
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        assert_eq!(cfg["format_version"], 3, "new stores are format 3");
+        if version < 3 {
+            cfg["format_version"] = serde_json::json!(version);
             std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
         }
         sync(&store, &cache, &bare, "alpha");
@@ -1773,7 +1780,17 @@ fn format_1_stores_stay_format_1_and_work_like_format_2() {
         }
         r.publish(&bare);
         sync(&store, &cache, &bare, "alpha");
-        assert_eq!(pack_versions(&store), BTreeSet::from([version]));
+        assert_eq!(pack_versions(&store), BTreeSet::from([version.min(2)]));
+        let bases: Vec<bool> = snapshot_files(&store)
+            .iter()
+            .map(|(_, v)| v.get("base").is_some())
+            .collect();
+        assert_eq!(bases.len(), 2);
+        assert_eq!(
+            bases.iter().filter(|b| **b).count(),
+            usize::from(version >= 3),
+            "format {version}: which snapshot files are changes to another"
+        );
 
         let verify = |what: &str| {
             let out = rv(&store, &["verify", "--read-data", "--json"]);
@@ -1807,4 +1824,22 @@ fn format_1_stores_stay_format_1_and_work_like_format_2() {
             "format {version} after repair"
         );
     }
+}
+
+/// The snapshot files of a store: id and parsed JSON.
+fn snapshot_files(store: &Path) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(store.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let id = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (
+                id,
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
